@@ -1,0 +1,274 @@
+//! `px local`: the PEM on this host, and a live view of what it captures.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use px_tablestore::TableStore;
+use tokio::signal::unix::{SignalKind, signal};
+use vizier_pem::{Pem, PemConfig, tables};
+
+use crate::live_view::{HttpRowFormatter, header};
+use crate::quantity::{human_bytes, parse_bytes};
+
+/// How `px local` runs.
+#[derive(clap::Args)]
+pub(crate) struct LocalArgs {
+    /// Memory limit of the PEM, as a Kubernetes quantity. Tables get 60% of it.
+    #[arg(long, default_value = "2Gi", value_parser = parse_bytes)]
+    memory_limit: u64,
+    /// Bytes for all tables together [default: 60% of --memory-limit].
+    #[arg(long, value_parser = parse_bytes)]
+    table_store_limit: Option<u64>,
+    /// Share of the tables' memory given to http_events, in percent.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u8).range(0..=100))]
+    http_events_percent: u8,
+    /// Payload bytes copied from the kernel per syscall (1 to 8192).
+    #[arg(long, default_value_t = 8192)]
+    chunk_limit: u32,
+    /// Body bytes kept per HTTP message; the real size is recorded as well.
+    #[arg(long, default_value_t = 512)]
+    max_body_bytes: usize,
+    /// Size of the kernel-to-PEM ring buffer (a power of two).
+    #[arg(long, default_value = "8Mi", value_parser = parse_bytes)]
+    ring_buffer: u64,
+    /// Do not print requests; trace only.
+    #[arg(long)]
+    quiet: bool,
+    /// Stop after this many seconds [default: run until Ctrl-C].
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// On exit, write counters (rows, bytes, CPU time, peak memory) as JSON to this file.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+impl LocalArgs {
+    fn pem_config(&self) -> anyhow::Result<PemConfig> {
+        let mut config = PemConfig::for_memory_limit(self.memory_limit);
+        config.budgets.table_store_bytes = self.table_store_limit;
+        config.budgets.http_events_percent = self.http_events_percent;
+        config.chunk_limit = self.chunk_limit;
+        config.max_body_bytes = self.max_body_bytes;
+        config.ring_buffer_bytes =
+            u32::try_from(self.ring_buffer).context("--ring-buffer must be below 4Gi")?;
+        Ok(config)
+    }
+}
+
+pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    let config = args.pem_config()?;
+    let pem = Pem::start(config)?;
+    let store = pem.store();
+    eprintln!("{}", describe_storage(&store, args.memory_limit));
+
+    let started = Instant::now();
+    let deadline = args.duration_secs.map(Duration::from_secs);
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut view = LiveView::new(&store, args.quiet);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = tick.tick() => {
+                view.refresh(&store, &pem);
+                if deadline.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+            }
+        }
+    }
+    pem.stop().await?;
+    view.refresh_rows(&store);
+    view.finish();
+    let summary = Summary::collect(&store, started.elapsed());
+    eprintln!("{}", summary.human());
+    if let Some(path) = &args.stats_file {
+        std::fs::write(path, summary.json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn describe_storage(store: &TableStore, memory_limit: u64) -> String {
+    let budgets = store.budgets();
+    let tables: Vec<String> = store
+        .tables()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t.schema().name,
+                human_bytes(t.stats().budget_bytes)
+            )
+        })
+        .collect();
+    format!(
+        "px local: tracing TCP connections on this host (pid {} is not traced).\n\
+         Data stays in this process's memory, nothing is written to disk: \
+         memory limit {}, tables {} ({}); the oldest rows are dropped when a table is full.\n\
+         Press Ctrl-C to stop.",
+        std::process::id(),
+        human_bytes(memory_limit),
+        human_bytes(budgets.total_bytes()),
+        tables.join(", ")
+    )
+}
+
+/// New requests above, a status line below that is redrawn in place.
+struct LiveView {
+    quiet: bool,
+    next_row: u64,
+    printed: u64,
+    formatter: HttpRowFormatter,
+    status: ProgressBar,
+}
+
+impl LiveView {
+    fn new(store: &TableStore, quiet: bool) -> Self {
+        let status = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        status.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let next_row = store
+            .table(tables::HTTP_EVENTS)
+            .map_or(0, |t| t.stats().rows_added);
+        let view = Self {
+            quiet,
+            next_row,
+            printed: 0,
+            formatter: HttpRowFormatter::default(),
+            status,
+        };
+        view.print(&header());
+        view
+    }
+
+    fn print(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.status.is_hidden() {
+            println!("{line}");
+        } else {
+            self.status.println(line);
+        }
+    }
+
+    fn refresh(&mut self, store: &TableStore, pem: &Pem) {
+        self.refresh_rows(store);
+        let status = pem.status();
+        self.status.set_message(format!(
+            "{} requests · {} connections open · tables {} · Ctrl-C to stop",
+            self.printed,
+            status.tracker.connections_tracked,
+            human_bytes(store.bytes_held()),
+        ));
+        self.status.tick();
+    }
+
+    fn refresh_rows(&mut self, store: &TableStore) {
+        let Some(table) = store.table(tables::HTTP_EVENTS) else {
+            return;
+        };
+        let read = table.read_since(self.next_row);
+        self.next_row = read.next_row;
+        for batch in &read.batches {
+            for line in self.formatter.lines(batch) {
+                self.print(&line);
+                self.printed += 1;
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.status.finish_and_clear();
+    }
+}
+
+/// What `px local` reports when it stops.
+struct Summary {
+    elapsed: Duration,
+    tables: Vec<(String, px_tablestore::TableStats)>,
+    cpu_seconds: f64,
+    peak_rss_bytes: u64,
+}
+
+impl Summary {
+    fn collect(store: &TableStore, elapsed: Duration) -> Self {
+        let tables = store
+            .tables()
+            .iter()
+            .map(|t| (t.schema().name.clone(), t.stats()))
+            .collect();
+        let usage = resource_usage();
+        Self {
+            elapsed,
+            tables,
+            cpu_seconds: usage.0,
+            peak_rss_bytes: usage.1,
+        }
+    }
+
+    fn human(&self) -> String {
+        let mut text = format!(
+            "px local ran {:.1}s, used {:.2}s of CPU, peak memory {}.",
+            self.elapsed.as_secs_f64(),
+            self.cpu_seconds,
+            human_bytes(self.peak_rss_bytes)
+        );
+        for (name, stats) in &self.tables {
+            text.push_str(&format!(
+                "\n  {name}: {} rows captured, {} held ({}), {} dropped to stay within {}",
+                stats.rows_added,
+                stats.rows_held,
+                human_bytes(stats.bytes_held),
+                stats.rows_expired,
+                human_bytes(stats.budget_bytes)
+            ));
+        }
+        text
+    }
+
+    fn json(&self) -> String {
+        let tables: Vec<String> = self
+            .tables
+            .iter()
+            .map(|(name, s)| {
+                format!(
+                    "\"{name}\":{{\"rows_added\":{},\"rows_held\":{},\"rows_expired\":{},\"bytes_held\":{},\"budget_bytes\":{}}}",
+                    s.rows_added, s.rows_held, s.rows_expired, s.bytes_held, s.budget_bytes
+                )
+            })
+            .collect();
+        format!(
+            "{{\"elapsed_seconds\":{:.3},\"cpu_seconds\":{:.3},\"peak_rss_bytes\":{},\"tables\":{{{}}}}}\n",
+            self.elapsed.as_secs_f64(),
+            self.cpu_seconds,
+            self.peak_rss_bytes,
+            tables.join(",")
+        )
+    }
+}
+
+/// (user + system CPU seconds, peak resident bytes) of this process.
+fn resource_usage() -> (f64, u64) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage struct through a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return (0.0, 0);
+    }
+    // SAFETY: getrusage succeeded and filled the struct.
+    let usage = unsafe { usage.assume_init() };
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    (secs(usage.ru_utime) + secs(usage.ru_stime), peak)
+}

@@ -1,0 +1,484 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Socket tracer: syscall tracepoints that record TCP connection opens and closes,
+ * and the bytes that cross each traced connection, into one ring buffer.
+ *
+ * Only file descriptors that became connections through connect() or accept() are
+ * traced: every other read or write costs one failed hash lookup and nothing more.
+ * Minimum kernel version: 5.8 (ring buffer).
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+#include "socket_trace.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EINPROGRESS 115
+
+/* Tracepoint contexts, as /sys/kernel/tracing/events/syscalls/<name>/format lays them out. */
+struct sys_enter_ctx {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__u64 args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	__s32 syscall_nr;
+	__u32 _pad;
+	__s64 ret;
+};
+
+struct sched_process_exit_ctx {
+	__u64 common;
+	char comm[16];
+	__s32 pid;
+	__s32 prio;
+	__u8 group_dead;
+};
+
+enum io_buffer_kind {
+	IO_PLAIN = 1,  /* read/write/recvfrom/sendto: one buffer */
+	IO_IOVEC = 2,  /* readv/writev: an iovec array */
+	IO_MSGHDR = 3, /* recvmsg/sendmsg: a msghdr holding an iovec array */
+};
+
+struct connect_args {
+	__u64 addr;
+	__s32 fd;
+	__u32 _pad;
+};
+
+struct io_args {
+	__u64 buf;    /* buffer, iovec array or msghdr, per kind */
+	__u64 iovcnt; /* IO_IOVEC only */
+	__s32 fd;
+	__u16 kind;
+	__u16 direction;
+};
+
+struct iovec_user {
+	__u64 base;
+	__u64 len;
+};
+
+/* One data event as it is assembled before it goes into the ring buffer. The payload
+ * has twice the room a chunk needs so that (offset < MAX) + (length <= MAX) is provably
+ * in bounds without exact arithmetic. */
+struct data_scratch {
+	struct px_data_event event;
+	__u8 payload[2 * PX_MAX_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* replaced by the PEM's setting at load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct px_config);
+} config SEC(".maps");
+
+/* (tgid << 32 | fd) -> connection. LRU so that a flood of connections cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct px_conn_info);
+} conns SEC(".maps");
+
+/* (tgid << 32 | fd) -> generation of a connection whose payload the PEM does not want
+ * (no protocol it parses): its bytes are still counted, not copied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} muted SEC(".maps");
+
+/* Syscall arguments saved at entry, keyed by thread (pid_tgid), read at exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct connect_args);
+} active_connect SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} active_accept SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct io_args);
+} active_io SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct data_scratch);
+} scratch SEC(".maps");
+
+static __always_inline struct px_config *get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+/* The tgid of the caller, or 0 when it must not be traced (the PEM itself). */
+static __always_inline __u32 traced_tgid(__u64 pid_tgid)
+{
+	__u32 tgid = pid_tgid >> 32;
+	struct px_config *cfg = get_config();
+	if (!cfg || cfg->self_tgid == tgid)
+		return 0;
+	return tgid;
+}
+
+static __always_inline __u64 conn_key(__u32 tgid, __s32 fd)
+{
+	return ((__u64)tgid << 32) | (__u32)fd;
+}
+
+static __always_inline void fill_header(struct px_event_header *hdr, __u32 kind, __u32 tgid,
+					__s32 fd, __u64 generation)
+{
+	hdr->timestamp_ns = bpf_ktime_get_ns();
+	hdr->conn.generation = generation;
+	hdr->conn.tgid = tgid;
+	hdr->conn.fd = fd;
+	hdr->kind = kind;
+	hdr->_pad = 0;
+}
+
+/* Reads a user sockaddr into info; returns 0 for AF_INET/AF_INET6, -1 otherwise. */
+static __always_inline int read_sockaddr(__u64 addr, struct px_conn_info *info)
+{
+	__u16 family = 0;
+	__u16 port_be = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), (void *)addr) != 0)
+		return -1;
+	if (family != AF_INET && family != AF_INET6)
+		return -1;
+	bpf_probe_read_user(&port_be, sizeof(port_be), (void *)(addr + 2));
+	info->family = family;
+	info->rport = (__u16)((port_be >> 8) | (port_be << 8));
+	if (family == AF_INET)
+		bpf_probe_read_user(info->raddr, 4, (void *)(addr + 4));
+	else
+		bpf_probe_read_user(info->raddr, 16, (void *)(addr + 8));
+	return 0;
+}
+
+static __always_inline void open_conn(__u32 tgid, __s32 fd, struct px_conn_info *info)
+{
+	__u64 key = conn_key(tgid, fd);
+	info->generation = bpf_ktime_get_ns();
+	info->bytes_sent = 0;
+	info->bytes_recv = 0;
+	bpf_map_update_elem(&conns, &key, info, BPF_ANY);
+	bpf_map_delete_elem(&muted, &key);
+
+	struct px_open_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, PX_EVENT_OPEN, tgid, fd, info->generation);
+	__builtin_memcpy(ev->raddr, info->raddr, sizeof(ev->raddr));
+	ev->family = info->family;
+	ev->rport = info->rport;
+	ev->role = info->role;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* ---- connect ---- */
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int sys_enter_connect(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced_tgid(id))
+		return 0;
+	struct connect_args args = {.addr = ctx->args[1], .fd = (__s32)ctx->args[0]};
+	bpf_map_update_elem(&active_connect, &id, &args, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int sys_exit_connect(struct sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct connect_args *args = bpf_map_lookup_elem(&active_connect, &id);
+	if (!args)
+		return 0;
+	struct connect_args saved = *args;
+	bpf_map_delete_elem(&active_connect, &id);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	struct px_conn_info info = {.role = PX_ROLE_CLIENT};
+	if (read_sockaddr(saved.addr, &info) != 0)
+		return 0;
+	open_conn(id >> 32, saved.fd, &info);
+	return 0;
+}
+
+/* ---- accept / accept4 ---- */
+
+static __always_inline int enter_accept(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!traced_tgid(id))
+		return 0;
+	__u64 addr = ctx->args[1];
+	bpf_map_update_elem(&active_accept, &id, &addr, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int exit_accept(struct sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *addr = bpf_map_lookup_elem(&active_accept, &id);
+	if (!addr)
+		return 0;
+	__u64 saved = *addr;
+	bpf_map_delete_elem(&active_accept, &id);
+	if (ctx->ret < 0)
+		return 0;
+	struct px_conn_info info = {.role = PX_ROLE_SERVER};
+	/* A NULL or non-inet address leaves the peer unknown (family 0): the PEM looks
+	 * it up, and mutes the connection if it is not a protocol it parses. */
+	if (saved != 0 && read_sockaddr(saved, &info) != 0 && info.family != 0)
+		return 0;
+	open_conn(id >> 32, (__s32)ctx->ret, &info);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept")
+int sys_enter_accept(struct sys_enter_ctx *ctx) { return enter_accept(ctx); }
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sys_exit_accept(struct sys_exit_ctx *ctx) { return exit_accept(ctx); }
+
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int sys_enter_accept4(struct sys_enter_ctx *ctx) { return enter_accept(ctx); }
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sys_exit_accept4(struct sys_exit_ctx *ctx) { return exit_accept(ctx); }
+
+/* ---- close ---- */
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int sys_enter_close(struct sys_enter_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = traced_tgid(id);
+	if (!tgid)
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	__u64 key = conn_key(tgid, fd);
+	struct px_conn_info *info = bpf_map_lookup_elem(&conns, &key);
+	if (!info)
+		return 0;
+	struct px_close_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (ev) {
+		fill_header(&ev->hdr, PX_EVENT_CLOSE, tgid, fd, info->generation);
+		ev->bytes_sent = info->bytes_sent;
+		ev->bytes_recv = info->bytes_recv;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	bpf_map_delete_elem(&conns, &key);
+	bpf_map_delete_elem(&muted, &key);
+	return 0;
+}
+
+/* ---- data: read/write and friends ---- */
+
+static __always_inline int enter_io(struct sys_enter_ctx *ctx, __u16 kind, __u16 direction)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = traced_tgid(id);
+	if (!tgid)
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	__u64 key = conn_key(tgid, fd);
+	if (!bpf_map_lookup_elem(&conns, &key))
+		return 0;
+	struct io_args args = {
+		.buf = ctx->args[1],
+		.iovcnt = ctx->args[2],
+		.fd = fd,
+		.kind = kind,
+		.direction = direction,
+	};
+	bpf_map_update_elem(&active_io, &id, &args, BPF_ANY);
+	return 0;
+}
+
+/* Copies up to `limit` of the `total` bytes an iovec array moved; returns bytes copied. */
+static __always_inline __u32 copy_iovecs(__u8 *payload, __u64 iov, __u64 iovcnt, __u64 total,
+					  __u32 limit)
+{
+	__u64 off = 0;
+#pragma unroll
+	for (int i = 0; i < PX_MAX_IOV; i++) {
+		if (i >= iovcnt || off >= limit || off >= total)
+			break;
+		struct iovec_user vec = {};
+		if (bpf_probe_read_user(&vec, sizeof(vec), (void *)(iov + i * sizeof(vec))) != 0)
+			break;
+		__u64 len = vec.len;
+		if (len > total - off)
+			len = total - off;
+		if (len > limit - off)
+			len = limit - off;
+		__u64 at = off & (PX_MAX_CHUNK - 1);
+		/* barrier_var (bpf_helpers.h) keeps clang from folding these bound checks
+		 * into arithmetic the verifier cannot follow. */
+		barrier_var(len);
+		if (len > PX_MAX_CHUNK)
+			len = PX_MAX_CHUNK;
+		if (len == 0)
+			continue;
+		if (bpf_probe_read_user(payload + at, len, (void *)vec.base) != 0)
+			break;
+		off += len;
+	}
+	return off;
+}
+
+static __always_inline int exit_io(struct sys_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct io_args *saved = bpf_map_lookup_elem(&active_io, &id);
+	if (!saved)
+		return 0;
+	struct io_args args = *saved;
+	bpf_map_delete_elem(&active_io, &id);
+	__s64 ret = ctx->ret;
+	if (ret <= 0)
+		return 0;
+
+	__u32 tgid = id >> 32;
+	__u64 key = conn_key(tgid, args.fd);
+	struct px_conn_info *info = bpf_map_lookup_elem(&conns, &key);
+	if (!info)
+		return 0;
+	__u64 position;
+	if (args.direction == PX_DIR_EGRESS)
+		position = __sync_fetch_and_add(&info->bytes_sent, ret);
+	else
+		position = __sync_fetch_and_add(&info->bytes_recv, ret);
+	__u64 generation = info->generation;
+
+	__u64 *muted_gen = bpf_map_lookup_elem(&muted, &key);
+	if (muted_gen && *muted_gen == generation)
+		return 0;
+
+	struct px_config *cfg = get_config();
+	__u32 zero = 0;
+	struct data_scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!cfg || !buf)
+		return 0;
+	__u32 limit = cfg->chunk_limit;
+	if (limit > PX_MAX_CHUNK)
+		limit = PX_MAX_CHUNK;
+
+	__u64 captured = 0;
+	if (args.kind == IO_PLAIN) {
+		captured = (__u64)ret < limit ? (__u64)ret : limit;
+		barrier_var(captured);
+		if (captured > PX_MAX_CHUNK)
+			captured = PX_MAX_CHUNK;
+		if (bpf_probe_read_user(buf->payload, captured, (void *)args.buf) != 0)
+			captured = 0;
+	} else {
+		__u64 iov = args.buf;
+		__u64 iovcnt = args.iovcnt;
+		if (args.kind == IO_MSGHDR) {
+			/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
+			bpf_probe_read_user(&iov, sizeof(iov), (void *)(args.buf + 16));
+			bpf_probe_read_user(&iovcnt, sizeof(iovcnt), (void *)(args.buf + 24));
+		}
+		captured = copy_iovecs(buf->payload, iov, iovcnt, ret, limit);
+	}
+
+	struct px_data_event *ev = &buf->event;
+	fill_header(&ev->hdr, PX_EVENT_DATA, tgid, args.fd, generation);
+	ev->position = position;
+	ev->size = ret > 0xffffffff ? 0xffffffff : (__u32)ret;
+	ev->direction = args.direction;
+	ev->_pad = 0;
+	barrier_var(captured);
+	if (captured > PX_MAX_CHUNK)
+		captured = PX_MAX_CHUNK;
+	ev->captured = captured;
+	bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured, 0);
+	return 0;
+}
+
+#define IO_PROBES(name, kind, dir)                                                         \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                        \
+	int sys_enter_##name(struct sys_enter_ctx *ctx) { return enter_io(ctx, kind, dir); } \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
+	int sys_exit_##name(struct sys_exit_ctx *ctx) { return exit_io(ctx); }
+
+IO_PROBES(read, IO_PLAIN, PX_DIR_INGRESS)
+IO_PROBES(recvfrom, IO_PLAIN, PX_DIR_INGRESS)
+IO_PROBES(readv, IO_IOVEC, PX_DIR_INGRESS)
+IO_PROBES(recvmsg, IO_MSGHDR, PX_DIR_INGRESS)
+IO_PROBES(write, IO_PLAIN, PX_DIR_EGRESS)
+IO_PROBES(sendto, IO_PLAIN, PX_DIR_EGRESS)
+IO_PROBES(writev, IO_IOVEC, PX_DIR_EGRESS)
+IO_PROBES(sendmsg, IO_MSGHDR, PX_DIR_EGRESS)
+
+/* ---- process exit: its sockets close without a close() ---- */
+
+SEC("tracepoint/sched/sched_process_exit")
+int sched_process_exit(struct sched_process_exit_ctx *ctx)
+{
+	if (!ctx->group_dead)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = traced_tgid(id);
+	if (!tgid)
+		return 0;
+	struct px_proc_exit_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev)
+		return 0;
+	fill_header(&ev->hdr, PX_EVENT_PROC_EXIT, tgid, -1, 0);
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* Keeps every shared struct in the object's BTF (map value types always are), so the
+ * layout test can compare the Rust mirrors with it. One tiny entry, never read. */
+struct px_layouts {
+	struct px_conn_id conn_id;
+	struct px_config config;
+	struct px_conn_info conn_info;
+	struct px_event_header header;
+	struct px_open_event open;
+	struct px_close_event close;
+	struct px_data_event data;
+	struct px_proc_exit_event proc_exit;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct px_layouts);
+} layouts SEC(".maps");
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,26 @@
+//! The PEM's kernel programs and the structs they share with user space.
+//!
+//! The programs are C (`ebpf/c/*.bpf.c`), compiled by `build.rs` with clang for the
+//! `bpf` target and embedded here; the PEM loads them with aya. The `#[repr(C)]` types
+//! in [`socket_trace`] mirror `c/socket_trace.h` field for field; `tests/layout.rs`
+//! checks them against the compiled object's BTF.
+
+pub mod socket_trace;
+
+/// The bytes of a compiled BPF object, aligned so an ELF parser can read them in place.
+#[repr(C, align(32))]
+struct Aligned<T: ?Sized>(T);
+
+static SOCKET_TRACE_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/socket_trace.bpf.o"
+)));
+
+/// The socket tracer's object file (syscall tracepoints, ring buffer, connection maps).
+///
+/// # Minimum kernel version
+/// 5.8, for `BPF_MAP_TYPE_RINGBUF`; atomic fetch-and-add (`-mcpu=v3`) needs 5.12.
+#[must_use]
+pub fn socket_trace_object() -> &'static [u8] {
+    &SOCKET_TRACE_OBJECT.0
+}

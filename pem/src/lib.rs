@@ -1,0 +1,46 @@
+//! `vizier-pem`, the Pixie Edge Module: the per-node data collector.
+//!
+//! It loads the socket tracer into the kernel (syscall tracepoints writing into a ring
+//! buffer), rebuilds each connection's byte streams, infers and parses the protocol,
+//! pairs requests with responses, and appends rows to bounded in-memory tables
+//! (`http_events`, `conn_stats`) that queries read.
+//!
+//! Data flows one way, one module per stage: [`loader`](self) (kernel programs) ->
+//! `events` (decode) -> `tracker` (connections, streams) -> `protocols` (parsers) ->
+//! the table store.
+
+mod clock;
+mod config;
+mod conn_stats;
+mod error;
+mod events;
+mod loader;
+mod pem;
+mod privileges;
+mod process;
+mod protocols;
+mod sockets;
+mod tracker;
+
+pub use config::PemConfig;
+pub use error::Error;
+pub use pem::{Pem, PemStatus};
+pub use tracker::TrackerCounters;
+
+/// Names of the tables the PEM fills.
+pub mod tables {
+    /// HTTP/1.x requests paired with their responses.
+    pub const HTTP_EVENTS: &str = "http_events";
+    /// Per-endpoint connection counters.
+    pub const CONN_STATS: &str = "conn_stats";
+}
+
+/// Entry points for `cargo fuzz` (see `fuzz/`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Feeds arbitrary bytes through the HTTP parser and stitcher.
+    pub fn http_parse(data: &[u8]) {
+        crate::protocols::http::fuzz_one_input(data);
+    }
+}

@@ -1,0 +1,214 @@
+//! The running PEM: reads kernel events, tracks connections, fills the tables.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use px_ebpf::socket_trace::ConnInfo;
+use px_tablestore::TableStore;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, interval};
+
+use crate::clock;
+use crate::config::PemConfig;
+use crate::conn_stats;
+use crate::error::Error;
+use crate::events;
+use crate::loader::SocketTracer;
+use crate::protocols::{ParserLimits, REGISTRY};
+use crate::tracker::{KernelConns, Tracker, TrackerCounters, TrackerSettings};
+
+/// Ring buffer records handled before the loop lets the timers run.
+const EVENTS_PER_TURN: usize = 4096;
+
+/// What the PEM has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PemStatus {
+    /// Records read from the kernel.
+    pub events_received: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Connection tracking counters.
+    pub tracker: TrackerCounters,
+}
+
+/// A running PEM. Dropping it without [`Pem::stop`] detaches the probes too, but
+/// loses the rows not yet flushed.
+pub struct Pem {
+    store: Arc<TableStore>,
+    status: Arc<Mutex<PemStatus>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl Pem {
+    /// Loads the socket tracer and starts filling the tables. Call from a Tokio runtime.
+    ///
+    /// # Errors
+    /// Invalid settings, missing privileges or tracefs, or a kernel that refuses the
+    /// programs: each with a message that says what to do.
+    pub fn start(config: PemConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let store = Arc::new(TableStore::new(config.budgets.clone())?);
+        for entry in REGISTRY {
+            store.create_table((entry.table)())?;
+        }
+        store.create_table(conn_stats::schema())?;
+
+        let tracer = SocketTracer::load(&config)?;
+        let status = Arc::new(Mutex::new(PemStatus::default()));
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(
+            tracer,
+            config,
+            Arc::clone(&store),
+            Arc::clone(&status),
+            stopped,
+        ));
+        Ok(Self {
+            store,
+            status,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+
+    /// The node's tables.
+    #[must_use]
+    pub fn store(&self) -> Arc<TableStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Counters, refreshed at every flush.
+    #[must_use]
+    pub fn status(&self) -> PemStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Flushes what was parsed, detaches the probes and stops.
+    ///
+    /// # Errors
+    /// The error that stopped the event loop, if it stopped by itself.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(Error::RingBufferPoll {
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+}
+
+struct Conns<'a>(&'a BpfHashMap<MapData, u64, ConnInfo>);
+
+impl KernelConns for Conns<'_> {
+    fn lookup(&self, key: u64) -> Option<ConnInfo> {
+        self.0.get(&key, 0).ok()
+    }
+}
+
+async fn run(
+    tracer: SocketTracer,
+    config: PemConfig,
+    store: Arc<TableStore>,
+    status: Arc<Mutex<PemStatus>>,
+    mut stopped: oneshot::Receiver<()>,
+) -> Result<(), Error> {
+    let SocketTracer {
+        ebpf,
+        events,
+        mut conns,
+        mut muted,
+    } = tracer;
+    // SAFETY: the RingBuf owns its map fd; it stays open and unchanged until the
+    // AsyncFd (which owns the RingBuf) is dropped.
+    let mut ring: AsyncFd<RingBuf<MapData>> = unsafe {
+        AsyncFd::register_with_interest(events, Interest::READABLE)
+    }
+    .map_err(|e| Error::RingBufferPoll {
+        source: e.into_parts().1,
+    })?;
+    let settings = TrackerSettings {
+        asid: config.asid,
+        limits: ParserLimits {
+            max_body_bytes: config.max_body_bytes,
+            ..ParserLimits::default()
+        },
+        idle_timeout_ns: duration_ns(config.idle_timeout),
+        max_connections: config.max_connections,
+    };
+    let mut tracker = Tracker::new(settings, clock::boot_to_epoch_ns());
+    let mut flush = interval(config.flush_interval);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sample = interval(config.conn_stats_interval);
+    sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut local = PemStatus::default();
+
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|source| Error::RingBufferPoll { source })?;
+                let ring = guard.get_inner_mut();
+                let mut handled = 0;
+                while handled < EVENTS_PER_TURN {
+                    let Some(item) = ring.next() else { break };
+                    handled += 1;
+                    match events::decode(&item) {
+                        Ok(event) => tracker.handle(event, &Conns(&conns)),
+                        Err(_) => local.decode_errors += 1,
+                    }
+                }
+                local.events_received += handled as u64;
+                if handled < EVENTS_PER_TURN {
+                    guard.clear_ready();
+                }
+                tracker.resolve_addresses();
+                apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
+            }
+            _ = flush.tick() => {
+                tracker.set_boot_to_epoch_ns(clock::boot_to_epoch_ns());
+                tracker.drain_records();
+                tracker.flush(&store);
+                tracker.release_idle(clock::monotonic_ns());
+                local.tracker = tracker.counters();
+                *status.lock().unwrap_or_else(PoisonError::into_inner) = local.clone();
+            }
+            _ = sample.tick() => {
+                tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
+            }
+        }
+    }
+    tracker.drain_records();
+    tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
+    tracker.flush(&store);
+    drop(ebpf);
+    Ok(())
+}
+
+fn apply_kernel_updates(
+    tracker: &mut Tracker,
+    conns: &mut BpfHashMap<MapData, u64, ConnInfo>,
+    muted: &mut BpfHashMap<MapData, u64, u64>,
+) {
+    for (key, generation) in tracker.take_mutes() {
+        // Failure only means the kernel keeps copying this connection's bytes.
+        let _ = muted.insert(key, generation, 0);
+    }
+    for key in tracker.take_forgets() {
+        let _ = conns.remove(&key);
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,925 @@
+//! HTTP/1.0 and HTTP/1.1: inference, parsing, stitching, and Pixie's `http_events` table.
+//!
+//! [`HttpConnection`] owns one [`MessageParser`] per direction and a [`Stitcher`]. The
+//! role decides which direction carries requests. Request methods flow from the request
+//! parser to the response parser (a response to HEAD has no body), and completed
+//! messages flow into the stitcher, which pairs them into records for `drain`.
+
+mod parser;
+#[cfg(test)]
+mod proptests;
+mod stitcher;
+
+use px_tablestore::{ColumnSchema, DataType, RowBuilder, SemanticType, TableSchema};
+
+pub(crate) use parser::{HttpMessage, KNOWN_METHODS, MessageKind, MessageParser, MessageSink};
+pub(crate) use stitcher::{HttpRecord, Stitcher};
+
+use super::{
+    ConnMeta, Direction, Inference, ParserLimits, ParserStats, ProtocolEntry, ProtocolParser, Role,
+};
+
+/// The registry entry for HTTP/1.x (a `const`: `REGISTRY` copies it into its array).
+pub(crate) const ENTRY: ProtocolEntry = ProtocolEntry {
+    name: "http",
+    traffic_protocol: 1,
+    infer,
+    new_parser,
+    table: http_events_schema,
+};
+
+/// `content_type` column: the body is not a type Pixie knows.
+pub(crate) const CONTENT_TYPE_UNKNOWN: i64 = 0;
+/// `content_type` column: JSON.
+pub(crate) const CONTENT_TYPE_JSON: i64 = 1;
+/// `content_type` column: gRPC.
+pub(crate) const CONTENT_TYPE_GRPC: i64 = 2;
+
+fn new_parser(role: Role, limits: ParserLimits) -> Box<dyn ProtocolParser> {
+    Box::new(HttpConnection::new(role, limits))
+}
+
+/// Whether `bytes`, the first seen in `dir`, start an HTTP/1.x request or response.
+pub(crate) fn infer(dir: Direction, role: Role, bytes: &[u8]) -> Inference {
+    if dir == role.request_direction() {
+        infer_request(bytes)
+    } else {
+        infer_prefix(bytes, &[b"HTTP/1.0 ", b"HTTP/1.1 "])
+    }
+}
+
+/// A known method followed by a space.
+fn infer_request(bytes: &[u8]) -> Inference {
+    let mut need_more = false;
+    for method in KNOWN_METHODS {
+        match bytes.strip_prefix(method) {
+            Some([b' ', ..]) => return Inference::Match,
+            Some([]) => need_more = true,
+            Some(_) => {}
+            None => need_more |= method.starts_with(bytes),
+        }
+    }
+    if need_more {
+        Inference::NeedMore
+    } else {
+        Inference::NoMatch
+    }
+}
+
+/// Match if `bytes` start with one of `prefixes`, NeedMore if they are a prefix of one.
+fn infer_prefix(bytes: &[u8], prefixes: &[&[u8]]) -> Inference {
+    if prefixes.iter().any(|p| bytes.starts_with(p)) {
+        Inference::Match
+    } else if prefixes.iter().any(|p| p.starts_with(bytes)) {
+        Inference::NeedMore
+    } else {
+        Inference::NoMatch
+    }
+}
+
+/// Pixie's `http_events` columns in order: name, type, semantic type, description.
+#[rustfmt::skip] // A table reads better than one field per line.
+const HTTP_EVENTS_COLUMNS: [(&str, DataType, SemanticType, &str); 21] = {
+    use DataType as D;
+    use SemanticType as S;
+    [
+        ("time_", D::Time64Ns, S::None, "Time the response began, ns since the epoch"),
+        ("upid", D::UInt128, S::Upid, "Unique ID of the traced process"),
+        ("remote_addr", D::String, S::IpAddress, "IP address of the remote endpoint"),
+        ("remote_port", D::Int64, S::Port, "Port of the remote endpoint"),
+        ("local_addr", D::String, S::IpAddress, "IP address of the local endpoint"),
+        ("local_port", D::Int64, S::Port, "Port of the local endpoint"),
+        ("trace_role", D::Int64, S::None, "Side traced: 1 client, 2 server"),
+        ("major_version", D::Int64, S::None, "HTTP major version"),
+        ("minor_version", D::Int64, S::None, "HTTP minor version"),
+        ("content_type", D::Int64, S::None, "Body type: 0 unknown, 1 JSON, 2 gRPC"),
+        ("req_headers", D::String, S::None, "Request headers as a JSON object"),
+        ("req_method", D::String, S::HttpReqMethod, "Request method"),
+        ("req_path", D::String, S::None, "Request target"),
+        ("req_body", D::String, S::None, "Request body, truncated"),
+        ("req_body_size", D::Int64, S::Bytes, "Real request body size in bytes"),
+        ("resp_headers", D::String, S::None, "Response headers as a JSON object"),
+        ("resp_status", D::Int64, S::HttpRespStatus, "Response status code"),
+        ("resp_message", D::String, S::HttpRespMessage, "Response reason phrase"),
+        ("resp_body", D::String, S::None, "Response body, truncated"),
+        ("resp_body_size", D::Int64, S::Bytes, "Real response body size in bytes"),
+        ("latency", D::Int64, S::DurationNs, "Response start minus request start, ns"),
+    ]
+};
+
+/// Pixie's `http_events` table.
+pub(crate) fn http_events_schema() -> TableSchema {
+    let columns = HTTP_EVENTS_COLUMNS
+        .into_iter()
+        .map(|(name, data_type, semantic, desc)| ColumnSchema::new(name, data_type, semantic, desc))
+        .collect();
+    TableSchema::new("http_events", "HTTP/1.x request-response pairs", columns)
+}
+
+/// The per-record columns of one `http_events` row (the connection columns come from
+/// [`ConnMeta`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HttpRow {
+    /// `time_`: the response's timestamp, ns since the epoch.
+    pub(crate) time_ns: i64,
+    /// `minor_version`, from the response.
+    pub(crate) minor_version: i64,
+    /// `content_type`.
+    pub(crate) content_type: i64,
+    /// `req_headers`.
+    pub(crate) req_headers: String,
+    /// `req_method`.
+    pub(crate) req_method: String,
+    /// `req_path`.
+    pub(crate) req_path: String,
+    /// `req_body`.
+    pub(crate) req_body: String,
+    /// `req_body_size`.
+    pub(crate) req_body_size: i64,
+    /// `resp_headers`.
+    pub(crate) resp_headers: String,
+    /// `resp_status`.
+    pub(crate) resp_status: i64,
+    /// `resp_message`.
+    pub(crate) resp_message: String,
+    /// `resp_body`.
+    pub(crate) resp_body: String,
+    /// `resp_body_size`.
+    pub(crate) resp_body_size: i64,
+    /// `latency`, ns.
+    pub(crate) latency_ns: i64,
+}
+
+impl HttpRow {
+    /// The row for `record` on a connection whose clock offset is `boot_to_epoch_ns`.
+    pub(crate) fn new(record: HttpRecord, boot_to_epoch_ns: i64) -> Self {
+        let HttpRecord { req, resp } = record;
+        Self {
+            time_ns: saturating_i64(resp.ts_ns).saturating_add(boot_to_epoch_ns),
+            minor_version: i64::from(resp.minor_version),
+            content_type: content_type(&req, &resp),
+            req_headers: headers_json(&req),
+            req_body: String::from_utf8_lossy(&req.body).into_owned(),
+            req_body_size: saturating_i64(req.body_size),
+            resp_headers: headers_json(&resp),
+            resp_status: i64::from(resp.status),
+            resp_body: String::from_utf8_lossy(&resp.body).into_owned(),
+            resp_body_size: saturating_i64(resp.body_size),
+            latency_ns: saturating_i64(resp.ts_ns.saturating_sub(req.ts_ns)),
+            req_method: req.method,
+            req_path: req.path,
+            resp_message: resp.reason,
+        }
+    }
+
+    /// Appends this row, columns in [`http_events_schema`] order.
+    pub(crate) fn append_to(&self, conn: &ConnMeta, role: Role, rows: &mut RowBuilder) {
+        rows.append_time(self.time_ns);
+        rows.append_u128(conn.upid);
+        rows.append_str(&conn.remote_addr);
+        rows.append_i64(conn.remote_port);
+        rows.append_str(&conn.local_addr);
+        rows.append_i64(conn.local_port);
+        rows.append_i64(role.trace_role());
+        rows.append_i64(1);
+        rows.append_i64(self.minor_version);
+        rows.append_i64(self.content_type);
+        rows.append_str(&self.req_headers);
+        rows.append_str(&self.req_method);
+        rows.append_str(&self.req_path);
+        rows.append_str(&self.req_body);
+        rows.append_i64(self.req_body_size);
+        rows.append_str(&self.resp_headers);
+        rows.append_i64(self.resp_status);
+        rows.append_str(&self.resp_message);
+        rows.append_str(&self.resp_body);
+        rows.append_i64(self.resp_body_size);
+        rows.append_i64(self.latency_ns);
+        rows.finish_row();
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The response's Content-Type decides (as in Pixie); the request's if the response has none.
+fn content_type(req: &HttpMessage, resp: &HttpMessage) -> i64 {
+    let of = |m: &HttpMessage| {
+        m.header_values("content-type")
+            .next()
+            .map(classify_content_type)
+    };
+    of(resp).or_else(|| of(req)).unwrap_or(CONTENT_TYPE_UNKNOWN)
+}
+
+/// Maps a Content-Type value to the `content_type` column.
+fn classify_content_type(value: &[u8]) -> i64 {
+    let value = value.trim_ascii_start();
+    let starts = |prefix: &[u8]| {
+        value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if starts(b"application/json") {
+        CONTENT_TYPE_JSON
+    } else if starts(b"application/grpc") {
+        CONTENT_TYPE_GRPC
+    } else {
+        CONTENT_TYPE_UNKNOWN
+    }
+}
+
+/// Headers as a JSON object; repeated names (case-insensitive) are joined with ", ".
+pub(crate) fn headers_json(msg: &HttpMessage) -> String {
+    let mut merged: Vec<(&str, String)> = Vec::with_capacity(msg.headers.len());
+    for (name, value) in &msg.headers {
+        let value = String::from_utf8_lossy(value);
+        match merged
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            None => merged.push((name, value.into_owned())),
+        }
+    }
+    let mut out = String::from("{");
+    for (i, (name, value)) in merged.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Feeds request messages to the stitcher and their methods to the response parser.
+struct RequestSink<'a> {
+    stitcher: &'a mut Stitcher,
+    responses: &'a mut MessageParser,
+}
+
+impl MessageSink for RequestSink<'_> {
+    fn message(&mut self, msg: HttpMessage) {
+        self.responses.push_request_method(msg.method_class());
+        self.stitcher.push_request(msg);
+    }
+}
+
+/// Feeds response messages and response-side losses to the stitcher.
+struct ResponseSink<'a> {
+    stitcher: &'a mut Stitcher,
+}
+
+impl MessageSink for ResponseSink<'_> {
+    fn message(&mut self, msg: HttpMessage) {
+        self.stitcher.push_response(msg);
+    }
+
+    fn desync(&mut self) {
+        self.stitcher.note_response_loss();
+    }
+}
+
+/// One HTTP/1.x connection: both directions parsed and stitched into `http_events` rows.
+#[derive(Debug)]
+pub(crate) struct HttpConnection {
+    role: Role,
+    requests: MessageParser,
+    responses: MessageParser,
+    stitcher: Stitcher,
+}
+
+impl HttpConnection {
+    /// A connection on which the traced process plays `role`.
+    pub(crate) fn new(role: Role, limits: ParserLimits) -> Self {
+        Self {
+            role,
+            requests: MessageParser::new(MessageKind::Request, limits),
+            responses: MessageParser::new(MessageKind::Response, limits),
+            stitcher: Stitcher::new(&limits),
+        }
+    }
+
+    /// Upper bound of [`ProtocolParser::buffered_bytes`] under `limits`, whatever the input.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn memory_bound(limits: &ParserLimits) -> usize {
+        2 * MessageParser::memory_bound(limits) + Stitcher::memory_bound(limits)
+    }
+
+    /// Takes the completed records as rows (without the connection columns).
+    pub(crate) fn take_rows(&mut self, boot_to_epoch_ns: i64) -> Vec<HttpRow> {
+        self.stitcher
+            .take_records()
+            .into_iter()
+            .map(|r| HttpRow::new(r, boot_to_epoch_ns))
+            .collect()
+    }
+
+    /// Requests waiting for responses.
+    #[cfg(test)]
+    pub(crate) fn pending_requests(&self) -> usize {
+        self.stitcher.pending_requests()
+    }
+
+    fn is_request_direction(&self, dir: Direction) -> bool {
+        dir == self.role.request_direction()
+    }
+
+    /// After a protocol switch the request direction is no longer HTTP either.
+    fn follow_upgrade(&mut self) {
+        if self.responses.is_upgraded() && !self.requests.is_upgraded() {
+            self.requests.upgrade();
+        }
+    }
+}
+
+impl ProtocolParser for HttpConnection {
+    fn on_data(&mut self, dir: Direction, data: &[u8], ts_ns: u64) {
+        if self.is_request_direction(dir) {
+            let mut sink = RequestSink {
+                stitcher: &mut self.stitcher,
+                responses: &mut self.responses,
+            };
+            self.requests.on_data(data, ts_ns, &mut sink);
+        } else {
+            let mut sink = ResponseSink {
+                stitcher: &mut self.stitcher,
+            };
+            self.responses.on_data(data, ts_ns, &mut sink);
+            self.follow_upgrade();
+        }
+    }
+
+    fn on_gap(&mut self, dir: Direction, len: u64) {
+        if self.is_request_direction(dir) {
+            let mut sink = RequestSink {
+                stitcher: &mut self.stitcher,
+                responses: &mut self.responses,
+            };
+            self.requests.on_gap(len, &mut sink);
+        } else {
+            let mut sink = ResponseSink {
+                stitcher: &mut self.stitcher,
+            };
+            self.responses.on_gap(len, &mut sink);
+        }
+    }
+
+    fn on_close(&mut self, _ts_ns: u64) {
+        let mut sink = RequestSink {
+            stitcher: &mut self.stitcher,
+            responses: &mut self.responses,
+        };
+        self.requests.on_close(&mut sink);
+        let mut sink = ResponseSink {
+            stitcher: &mut self.stitcher,
+        };
+        self.responses.on_close(&mut sink);
+        self.stitcher.on_close();
+    }
+
+    fn drain(&mut self, conn: &ConnMeta, rows: &mut RowBuilder) {
+        for row in self.take_rows(conn.boot_to_epoch_ns) {
+            row.append_to(conn, self.role, rows);
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.requests.buffered_bytes()
+            + self.responses.buffered_bytes()
+            + self.stitcher.buffered_bytes()
+    }
+
+    fn stats(&self) -> ParserStats {
+        ParserStats {
+            bytes_skipped: self.requests.bytes_skipped() + self.responses.bytes_skipped(),
+            messages_unpaired: self.stitcher.messages_unpaired(),
+        }
+    }
+}
+
+/// Runs one fuzz input through both roles; panics if a memory bound is broken.
+///
+/// Layout: byte 0 picks the limits; then each control byte `c` is followed by its payload.
+/// Bit 0 of `c` picks the direction; bits 1-2 the action (0-1 data, 2 gap, 3 drain); bits
+/// 3-7 a size `s`: data takes the next `s * s` bytes, a gap is `s * s * s` bytes long.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_one_input(data: &[u8]) {
+    let Some((&config, ops)) = data.split_first() else {
+        return;
+    };
+    let limits = if config & 0x80 != 0 {
+        ParserLimits::default()
+    } else {
+        ParserLimits {
+            max_body_bytes: usize::from(config & 0x0f) * 8,
+            max_header_bytes: usize::from((config >> 4) & 0x07) * 48,
+            max_pending_messages: usize::from(config & 0x03),
+        }
+    };
+    for role in [Role::Client, Role::Server] {
+        fuzz_role(role, limits, ops);
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+fn fuzz_role(role: Role, limits: ParserLimits, mut ops: &[u8]) {
+    let meta = ConnMeta {
+        upid: 1,
+        remote_addr: "10.0.0.1".into(),
+        remote_port: 80,
+        local_addr: "10.0.0.2".into(),
+        local_port: 43210,
+        role,
+        boot_to_epoch_ns: 1_000,
+    };
+    let schema = http_events_schema();
+    let mut rows = RowBuilder::new(&schema);
+    let mut conn = HttpConnection::new(role, limits);
+    let bound = HttpConnection::memory_bound(&limits);
+    let mut ts = 0u64;
+    while let Some((&c, rest)) = ops.split_first() {
+        ops = rest;
+        ts += 1;
+        let dir = if c & 1 == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let size = usize::from(c >> 3);
+        match (c >> 1) & 3 {
+            0 | 1 => {
+                let (piece, rest) = ops.split_at((size * size).min(ops.len()));
+                conn.on_data(dir, piece, ts);
+                ops = rest;
+            }
+            2 => conn.on_gap(dir, (size * size * size) as u64),
+            _ => conn.drain(&meta, &mut rows),
+        }
+        assert!(
+            conn.buffered_bytes() <= bound,
+            "buffered bytes over the bound"
+        );
+    }
+    conn.on_close(ts + 1);
+    conn.drain(&meta, &mut rows);
+    let batch = rows.finish();
+    assert_eq!(batch.num_columns(), schema.columns.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ParserLimits {
+        ParserLimits {
+            max_body_bytes: 32,
+            max_header_bytes: 1024,
+            max_pending_messages: 8,
+        }
+    }
+
+    fn meta(role: Role) -> ConnMeta {
+        ConnMeta {
+            upid: 42,
+            remote_addr: "10.0.0.1".into(),
+            remote_port: 8080,
+            local_addr: "10.0.0.2".into(),
+            local_port: 50000,
+            role,
+            boot_to_epoch_ns: 1_000_000,
+        }
+    }
+
+    const REQ: Direction = Direction::Egress;
+    const RESP: Direction = Direction::Ingress;
+
+    #[test]
+    fn infers_requests_and_responses() {
+        use Inference::*;
+        let client = |dir, bytes: &[u8]| infer(dir, Role::Client, bytes);
+        assert_eq!(client(REQ, b"GET / HTTP/1.1\r\n"), Match);
+        assert_eq!(client(REQ, b"OPTIONS * HTTP/1.1"), Match);
+        assert_eq!(client(REQ, b"GE"), NeedMore);
+        assert_eq!(client(REQ, b"GET"), NeedMore);
+        assert_eq!(client(REQ, b""), NeedMore);
+        assert_eq!(client(REQ, b"GETX / HTTP/1.1"), NoMatch);
+        assert_eq!(client(REQ, b"HTTP/1.1 200 OK"), NoMatch);
+        assert_eq!(client(RESP, b"HTTP/1.1 200 OK"), Match);
+        assert_eq!(client(RESP, b"HTTP/1.0 "), Match);
+        assert_eq!(client(RESP, b"HTTP/1."), NeedMore);
+        assert_eq!(client(RESP, b"HTTP/2 200"), NoMatch);
+        assert_eq!(client(RESP, b"GET / HTTP/1.1"), NoMatch);
+        // A server reads requests.
+        assert_eq!(infer(Direction::Ingress, Role::Server, b"POST /x"), Match);
+        assert_eq!(
+            infer(Direction::Egress, Role::Server, b"HTTP/1.1 500"),
+            Match
+        );
+        assert_eq!(infer(Direction::Egress, Role::Server, b"POST /x"), NoMatch);
+    }
+
+    #[test]
+    fn schema_matches_pixie() {
+        let schema = http_events_schema();
+        assert_eq!(schema.name, "http_events");
+        let names: Vec<_> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "time_",
+                "upid",
+                "remote_addr",
+                "remote_port",
+                "local_addr",
+                "local_port",
+                "trace_role",
+                "major_version",
+                "minor_version",
+                "content_type",
+                "req_headers",
+                "req_method",
+                "req_path",
+                "req_body",
+                "req_body_size",
+                "resp_headers",
+                "resp_status",
+                "resp_message",
+                "resp_body",
+                "resp_body_size",
+                "latency",
+            ]
+        );
+        use DataType as D;
+        use SemanticType as S;
+        let expect = |name: &str, data_type: D, semantic: S| {
+            let col = schema.columns.iter().find(|c| c.name == name);
+            assert!(
+                col.is_some_and(|c| c.data_type == data_type && c.semantic_type == semantic),
+                "{name}"
+            );
+        };
+        expect("time_", D::Time64Ns, S::None);
+        expect("upid", D::UInt128, S::Upid);
+        expect("remote_addr", D::String, S::IpAddress);
+        expect("remote_port", D::Int64, S::Port);
+        expect("local_addr", D::String, S::IpAddress);
+        expect("local_port", D::Int64, S::Port);
+        expect("trace_role", D::Int64, S::None);
+        expect("major_version", D::Int64, S::None);
+        expect("minor_version", D::Int64, S::None);
+        expect("content_type", D::Int64, S::None);
+        expect("req_headers", D::String, S::None);
+        expect("req_method", D::String, S::HttpReqMethod);
+        expect("req_path", D::String, S::None);
+        expect("req_body", D::String, S::None);
+        expect("req_body_size", D::Int64, S::Bytes);
+        expect("resp_headers", D::String, S::None);
+        expect("resp_status", D::Int64, S::HttpRespStatus);
+        expect("resp_message", D::String, S::HttpRespMessage);
+        expect("resp_body", D::String, S::None);
+        expect("resp_body_size", D::Int64, S::Bytes);
+        expect("latency", D::Int64, S::DurationNs);
+        assert!(schema.columns.iter().all(|c| !c.desc.is_empty()));
+        assert_eq!(ENTRY.name, "http");
+        assert_eq!(ENTRY.traffic_protocol, 1);
+        assert_eq!((ENTRY.table)().columns.len(), 21);
+    }
+
+    #[test]
+    fn pairs_request_and_response_into_row() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(
+            REQ,
+            b"POST /api/v1?x=1 HTTP/1.1\r\nHost: svc\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+            100,
+        );
+        c.on_data(
+            RESP,
+            b"HTTP/1.1 201 Created\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}",
+            350,
+        );
+        let rows = c.take_rows(1_000_000);
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row.time_ns, 1_000_350);
+        assert_eq!(row.latency_ns, 250);
+        assert_eq!(row.minor_version, 1);
+        assert_eq!(row.content_type, CONTENT_TYPE_JSON);
+        assert_eq!(row.req_method, "POST");
+        assert_eq!(row.req_path, "/api/v1?x=1");
+        assert_eq!(
+            row.req_headers,
+            r#"{"Host":"svc","Content-Type":"application/json","Content-Length":"7"}"#
+        );
+        assert_eq!(row.req_body, r#"{"a":1}"#);
+        assert_eq!(row.req_body_size, 7);
+        assert_eq!(row.resp_status, 201);
+        assert_eq!(row.resp_message, "Created");
+        assert_eq!(row.resp_body, "{}");
+        assert_eq!(row.resp_body_size, 2);
+        assert_eq!(c.stats(), ParserStats::default());
+        assert_eq!(c.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn drain_appends_rows_in_schema_order() {
+        let mut c = HttpConnection::new(Role::Server, limits());
+        for i in 0..3u64 {
+            c.on_data(Direction::Ingress, b"GET / HTTP/1.1\r\n\r\n", 10 * i);
+            c.on_data(
+                Direction::Egress,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                10 * i + 5,
+            );
+        }
+        let schema = http_events_schema();
+        let mut rows = RowBuilder::new(&schema);
+        c.drain(&meta(Role::Server), &mut rows);
+        assert_eq!(rows.rows(), 3);
+        assert_eq!(rows.misuses(), 0);
+        let batch = rows.finish();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.num_columns(), schema.columns.len());
+    }
+
+    #[test]
+    fn pipelined_requests_pair_in_order() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(
+            REQ,
+            b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n",
+            1,
+        );
+        c.on_data(
+            RESP,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
+            2,
+        );
+        c.on_data(
+            RESP,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nc",
+            3,
+        );
+        let rows = c.take_rows(0);
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.req_path.as_str(), r.resp_status, r.resp_body.as_str()))
+            .collect();
+        assert_eq!(got, [("/1", 200, "a"), ("/2", 200, ""), ("/3", 404, "c")]);
+        assert_eq!(rows[1].resp_body_size, 0);
+        assert_eq!(c.stats(), ParserStats::default());
+    }
+
+    #[test]
+    fn expect_continue_waits_for_final_response() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(
+            REQ,
+            b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+            1,
+        );
+        c.on_data(RESP, b"HTTP/1.1 100 Continue\r\n\r\n", 2);
+        c.on_data(REQ, b"data", 3);
+        c.on_data(RESP, b"HTTP/1.1 204 No Content\r\n\r\n", 4);
+        let rows = c.take_rows(0);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].resp_status, 204);
+        assert_eq!(rows[0].req_body, "data");
+        assert_eq!(rows[0].latency_ns, 3);
+        assert_eq!(c.stats(), ParserStats::default());
+    }
+
+    #[test]
+    fn keep_alive_hundred_exchanges_byte_at_a_time() {
+        let mut c = HttpConnection::new(Role::Server, limits());
+        let mut ts = 0;
+        let mut rows = Vec::new();
+        for i in 0..100 {
+            let req = format!("GET /item/{i} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let body = format!("item {i}");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            for b in req.as_bytes() {
+                ts += 1;
+                c.on_data(Direction::Ingress, std::slice::from_ref(b), ts);
+            }
+            for b in resp.as_bytes() {
+                ts += 1;
+                c.on_data(Direction::Egress, std::slice::from_ref(b), ts);
+            }
+            // Drain as the tracker would: undrained records are bounded.
+            rows.extend(c.take_rows(0));
+        }
+        assert_eq!(rows.len(), 100);
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.req_path, format!("/item/{i}"));
+            assert_eq!(row.resp_body, format!("item {i}"));
+            assert!(row.latency_ns > 0);
+        }
+        assert_eq!(c.stats(), ParserStats::default());
+    }
+
+    #[test]
+    fn until_close_response_completes_on_close() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(REQ, b"GET / HTTP/1.0\r\n\r\n", 1);
+        c.on_data(RESP, b"HTTP/1.0 200 OK\r\n\r\nhello", 2);
+        assert!(c.take_rows(0).is_empty());
+        c.on_close(3);
+        let rows = c.take_rows(0);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].resp_body, "hello");
+        assert_eq!(rows[0].minor_version, 0);
+    }
+
+    #[test]
+    fn close_counts_unanswered_requests() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(REQ, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 1);
+        assert_eq!(c.pending_requests(), 2);
+        c.on_close(2);
+        assert_eq!(c.stats().messages_unpaired, 2);
+        assert_eq!(c.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn response_without_request_is_counted() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(RESP, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1);
+        assert!(c.take_rows(0).is_empty());
+        assert_eq!(c.stats().messages_unpaired, 1);
+    }
+
+    #[test]
+    fn lost_response_does_not_shift_later_pairs() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(REQ, b"GET /a HTTP/1.1\r\n\r\n", 1);
+        c.on_data(RESP, b"HTTP/1.1 200 OK\r\nContent-Len", 2);
+        c.on_gap(RESP, 100);
+        c.on_data(REQ, b"GET /b HTTP/1.1\r\n\r\n", 3);
+        c.on_data(
+            RESP,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            4,
+        );
+        let rows = c.take_rows(0);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].req_path.as_str(), rows[0].resp_status),
+            ("/b", 201)
+        );
+        assert_eq!(c.stats().messages_unpaired, 1);
+        assert_eq!(c.stats().bytes_skipped, 28);
+    }
+
+    #[test]
+    fn upgrade_stops_both_directions() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(
+            REQ,
+            b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            1,
+        );
+        c.on_data(
+            RESP,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            2,
+        );
+        c.on_data(REQ, b"\x81\x85abcdefghi", 3);
+        c.on_data(RESP, b"\x81\x05hello", 4);
+        let rows = c.take_rows(0);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].resp_status, 101);
+        assert_eq!(c.stats(), ParserStats::default());
+        assert_eq!(c.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn headers_json_merges_and_escapes() {
+        let msg = HttpMessage {
+            headers: vec![
+                ("Accept".into(), Box::from(&b"a/b"[..])),
+                ("X-Q".into(), Box::from(&b"say \"hi\"\\ \x01"[..])),
+                ("accept".into(), Box::from(&b"c/d"[..])),
+                ("X-Bin".into(), Box::from(&b"\xff"[..])),
+            ],
+            ..HttpMessage::default()
+        };
+        assert_eq!(
+            headers_json(&msg),
+            "{\"Accept\":\"a/b, c/d\",\"X-Q\":\"say \\\"hi\\\"\\\\ \\u0001\",\"X-Bin\":\"\u{fffd}\"}"
+        );
+        assert_eq!(headers_json(&HttpMessage::default()), "{}");
+    }
+
+    #[test]
+    fn content_type_classification() {
+        let with = |ct: &str| HttpMessage {
+            headers: vec![("Content-Type".into(), Box::from(ct.as_bytes()))],
+            ..HttpMessage::default()
+        };
+        let none = HttpMessage::default();
+        assert_eq!(
+            content_type(&none, &with("application/json")),
+            CONTENT_TYPE_JSON
+        );
+        assert_eq!(
+            content_type(&none, &with("Application/JSON; q=1")),
+            CONTENT_TYPE_JSON
+        );
+        assert_eq!(
+            content_type(&none, &with("application/grpc+proto")),
+            CONTENT_TYPE_GRPC
+        );
+        assert_eq!(
+            content_type(&none, &with("text/html")),
+            CONTENT_TYPE_UNKNOWN
+        );
+        assert_eq!(
+            content_type(&with("application/json"), &none),
+            CONTENT_TYPE_JSON
+        );
+        assert_eq!(
+            content_type(&with("application/json"), &with("text/plain")),
+            0
+        );
+        assert_eq!(content_type(&none, &none), CONTENT_TYPE_UNKNOWN);
+    }
+
+    #[test]
+    fn body_text_is_truncated_and_lossy() {
+        let mut c = HttpConnection::new(Role::Client, limits());
+        c.on_data(REQ, b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", 1);
+        c.on_data(REQ, &[0xff; 100], 2);
+        c.on_data(RESP, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3);
+        let rows = c.take_rows(0);
+        assert_eq!(rows[0].req_body, "\u{fffd}".repeat(32));
+        assert_eq!(rows[0].req_body_size, 100);
+    }
+
+    #[test]
+    fn timestamps_saturate() {
+        let record = HttpRecord {
+            req: HttpMessage {
+                ts_ns: u64::MAX,
+                ..HttpMessage::default()
+            },
+            resp: HttpMessage {
+                ts_ns: 5,
+                ..HttpMessage::default()
+            },
+        };
+        let row = HttpRow::new(record, i64::MAX);
+        assert_eq!(row.latency_ns, 0);
+        assert_eq!(row.time_ns, i64::MAX);
+    }
+
+    #[test]
+    fn fuzz_entry_point_runs() {
+        fuzz_one_input(b"");
+        fuzz_one_input(b"\x00");
+        let mut input = vec![0x80u8];
+        let req = b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        // Data ops of 7 * 7 = 49 bytes: egress then ingress, then a gap and a drain.
+        input.push(7 << 3);
+        input.extend_from_slice(&req[..]);
+        input.extend(std::iter::repeat_n(b'x', 49 - req.len()));
+        input.push((7 << 3) | 1);
+        input.extend_from_slice(&resp[..49]);
+        input.push((3 << 3) | 4);
+        input.push(6);
+        fuzz_one_input(&input);
+        for config in [0x00u8, 0x13, 0x7f, 0xff] {
+            input[0] = config;
+            fuzz_one_input(&input);
+        }
+    }
+}

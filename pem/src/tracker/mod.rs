@@ -1,0 +1,483 @@
+//! Connection tracking: kernel events in, table rows out.
+//!
+//! The tracker owns one [`Connection`] per traced socket, feeds each direction's bytes
+//! to the connection's protocol parser in stream order, resolves addresses the
+//! syscalls did not reveal, keeps `conn_stats`, and releases what idle or closed
+//! connections held. It does no I/O on the kernel maps itself: what it wants done
+//! there (mute a connection, forget one) it queues for the caller.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use arrow_array::RecordBatch;
+use px_ebpf::socket_trace::{CloseEvent, ConnId, ConnInfo, DataEvent, OpenEvent};
+use px_tablestore::{RowBuilder, TableStore};
+
+use crate::conn_stats::{self, ConnStatsAggregator, ConnStatsKey, LiveConn};
+use crate::events::{Event, conn_key};
+use crate::process::ProcessCache;
+use crate::protocols::{ConnMeta, Direction, ParserLimits, REGISTRY};
+use crate::sockets;
+use connection::{Connection, DataOutcome, role_from_kernel};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Read access to the kernel's connection map (a trait so tests need no kernel).
+pub(crate) trait KernelConns {
+    /// The connection under `tgid << 32 | fd`, if the kernel still tracks it.
+    fn lookup(&self, key: u64) -> Option<ConnInfo>;
+}
+
+/// How the tracker bounds itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrackerSettings {
+    pub(crate) asid: u32,
+    pub(crate) limits: ParserLimits,
+    pub(crate) idle_timeout_ns: u64,
+    pub(crate) max_connections: usize,
+}
+
+/// Counters of what the tracker saw and let go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerCounters {
+    /// Connections opened while tracing.
+    pub connections_opened: u64,
+    /// Connections closed (by close() or process exit).
+    pub connections_closed: u64,
+    /// Connections tracked now.
+    pub connections_tracked: u64,
+    /// Connections whose payload the kernel was asked to stop copying (not a parsed protocol).
+    pub connections_muted: u64,
+    /// Data events received.
+    pub data_events: u64,
+    /// Payload bytes received from the kernel.
+    pub data_bytes_captured: u64,
+    /// Connections released for idleness or to stay within the connection limit.
+    pub connections_released: u64,
+    /// Heap bytes held by parsers now.
+    pub parser_bytes: u64,
+    /// Bytes parsers skipped because they did not parse (then resynchronised).
+    pub parser_bytes_skipped: u64,
+    /// Requests or responses that never found their peer.
+    pub messages_unpaired: u64,
+}
+
+pub(crate) struct Tracker {
+    settings: TrackerSettings,
+    conns: HashMap<u64, (u64, Connection)>,
+    conns_per_process: HashMap<u32, usize>,
+    processes: ProcessCache,
+    /// One row builder per protocol (by registry name): (table name, builder).
+    protocol_rows: HashMap<&'static str, (String, RowBuilder)>,
+    conn_stats_rows: RowBuilder,
+    conn_stats: ConnStatsAggregator,
+    unresolved: Vec<(u64, u64)>,
+    mutes: Vec<(u64, u64)>,
+    forgets: Vec<u64>,
+    boot_to_epoch_ns: i64,
+    counters: TrackerCounters,
+}
+
+impl Tracker {
+    pub(crate) fn new(settings: TrackerSettings, boot_to_epoch_ns: i64) -> Self {
+        let protocol_rows = REGISTRY
+            .iter()
+            .map(|entry| {
+                let schema = (entry.table)();
+                (entry.name, (schema.name.clone(), RowBuilder::new(&schema)))
+            })
+            .collect();
+        Self {
+            settings,
+            conns: HashMap::new(),
+            conns_per_process: HashMap::new(),
+            processes: ProcessCache::default(),
+            protocol_rows,
+            conn_stats_rows: RowBuilder::new(&conn_stats::schema()),
+            conn_stats: ConnStatsAggregator::default(),
+            unresolved: Vec::new(),
+            mutes: Vec::new(),
+            forgets: Vec::new(),
+            boot_to_epoch_ns,
+            counters: TrackerCounters::default(),
+        }
+    }
+
+    /// Keeps wall-clock conversion current (the clocks drift apart slowly).
+    pub(crate) fn set_boot_to_epoch_ns(&mut self, offset: i64) {
+        self.boot_to_epoch_ns = offset;
+    }
+
+    pub(crate) fn counters(&self) -> TrackerCounters {
+        let mut counters = self.counters;
+        counters.connections_tracked = self.conns.len() as u64;
+        for (_, conn) in self.conns.values() {
+            counters.parser_bytes += conn.buffered_bytes() as u64;
+            let stats = conn.parser_stats();
+            counters.parser_bytes_skipped += stats.bytes_skipped;
+            counters.messages_unpaired += stats.messages_unpaired;
+        }
+        counters
+    }
+
+    /// Connections (key, generation) whose payload the kernel should stop copying.
+    pub(crate) fn take_mutes(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.mutes)
+    }
+
+    /// Kernel map keys of connections that ended without a close() (process exit).
+    pub(crate) fn take_forgets(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgets)
+    }
+
+    pub(crate) fn handle(&mut self, event: Event<'_>, kernel: &dyn KernelConns) {
+        match event {
+            Event::Open(open) => self.on_open(&open),
+            Event::Close(close) => self.on_close(&close),
+            Event::Data {
+                event,
+                direction,
+                payload,
+            } => self.on_data(&event, direction, payload, kernel),
+            Event::ProcExit { tgid } => self.on_proc_exit(tgid),
+        }
+    }
+
+    fn on_open(&mut self, open: &OpenEvent) {
+        let id = open.hdr.conn;
+        let key = conn_key(&id);
+        if self.conns.contains_key(&key) {
+            // The fd was reused without a close we saw (dup2, lost event).
+            self.finish(key, open.hdr.timestamp_ns, None);
+        }
+        let conn = self.new_connection(
+            &id,
+            open.family,
+            &open.raddr,
+            open.rport,
+            open.role,
+            open.hdr.timestamp_ns,
+        );
+        self.insert(key, id.generation, conn);
+        self.unresolved.push((key, id.generation));
+        self.counters.connections_opened += 1;
+    }
+
+    fn new_connection(
+        &mut self,
+        id: &ConnId,
+        family: u16,
+        raddr: &[u8; 16],
+        rport: u16,
+        role: u32,
+        now_ns: u64,
+    ) -> Connection {
+        let remote = ip_from_kernel(family, raddr);
+        let meta = ConnMeta {
+            upid: self.processes.upid(self.settings.asid, id.tgid),
+            remote_addr: remote.map(sockets::display_ip).unwrap_or_default(),
+            remote_port: if remote.is_some() {
+                i64::from(rport)
+            } else {
+                -1
+            },
+            local_addr: String::new(),
+            local_port: -1,
+            role: role_from_kernel(role),
+            boot_to_epoch_ns: self.boot_to_epoch_ns,
+        };
+        Connection::new(meta, family, now_ns, self.settings.limits)
+    }
+
+    fn insert(&mut self, key: u64, generation: u64, conn: Connection) {
+        if self.conns.len() >= self.settings.max_connections {
+            self.release_least_recent();
+        }
+        *self
+            .conns_per_process
+            .entry((key >> 32) as u32)
+            .or_default() += 1;
+        self.conns.insert(key, (generation, conn));
+    }
+
+    fn on_close(&mut self, close: &CloseEvent) {
+        let key = conn_key(&close.hdr.conn);
+        if self
+            .conns
+            .get(&key)
+            .is_some_and(|(generation, _)| *generation == close.hdr.conn.generation)
+        {
+            self.finish(
+                key,
+                close.hdr.timestamp_ns,
+                Some((close.bytes_sent, close.bytes_recv)),
+            );
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        data: &DataEvent,
+        direction: Direction,
+        payload: &[u8],
+        kernel: &dyn KernelConns,
+    ) {
+        self.counters.data_events += 1;
+        self.counters.data_bytes_captured += payload.len() as u64;
+        let id = data.hdr.conn;
+        let key = conn_key(&id);
+        match self.conns.get(&key) {
+            Some((generation, _)) if *generation == id.generation => {}
+            Some((generation, _)) if *generation > id.generation => return, // stale
+            _ => {
+                if !self.recover(key, &id, direction, data.position, kernel) {
+                    return;
+                }
+            }
+        }
+        let Some((_, conn)) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let outcome = conn.on_data(
+            direction,
+            data.position,
+            u64::from(data.size),
+            payload,
+            data.hdr.timestamp_ns,
+        );
+        if outcome == DataOutcome::Mute {
+            tracing::debug!(
+                tgid = id.tgid,
+                fd = id.fd,
+                "no known protocol: connection muted"
+            );
+            self.mutes.push((key, id.generation));
+            self.counters.connections_muted += 1;
+        }
+    }
+
+    /// Rebuilds a connection the tracker lost (opened before an event was dropped, or
+    /// released while idle) from the kernel's map, joining its stream where it is now.
+    fn recover(
+        &mut self,
+        key: u64,
+        id: &ConnId,
+        direction: Direction,
+        position: u64,
+        kernel: &dyn KernelConns,
+    ) -> bool {
+        let Some(info) = kernel.lookup(key).filter(|i| i.generation == id.generation) else {
+            return false;
+        };
+        if self.conns.contains_key(&key) {
+            self.finish(key, 0, None);
+        }
+        let mut conn = self.new_connection(id, info.family, &info.raddr, info.rport, info.role, 0);
+        conn.resume_at(direction, position);
+        self.insert(key, id.generation, conn);
+        self.unresolved.push((key, id.generation));
+        true
+    }
+
+    fn on_proc_exit(&mut self, tgid: u32) {
+        self.processes.forget(tgid);
+        if !self.conns_per_process.contains_key(&tgid) {
+            return;
+        }
+        let keys: Vec<u64> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|k| (k >> 32) as u32 == tgid)
+            .collect();
+        for key in keys {
+            self.finish(key, 0, None);
+            self.forgets.push(key);
+        }
+    }
+
+    /// Ends a connection: completes its parser, drains its records, counts it closed.
+    fn finish(&mut self, key: u64, ts_ns: u64, final_bytes: Option<(u64, u64)>) {
+        let Some((_, mut conn)) = self.conns.remove(&key) else {
+            return;
+        };
+        let tgid = (key >> 32) as u32;
+        if let Some(count) = self.conns_per_process.get_mut(&tgid) {
+            *count -= 1;
+            if *count == 0 {
+                self.conns_per_process.remove(&tgid);
+            }
+        }
+        let ts = if ts_ns == 0 {
+            conn.last_active_ns
+        } else {
+            ts_ns
+        };
+        conn.on_close(ts);
+        self.drain_one(&mut conn);
+        let stats = conn.parser_stats();
+        self.counters.parser_bytes_skipped += stats.bytes_skipped;
+        self.counters.messages_unpaired += stats.messages_unpaired;
+        let (sent, recv) = final_bytes.unwrap_or_else(|| conn.positions());
+        self.conn_stats.closed(stats_key(&conn), sent, recv);
+        self.counters.connections_closed += 1;
+    }
+
+    fn release_least_recent(&mut self) {
+        let oldest = self
+            .conns
+            .iter()
+            .min_by_key(|(_, (_, c))| c.last_active_ns)
+            .map(|(k, _)| *k);
+        if let Some(key) = oldest {
+            self.finish(key, 0, None);
+            self.counters.connections_released += 1;
+        }
+    }
+
+    /// Fills in addresses from /proc for connections opened since the last call.
+    pub(crate) fn resolve_addresses(&mut self) {
+        if self.unresolved.is_empty() {
+            return;
+        }
+        let mut tables: HashMap<String, HashMap<u64, sockets::SocketEnds>> = HashMap::new();
+        for (key, generation) in std::mem::take(&mut self.unresolved) {
+            let Some((g, conn)) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            if *g != generation || conn.addresses_resolved {
+                continue;
+            }
+            conn.addresses_resolved = true;
+            let tgid = (key >> 32) as u32;
+            let fd = key as u32 as i32;
+            let (Some(inode), Some(netns)) =
+                (sockets::socket_inode(tgid, fd), sockets::netns_of(tgid))
+            else {
+                continue;
+            };
+            let table = tables
+                .entry(netns)
+                .or_insert_with(|| sockets::tcp_sockets(tgid));
+            let Some(ends) = table.get(&inode) else {
+                continue;
+            };
+            // The fd may have been reused since the event: trust /proc only if it agrees.
+            if conn.meta.remote_port >= 0 && i64::from(ends.remote.port()) != conn.meta.remote_port
+            {
+                continue;
+            }
+            if conn.meta.remote_port < 0 {
+                conn.meta.remote_addr = sockets::display_ip(ends.remote.ip());
+                conn.meta.remote_port = i64::from(ends.remote.port());
+                conn.family = if ends.remote.is_ipv4() {
+                    AF_INET
+                } else {
+                    AF_INET6
+                };
+            }
+            conn.meta.local_addr = sockets::display_ip(ends.local.ip());
+            conn.meta.local_port = i64::from(ends.local.port());
+        }
+    }
+
+    /// Moves every completed record into its table's row builder.
+    pub(crate) fn drain_records(&mut self) {
+        let mut conns = std::mem::take(&mut self.conns);
+        for (_, conn) in conns.values_mut() {
+            self.drain_one(conn);
+        }
+        self.conns = conns;
+    }
+
+    fn drain_one(&mut self, conn: &mut Connection) {
+        conn.meta.boot_to_epoch_ns = self.boot_to_epoch_ns;
+        let meta = conn.meta.clone();
+        if let Some((entry, parser)) = conn.parser_mut()
+            && let Some((_, rows)) = self.protocol_rows.get_mut(entry.name)
+        {
+            parser.drain(&meta, rows);
+        }
+    }
+
+    /// Appends a `conn_stats` sample taken at `time_ns` (epoch), counters read from the kernel.
+    pub(crate) fn sample_conn_stats(&mut self, kernel: &dyn KernelConns, time_ns: i64) {
+        let live: Vec<LiveConn> = self
+            .conns
+            .iter()
+            .map(|(key, (generation, conn))| {
+                let (sent, recv) = kernel
+                    .lookup(*key)
+                    .filter(|info| info.generation == *generation)
+                    .map_or_else(
+                        || conn.positions(),
+                        |info| (info.bytes_sent, info.bytes_recv),
+                    );
+                LiveConn {
+                    key: stats_key(conn),
+                    bytes_sent: sent,
+                    bytes_recv: recv,
+                }
+            })
+            .collect();
+        self.conn_stats
+            .sample(live, time_ns, &mut self.conn_stats_rows);
+    }
+
+    /// Releases parser state of connections idle for longer than the timeout.
+    pub(crate) fn release_idle(&mut self, now_ns: u64) {
+        let timeout = self.settings.idle_timeout_ns;
+        for (_, conn) in self.conns.values_mut() {
+            if now_ns.saturating_sub(conn.last_active_ns) > timeout && conn.buffered_bytes() > 0 {
+                conn.release_buffers();
+                self.counters.connections_released += 1;
+            }
+        }
+    }
+
+    /// Appends every table's finished rows to the store.
+    pub(crate) fn flush(&mut self, store: &TableStore) {
+        for (table, rows) in self.protocol_rows.values_mut() {
+            if rows.rows() > 0 {
+                append(store, table, rows.finish());
+            }
+        }
+        if self.conn_stats_rows.rows() > 0 {
+            append(store, conn_stats::TABLE, self.conn_stats_rows.finish());
+        }
+    }
+}
+
+fn append(store: &TableStore, table: &str, batch: RecordBatch) {
+    let result = match store.table(table) {
+        Some(t) => t.append(batch),
+        None => return tracing::warn!(table, "rows for a table that does not exist were dropped"),
+    };
+    if let Err(error) = result {
+        tracing::warn!(table, %error, "rows were dropped");
+    }
+}
+
+fn stats_key(conn: &Connection) -> ConnStatsKey {
+    ConnStatsKey {
+        upid: conn.meta.upid,
+        remote_addr: conn.meta.remote_addr.clone(),
+        remote_port: conn.meta.remote_port,
+        trace_role: conn.meta.role.trace_role(),
+        addr_family: i64::from(conn.family),
+        protocol: conn.traffic_protocol(),
+    }
+}
+
+fn ip_from_kernel(family: u16, raddr: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            raddr[0], raddr[1], raddr[2], raddr[3],
+        ))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raddr))),
+        _ => None,
+    }
+}
