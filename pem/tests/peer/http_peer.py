@@ -21,6 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+    # and the client's delayed ACK would hold every body back 40 ms.
+    disable_nagle_algorithm = True
     server_version = "px-test/1.0"
 
     def log_message(self, *args):  # keep test output quiet
@@ -153,6 +156,16 @@ def client(args):
         conn = http.client.HTTPConnection(host, port)
         out["after"] = request(conn, "GET", "/hello")[0]
         conn.close()
+    elif args.scenario == "load":
+        # Sustained keep-alive traffic with large headers and bodies, to fill tables.
+        conn = http.client.HTTPConnection(host, port)
+        pad, body = "x" * 2048, b"l" * 512
+        ok = 0
+        for i in range(args.count):
+            status, _ = request(conn, "POST", f"/load?i={i}", body=body, headers={"X-Pad": pad})
+            ok += status == 201
+        conn.close()
+        out["ok"] = ok
     elif args.scenario == "exact":
         # Known byte counts, for conn_stats.
         with socket.create_connection((host, port)) as sock:
