@@ -16,6 +16,7 @@ fn main() {
         _ => ("x86", "x86_64-linux-gnu"),
     };
     println!("cargo:rerun-if-changed=c/socket_trace.h");
+    println!("cargo:rerun-if-changed=c/kernel_types.h");
     for name in PROGRAMS {
         let src = format!("c/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");

@@ -1,12 +1,13 @@
 //! Formats `http_events` rows as the aligned lines `px local` prints.
 
 use std::collections::HashMap;
-use std::fs;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampNanosecondType};
 use arrow_array::{Array, RecordBatch};
 use px_tablestore::u128_from_bytes;
+use vizier_pem::ProcessTable;
 
 /// The header line, aligned with [`HttpRowFormatter::lines`].
 pub(crate) fn header() -> String {
@@ -16,13 +17,21 @@ pub(crate) fn header() -> String {
     )
 }
 
-/// Turns rows into lines, naming processes by their command (`curl[1234]`).
-#[derive(Default)]
+/// Turns rows into lines, naming processes by their command (`curl[1234]`), even
+/// after they ended, from what the PEM recorded when it first saw them.
 pub(crate) struct HttpRowFormatter {
-    process_names: HashMap<u32, String>,
+    processes: Arc<ProcessTable>,
+    process_names: HashMap<u128, String>,
 }
 
 impl HttpRowFormatter {
+    pub(crate) fn new(processes: Arc<ProcessTable>) -> Self {
+        Self {
+            processes,
+            process_names: HashMap::new(),
+        }
+    }
+
     /// One line per row of an `http_events` batch.
     pub(crate) fn lines(&mut self, batch: &RecordBatch) -> Vec<String> {
         let column = |name: &str| batch.column_by_name(name);
@@ -48,11 +57,11 @@ impl HttpRowFormatter {
         };
         (0..batch.num_rows())
             .map(|i| {
-                let pid = u128_from_bytes(upid.value(i)).map_or(0, |u| (u >> 64) as u32);
+                let upid = u128_from_bytes(upid.value(i)).unwrap_or(0);
                 format!(
                     "{:<12} {:<24} {:<6} {:<7} {:<40} {:>6} {:>10}",
                     time_of_day(time.value(i)),
-                    truncate(&self.process_name(pid), 24),
+                    truncate(&self.process_name(upid), 24),
                     if role.value(i) == 2 {
                         "server"
                     } else {
@@ -71,16 +80,15 @@ impl HttpRowFormatter {
             .collect()
     }
 
-    fn process_name(&mut self, pid: u32) -> String {
+    fn process_name(&mut self, upid: u128) -> String {
+        let processes = &self.processes;
         self.process_names
-            .entry(pid)
+            .entry(upid)
             .or_insert_with(|| {
-                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                let comm = comm.trim();
-                if comm.is_empty() {
-                    format!("[{pid}]")
-                } else {
-                    format!("{comm}[{pid}]")
+                let pid = (upid >> 64) as u32;
+                match processes.get(upid) {
+                    Some(info) if !info.comm.is_empty() => format!("{}[{pid}]", info.comm),
+                    _ => format!("[{pid}]"),
                 }
             })
             .clone()

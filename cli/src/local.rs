@@ -67,7 +67,7 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let deadline = args.duration_secs.map(Duration::from_secs);
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
-    let mut view = LiveView::new(&store, args.quiet);
+    let mut view = LiveView::new(&store, HttpRowFormatter::new(pem.processes()), args.quiet);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -128,7 +128,7 @@ struct LiveView {
 }
 
 impl LiveView {
-    fn new(store: &TableStore, quiet: bool) -> Self {
+    fn new(store: &TableStore, formatter: HttpRowFormatter, quiet: bool) -> Self {
         let status = if quiet {
             ProgressBar::hidden()
         } else {
@@ -145,7 +145,7 @@ impl LiveView {
             quiet,
             next_row,
             printed: 0,
-            formatter: HttpRowFormatter::default(),
+            formatter,
             status,
         };
         view.print(&header());

@@ -10,8 +10,10 @@
 #include <linux/bpf.h>
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #include "socket_trace.h"
+#include "kernel_types.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -46,11 +48,6 @@ enum io_buffer_kind {
 	IO_MSGHDR = 3, /* recvmsg/sendmsg: a msghdr holding an iovec array */
 };
 
-struct connect_args {
-	__u64 addr;
-	__s32 fd;
-	__u32 _pad;
-};
 
 struct io_args {
 	__u64 buf;    /* buffer, iovec array or msghdr, per kind */
@@ -107,15 +104,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, struct connect_args);
+	__type(value, __s32);
 } active_connect SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} active_accept SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -130,6 +120,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct data_scratch);
 } scratch SEC(".maps");
+
+/* Records lost because the ring buffer was full (the PEM fell behind), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ringbuf_drops SEC(".maps");
+
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
+	if (drops)
+		*drops += 1;
+}
 
 static __always_inline struct px_config *get_config(void)
 {
@@ -163,42 +169,63 @@ static __always_inline void fill_header(struct px_event_header *hdr, __u32 kind,
 	hdr->_pad = 0;
 }
 
-/* Reads a user sockaddr into info; returns 0 for AF_INET/AF_INET6, -1 otherwise. */
-static __always_inline int read_sockaddr(__u64 addr, struct px_conn_info *info)
+/* Reads both ends of the socket behind `fd` of the current process from the kernel:
+ * task->files->fdt->fd[fd]->private_data (struct socket)->sk. Offsets come from the
+ * running kernel's BTF (CO-RE), so no kernel headers are needed and the object runs on
+ * any kernel with BTF. Returns 0 for an IPv4 or IPv6 socket. */
+static __always_inline int read_endpoints(__s32 fd, struct px_endpoints *ends)
 {
-	__u16 family = 0;
-	__u16 port_be = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), (void *)addr) != 0)
+	struct task_struct___px *task = (void *)bpf_get_current_task();
+	struct fdtable___px *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
 		return -1;
-	if (family != AF_INET && family != AF_INET6)
+	struct file___px **fds = BPF_CORE_READ(fdt, fd);
+	struct file___px *file = NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0 || !file)
 		return -1;
-	bpf_probe_read_user(&port_be, sizeof(port_be), (void *)(addr + 2));
-	info->family = family;
-	info->rport = (__u16)((port_be >> 8) | (port_be << 8));
-	if (family == AF_INET)
-		bpf_probe_read_user(info->raddr, 4, (void *)(addr + 4));
-	else
-		bpf_probe_read_user(info->raddr, 16, (void *)(addr + 8));
+	struct socket___px *sock = BPF_CORE_READ(file, private_data);
+	struct sock___px *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return -1;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__be16 dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	ends->rport = (__u16)((dport >> 8) | (dport << 8));
+	ends->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET) {
+		__u32 daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(ends->raddr, &daddr, 4);
+		__builtin_memcpy(ends->laddr, &saddr, 4);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ends->raddr, sk, __sk_common.skc_v6_daddr);
+		BPF_CORE_READ_INTO(&ends->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+	} else {
+		return -1;
+	}
+	ends->family = family;
 	return 0;
 }
 
-static __always_inline void open_conn(__u32 tgid, __s32 fd, struct px_conn_info *info)
+static __always_inline void open_conn(__u32 tgid, __s32 fd, __u32 role)
 {
+	struct px_conn_info info = {.role = role};
+	/* Unix sockets and the like are not connections to trace. */
+	if (read_endpoints(fd, &info.ends) != 0)
+		return;
 	__u64 key = conn_key(tgid, fd);
-	info->generation = bpf_ktime_get_ns();
-	info->bytes_sent = 0;
-	info->bytes_recv = 0;
-	bpf_map_update_elem(&conns, &key, info, BPF_ANY);
+	info.generation = bpf_ktime_get_ns();
+	bpf_map_update_elem(&conns, &key, &info, BPF_ANY);
 	bpf_map_delete_elem(&muted, &key);
 
 	struct px_open_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		count_drop();
 		return;
-	fill_header(&ev->hdr, PX_EVENT_OPEN, tgid, fd, info->generation);
-	__builtin_memcpy(ev->raddr, info->raddr, sizeof(ev->raddr));
-	ev->family = info->family;
-	ev->rport = info->rport;
-	ev->role = info->role;
+	}
+	fill_header(&ev->hdr, PX_EVENT_OPEN, tgid, fd, info.generation);
+	ev->ends = info.ends;
+	ev->role = role;
+	ev->_pad = 0;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -210,8 +237,8 @@ int sys_enter_connect(struct sys_enter_ctx *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!traced_tgid(id))
 		return 0;
-	struct connect_args args = {.addr = ctx->args[1], .fd = (__s32)ctx->args[0]};
-	bpf_map_update_elem(&active_connect, &id, &args, BPF_ANY);
+	__s32 fd = (__s32)ctx->args[0];
+	bpf_map_update_elem(&active_connect, &id, &fd, BPF_ANY);
 	return 0;
 }
 
@@ -219,59 +246,34 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_connect(struct sys_exit_ctx *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_args *args = bpf_map_lookup_elem(&active_connect, &id);
-	if (!args)
+	__s32 *fd = bpf_map_lookup_elem(&active_connect, &id);
+	if (!fd)
 		return 0;
-	struct connect_args saved = *args;
+	__s32 saved = *fd;
 	bpf_map_delete_elem(&active_connect, &id);
+	/* A non-blocking connect returns EINPROGRESS with its local port already bound. */
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
-	struct px_conn_info info = {.role = PX_ROLE_CLIENT};
-	if (read_sockaddr(saved.addr, &info) != 0)
-		return 0;
-	open_conn(id >> 32, saved.fd, &info);
+	open_conn(id >> 32, saved, PX_ROLE_CLIENT);
 	return 0;
 }
 
 /* ---- accept / accept4 ---- */
 
-static __always_inline int enter_accept(struct sys_enter_ctx *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!traced_tgid(id))
-		return 0;
-	__u64 addr = ctx->args[1];
-	bpf_map_update_elem(&active_accept, &id, &addr, BPF_ANY);
-	return 0;
-}
-
+/* Only the exit matters: the new fd is the return value, and the peer is read from the
+ * socket, so it is known even when the caller passed no address buffer. */
 static __always_inline int exit_accept(struct sys_exit_ctx *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *addr = bpf_map_lookup_elem(&active_accept, &id);
-	if (!addr)
+	__u32 tgid = traced_tgid(id);
+	if (!tgid || ctx->ret < 0)
 		return 0;
-	__u64 saved = *addr;
-	bpf_map_delete_elem(&active_accept, &id);
-	if (ctx->ret < 0)
-		return 0;
-	struct px_conn_info info = {.role = PX_ROLE_SERVER};
-	/* A NULL or non-inet address leaves the peer unknown (family 0): the PEM looks
-	 * it up, and mutes the connection if it is not a protocol it parses. */
-	if (saved != 0 && read_sockaddr(saved, &info) != 0 && info.family != 0)
-		return 0;
-	open_conn(id >> 32, (__s32)ctx->ret, &info);
+	open_conn(tgid, (__s32)ctx->ret, PX_ROLE_SERVER);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int sys_enter_accept(struct sys_enter_ctx *ctx) { return enter_accept(ctx); }
-
 SEC("tracepoint/syscalls/sys_exit_accept")
 int sys_exit_accept(struct sys_exit_ctx *ctx) { return exit_accept(ctx); }
-
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int sys_enter_accept4(struct sys_enter_ctx *ctx) { return enter_accept(ctx); }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int sys_exit_accept4(struct sys_exit_ctx *ctx) { return exit_accept(ctx); }
@@ -296,6 +298,8 @@ int sys_enter_close(struct sys_enter_ctx *ctx)
 		ev->bytes_sent = info->bytes_sent;
 		ev->bytes_recv = info->bytes_recv;
 		bpf_ringbuf_submit(ev, 0);
+	} else {
+		count_drop();
 	}
 	bpf_map_delete_elem(&conns, &key);
 	bpf_map_delete_elem(&muted, &key);
@@ -423,7 +427,8 @@ static __always_inline int exit_io(struct sys_exit_ctx *ctx)
 	if (captured > PX_MAX_CHUNK)
 		captured = PX_MAX_CHUNK;
 	ev->captured = captured;
-	bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured, 0);
+	if (bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured, 0) != 0)
+		count_drop();
 	return 0;
 }
 
@@ -454,8 +459,10 @@ int sched_process_exit(struct sched_process_exit_ctx *ctx)
 	if (!tgid)
 		return 0;
 	struct px_proc_exit_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev)
+	if (!ev) {
+		count_drop();
 		return 0;
+	}
 	fill_header(&ev->hdr, PX_EVENT_PROC_EXIT, tgid, -1, 0);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
@@ -468,6 +475,7 @@ struct px_layouts {
 	struct px_config config;
 	struct px_conn_info conn_info;
 	struct px_event_header header;
+	struct px_endpoints endpoints;
 	struct px_open_event open;
 	struct px_close_event close;
 	struct px_data_event data;

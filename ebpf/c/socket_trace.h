@@ -47,15 +47,24 @@ struct px_config {
 	__u32 chunk_limit; /* bytes of payload copied per event, <= PX_MAX_CHUNK */
 };
 
+/* Both ends of a connection, read from the kernel's socket when it is opened. */
+struct px_endpoints {
+	__u8 raddr[16]; /* remote; IPv4 in the first 4 bytes, or IPv6 */
+	__u8 laddr[16]; /* local, same layout */
+	__u16 family;   /* AF_INET or AF_INET6; 0 when the socket could not be read */
+	__u16 rport;    /* host byte order */
+	__u16 lport;    /* host byte order */
+	__u16 _pad;
+};
+
 /* Per-connection state kept in the `conns` map; byte counters live here. */
 struct px_conn_info {
 	__u64 generation;
 	__u64 bytes_sent;
 	__u64 bytes_recv;
-	__u8 raddr[16]; /* IPv4 in the first 4 bytes, or IPv6 */
-	__u16 family;   /* AF_INET or AF_INET6 */
-	__u16 rport;    /* host byte order */
-	__u32 role;     /* enum px_role */
+	struct px_endpoints ends;
+	__u32 role; /* enum px_role */
+	__u32 _pad;
 };
 
 /* Common header of every ring buffer record. */
@@ -69,10 +78,9 @@ struct px_event_header {
 /* PX_EVENT_OPEN: connect() succeeded or accept() returned a socket. */
 struct px_open_event {
 	struct px_event_header hdr;
-	__u8 raddr[16];
-	__u16 family;
-	__u16 rport;
+	struct px_endpoints ends;
 	__u32 role;
+	__u32 _pad;
 };
 
 /* PX_EVENT_CLOSE: close() on a traced connection, with its final counters. */

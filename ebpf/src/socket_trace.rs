@@ -45,6 +45,24 @@ pub struct Config {
     pub chunk_limit: u32,
 }
 
+/// `struct px_endpoints`: both ends of a connection, read from the kernel's socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Remote address: IPv4 in the first four bytes, or IPv6.
+    pub raddr: [u8; 16],
+    /// Local address, same layout.
+    pub laddr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Remote port, host byte order.
+    pub rport: u16,
+    /// Local port, host byte order.
+    pub lport: u16,
+    /// Padding.
+    pub pad: u16,
+}
+
 /// `struct px_conn_info`: a connection as the `conns` map holds it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,14 +73,12 @@ pub struct ConnInfo {
     pub bytes_sent: u64,
     /// Bytes received so far.
     pub bytes_recv: u64,
-    /// Remote address: IPv4 in the first four bytes, or IPv6.
-    pub raddr: [u8; 16],
-    /// `AF_INET`, `AF_INET6`, or 0 when unknown.
-    pub family: u16,
-    /// Remote port, host byte order.
-    pub rport: u16,
+    /// Both ends.
+    pub ends: Endpoints,
     /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
     pub role: u32,
+    /// Padding.
+    pub pad: u32,
 }
 
 /// `struct px_event_header`: the start of every ring buffer record.
@@ -85,14 +101,12 @@ pub struct EventHeader {
 pub struct OpenEvent {
     /// Common header.
     pub hdr: EventHeader,
-    /// Remote address, as in [`ConnInfo::raddr`].
-    pub raddr: [u8; 16],
-    /// Address family, or 0 when unknown.
-    pub family: u16,
-    /// Remote port, host byte order.
-    pub rport: u16,
+    /// Both ends.
+    pub ends: Endpoints,
     /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
     pub role: u32,
+    /// Padding.
+    pub pad: u32,
 }
 
 /// `struct px_close_event`.
@@ -141,9 +155,10 @@ unsafe impl aya::Pod for ConnInfo {}
 const _: () = {
     assert!(size_of::<ConnId>() == 16);
     assert!(size_of::<Config>() == 8);
-    assert!(size_of::<ConnInfo>() == 48);
+    assert!(size_of::<Endpoints>() == 40);
+    assert!(size_of::<ConnInfo>() == 72);
     assert!(size_of::<EventHeader>() == 32);
-    assert!(size_of::<OpenEvent>() == 56);
+    assert!(size_of::<OpenEvent>() == 80);
     assert!(size_of::<CloseEvent>() == 48);
     assert!(size_of::<DataEvent>() == 56);
     assert!(size_of::<ProcExitEvent>() == 32);

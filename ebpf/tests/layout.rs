@@ -9,7 +9,8 @@ use std::mem::{offset_of, size_of};
 
 use object::{Object, ObjectSection};
 use px_ebpf::socket_trace::{
-    CloseEvent, Config, ConnId, ConnInfo, DataEvent, EventHeader, OpenEvent, ProcExitEvent,
+    CloseEvent, Config, ConnId, ConnInfo, DataEvent, Endpoints, EventHeader, OpenEvent,
+    ProcExitEvent,
 };
 
 /// A struct as BTF describes it: size and member offsets in bytes.
@@ -96,15 +97,19 @@ fn rust_mirrors_match_the_object_btf() {
     check!(structs, "px_config", Config, {
         "self_tgid" => self_tgid, "chunk_limit" => chunk_limit,
     });
+    check!(structs, "px_endpoints", Endpoints, {
+        "raddr" => raddr, "laddr" => laddr, "family" => family, "rport" => rport,
+        "lport" => lport, "_pad" => pad,
+    });
     check!(structs, "px_conn_info", ConnInfo, {
         "generation" => generation, "bytes_sent" => bytes_sent, "bytes_recv" => bytes_recv,
-        "raddr" => raddr, "family" => family, "rport" => rport, "role" => role,
+        "ends" => ends, "role" => role, "_pad" => pad,
     });
     check!(structs, "px_event_header", EventHeader, {
         "timestamp_ns" => timestamp_ns, "conn" => conn, "kind" => kind, "_pad" => pad,
     });
     check!(structs, "px_open_event", OpenEvent, {
-        "hdr" => hdr, "raddr" => raddr, "family" => family, "rport" => rport, "role" => role,
+        "hdr" => hdr, "ends" => ends, "role" => role, "_pad" => pad,
     });
     check!(structs, "px_close_event", CloseEvent, {
         "hdr" => hdr, "bytes_sent" => bytes_sent, "bytes_recv" => bytes_recv,

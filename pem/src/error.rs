@@ -9,7 +9,7 @@ pub enum Error {
     #[error(
         "missing privileges: {missing}. The PEM loads eBPF programs into the kernel: run it as \
          root (sudo), or grant the capabilities to the binary: \
-         sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep <path to the binary>"
+         sudo setcap cap_bpf,cap_perfmon+ep <path to the binary>"
     )]
     MissingPrivileges {
         /// The capabilities that are missing, by name.

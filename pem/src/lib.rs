@@ -19,12 +19,12 @@ mod pem;
 mod privileges;
 mod process;
 mod protocols;
-mod sockets;
 mod tracker;
 
 pub use config::PemConfig;
 pub use error::Error;
 pub use pem::{Pem, PemStatus};
+pub use process::{ProcessInfo, ProcessTable};
 pub use tracker::TrackerCounters;
 
 /// Names of the tables the PEM fills.

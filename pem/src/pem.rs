@@ -18,6 +18,7 @@ use crate::conn_stats;
 use crate::error::Error;
 use crate::events;
 use crate::loader::SocketTracer;
+use crate::process::ProcessTable;
 use crate::protocols::{ParserLimits, REGISTRY};
 use crate::tracker::{KernelConns, Tracker, TrackerCounters, TrackerSettings};
 
@@ -31,6 +32,8 @@ pub struct PemStatus {
     pub events_received: u64,
     /// Records that could not be decoded.
     pub decode_errors: u64,
+    /// Records the kernel dropped because the ring buffer was full (the PEM fell behind).
+    pub kernel_drops: u64,
     /// Connection tracking counters.
     pub tracker: TrackerCounters,
 }
@@ -39,6 +42,7 @@ pub struct PemStatus {
 /// loses the rows not yet flushed.
 pub struct Pem {
     store: Arc<TableStore>,
+    processes: Arc<ProcessTable>,
     status: Arc<Mutex<PemStatus>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
@@ -60,9 +64,16 @@ impl Pem {
 
         let tracer = SocketTracer::load(&config)?;
         let status = Arc::new(Mutex::new(PemStatus::default()));
+        let processes = Arc::new(ProcessTable::new());
         let (shutdown, stopped) = oneshot::channel();
+        let tracker = Tracker::new(
+            tracker_settings(&config),
+            Arc::clone(&processes),
+            clock::boot_to_epoch_ns(),
+        );
         let task = tokio::spawn(run(
             tracer,
+            tracker,
             config,
             Arc::clone(&store),
             Arc::clone(&status),
@@ -70,6 +81,7 @@ impl Pem {
         ));
         Ok(Self {
             store,
+            processes,
             status,
             shutdown: Some(shutdown),
             task,
@@ -80,6 +92,12 @@ impl Pem {
     #[must_use]
     pub fn store(&self) -> Arc<TableStore> {
         Arc::clone(&self.store)
+    }
+
+    /// The processes seen on traced connections, by UPID.
+    #[must_use]
+    pub fn processes(&self) -> Arc<ProcessTable> {
+        Arc::clone(&self.processes)
     }
 
     /// Counters, refreshed at every flush.
@@ -116,8 +134,21 @@ impl KernelConns for Conns<'_> {
     }
 }
 
+fn tracker_settings(config: &PemConfig) -> TrackerSettings {
+    TrackerSettings {
+        asid: config.asid,
+        limits: ParserLimits {
+            max_body_bytes: config.max_body_bytes,
+            ..ParserLimits::default()
+        },
+        idle_timeout_ns: duration_ns(config.idle_timeout),
+        max_connections: config.max_connections,
+    }
+}
+
 async fn run(
     tracer: SocketTracer,
+    mut tracker: Tracker,
     config: PemConfig,
     store: Arc<TableStore>,
     status: Arc<Mutex<PemStatus>>,
@@ -128,6 +159,7 @@ async fn run(
         events,
         mut conns,
         mut muted,
+        ringbuf_drops,
     } = tracer;
     // SAFETY: the RingBuf owns its map fd; it stays open and unchanged until the
     // AsyncFd (which owns the RingBuf) is dropped.
@@ -137,16 +169,6 @@ async fn run(
     .map_err(|e| Error::RingBufferPoll {
         source: e.into_parts().1,
     })?;
-    let settings = TrackerSettings {
-        asid: config.asid,
-        limits: ParserLimits {
-            max_body_bytes: config.max_body_bytes,
-            ..ParserLimits::default()
-        },
-        idle_timeout_ns: duration_ns(config.idle_timeout),
-        max_connections: config.max_connections,
-    };
-    let mut tracker = Tracker::new(settings, clock::boot_to_epoch_ns());
     let mut flush = interval(config.flush_interval);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sample = interval(config.conn_stats_interval);
@@ -172,7 +194,6 @@ async fn run(
                 if handled < EVENTS_PER_TURN {
                     guard.clear_ready();
                 }
-                tracker.resolve_addresses();
                 apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
             }
             _ = flush.tick() => {
@@ -181,6 +202,9 @@ async fn run(
                 tracker.flush(&store);
                 tracker.release_idle(clock::monotonic_ns());
                 local.tracker = tracker.counters();
+                local.kernel_drops = ringbuf_drops
+                    .get(&0, 0)
+                    .map_or(local.kernel_drops, |per_cpu| per_cpu.iter().sum());
                 *status.lock().unwrap_or_else(PoisonError::into_inner) = local.clone();
             }
             _ = sample.tick() => {

@@ -1,7 +1,8 @@
 //! Process identity: Pixie's UPID (ASID, PID, start time), read from /proc.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Builds Pixie's 128-bit UPID: ASID in bits 96..128, PID in 64..96, and the process
 /// start time (clock ticks since boot, as /proc reports it) in the low 64 bits.
@@ -22,25 +23,124 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Start times of the processes seen, so a UPID costs one /proc read per process.
+/// What the PEM knows of a process it has seen on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Pixie's UPID of the process.
+    pub upid: u128,
+    /// Process id.
+    pub pid: u32,
+    /// Command name (`/proc/PID/comm`).
+    pub comm: String,
+    /// Command line, arguments separated by spaces (`/proc/PID/cmdline`).
+    pub cmdline: String,
+    /// Whether the process has ended.
+    pub exited: bool,
+}
+
+/// Processes seen by the PEM, by UPID: the answer to "which program was that?" after
+/// the program has ended. Ended processes are kept up to a bound, oldest forgotten first.
+pub struct ProcessTable {
+    inner: RwLock<ProcessTableInner>,
+}
+
 #[derive(Default)]
+struct ProcessTableInner {
+    by_upid: HashMap<u128, ProcessInfo>,
+    exited: VecDeque<u128>,
+}
+
+/// Ended processes remembered.
+const MAX_EXITED: usize = 4096;
+
+impl ProcessTable {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: RwLock::new(ProcessTableInner::default()),
+        }
+    }
+
+    /// The process with this UPID, if the PEM has seen it.
+    #[must_use]
+    pub fn get(&self, upid: u128) -> Option<ProcessInfo> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.by_upid.get(&upid).cloned()
+    }
+
+    /// Every process known, running or recently ended.
+    #[must_use]
+    pub fn all(&self) -> Vec<ProcessInfo> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.by_upid.values().cloned().collect()
+    }
+
+    fn insert(&self, info: ProcessInfo) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        inner.by_upid.insert(info.upid, info);
+    }
+
+    fn mark_exited(&self, upid: u128) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(info) = inner.by_upid.get_mut(&upid) else {
+            return;
+        };
+        info.exited = true;
+        inner.exited.push_back(upid);
+        while inner.exited.len() > MAX_EXITED {
+            if let Some(old) = inner.exited.pop_front() {
+                inner.by_upid.remove(&old);
+            }
+        }
+    }
+}
+
+fn read_proc_text(pid: u32, file: &str) -> String {
+    let bytes = fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    let text: Vec<u8> = bytes
+        .iter()
+        .map(|b| if *b == 0 { b' ' } else { *b })
+        .collect();
+    String::from_utf8_lossy(&text).trim().to_owned()
+}
+
+/// UPIDs of the processes seen, so a UPID costs one set of /proc reads per process.
 pub(crate) struct ProcessCache {
-    start_times: HashMap<u32, u64>,
+    asid: u32,
+    upids: HashMap<u32, u128>,
+    table: Arc<ProcessTable>,
 }
 
 impl ProcessCache {
-    /// The UPID of a live process; its start time is 0 if it is already gone.
-    pub(crate) fn upid(&mut self, asid: u32, pid: u32) -> u128 {
-        let start = *self
-            .start_times
-            .entry(pid)
-            .or_insert_with(|| read_start_time_ticks(pid).unwrap_or(0));
-        make_upid(asid, pid, start)
+    pub(crate) fn new(asid: u32, table: Arc<ProcessTable>) -> Self {
+        Self {
+            asid,
+            upids: HashMap::new(),
+            table,
+        }
     }
 
-    /// Forgets a process that ended (its PID may be reused).
+    /// The UPID of a live process (start time 0 if it is already gone), recording it.
+    pub(crate) fn upid(&mut self, pid: u32) -> u128 {
+        if let Some(upid) = self.upids.get(&pid) {
+            return *upid;
+        }
+        let upid = make_upid(self.asid, pid, read_start_time_ticks(pid).unwrap_or(0));
+        self.upids.insert(pid, upid);
+        self.table.insert(ProcessInfo {
+            upid,
+            pid,
+            comm: read_proc_text(pid, "comm"),
+            cmdline: read_proc_text(pid, "cmdline"),
+            exited: false,
+        });
+        upid
+    }
+
+    /// A process ended (its PID may be reused).
     pub(crate) fn forget(&mut self, pid: u32) {
-        self.start_times.remove(&pid);
+        if let Some(upid) = self.upids.remove(&pid) {
+            self.table.mark_exited(upid);
+        }
     }
 }
 
@@ -65,11 +165,35 @@ mod tests {
     }
 
     #[test]
-    fn own_start_time_is_read() {
-        let mut cache = ProcessCache::default();
-        let upid = cache.upid(1, std::process::id());
+    fn own_process_is_recorded() {
+        let table = Arc::new(ProcessTable::new());
+        let mut cache = ProcessCache::new(1, Arc::clone(&table));
+        let upid = cache.upid(std::process::id());
         assert_eq!((upid >> 96) as u32, 1);
         assert_eq!((upid >> 64) as u32, std::process::id());
         assert!(upid as u64 > 0);
+        let info = table.get(upid).unwrap();
+        assert!(!info.comm.is_empty());
+        assert!(info.cmdline.contains("vizier_pem"), "{}", info.cmdline);
+        cache.forget(std::process::id());
+        assert!(table.get(upid).unwrap().exited);
+    }
+
+    #[test]
+    fn ended_processes_are_remembered_within_a_bound() {
+        let table = ProcessTable::new();
+        for pid in 0..(MAX_EXITED as u32 + 10) {
+            let upid = make_upid(0, pid, 1);
+            table.insert(ProcessInfo {
+                upid,
+                pid,
+                comm: String::new(),
+                cmdline: String::new(),
+                exited: false,
+            });
+            table.mark_exited(upid);
+        }
+        assert_eq!(table.all().len(), MAX_EXITED);
+        assert!(table.get(make_upid(0, 0, 1)).is_none());
     }
 }

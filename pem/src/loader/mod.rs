@@ -4,7 +4,7 @@
 
 mod tracepoint;
 
-use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use px_ebpf::socket_trace::{Config, ConnInfo};
 
@@ -22,13 +22,15 @@ pub(crate) struct SocketTracer {
     pub(crate) conns: HashMap<MapData, u64, ConnInfo>,
     /// Connections whose payload the PEM does not want, keyed like `conns`.
     pub(crate) muted: HashMap<MapData, u64, u64>,
+    /// Records the kernel could not queue because the ring buffer was full, per CPU.
+    pub(crate) ringbuf_drops: PerCpuArray<MapData, u64>,
 }
 
 impl SocketTracer {
     /// Checks privileges, loads the object and attaches every syscall tracepoint.
     ///
     /// # Minimum kernel version
-    /// 5.12 (ring buffer, atomic fetch-and-add in BPF).
+    /// 5.12 (ring buffer, atomic fetch-and-add in BPF), with BTF for the CO-RE socket reads.
     pub(crate) fn load(config: &PemConfig) -> Result<Self, Error> {
         privileges::check_capabilities()?;
         privileges::ensure_tracefs()?;
@@ -72,12 +74,21 @@ impl SocketTracer {
             source,
         })?;
 
+        let ringbuf_drops =
+            PerCpuArray::try_from(take(&mut ebpf, "ringbuf_drops")?).map_err(|source| {
+                Error::Map {
+                    map: "ringbuf_drops",
+                    source,
+                }
+            })?;
+
         tracepoint::attach_all(&mut ebpf)?;
         Ok(Self {
             ebpf,
             events,
             conns,
             muted,
+            ringbuf_drops,
         })
     }
 }

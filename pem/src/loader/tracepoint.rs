@@ -12,9 +12,7 @@ use crate::error::Error;
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
-    ("sys_enter_accept", "syscalls", "sys_enter_accept"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sys_enter_accept4", "syscalls", "sys_enter_accept4"),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("sys_enter_read", "syscalls", "sys_enter_read"),

@@ -36,7 +36,6 @@ pub(crate) struct Connection {
     /// Stream offset reached, per direction (index: [`dir_index`]).
     next_pos: [u64; 2],
     pub(crate) last_active_ns: u64,
-    pub(crate) addresses_resolved: bool,
     protocol: ProtocolState,
     limits: ParserLimits,
 }
@@ -55,7 +54,6 @@ impl Connection {
             family,
             next_pos: [0; 2],
             last_active_ns: now_ns,
-            addresses_resolved: false,
             protocol: ProtocolState::Inferring([Vec::new(), Vec::new()]),
             limits,
         }

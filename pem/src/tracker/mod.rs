@@ -1,9 +1,8 @@
 //! Connection tracking: kernel events in, table rows out.
 //!
 //! The tracker owns one [`Connection`] per traced socket, feeds each direction's bytes
-//! to the connection's protocol parser in stream order, resolves addresses the
-//! syscalls did not reveal, keeps `conn_stats`, and releases what idle or closed
-//! connections held. It does no I/O on the kernel maps itself: what it wants done
+//! to the connection's protocol parser in stream order, keeps `conn_stats`, and
+//! releases what idle or closed connections held. It does no I/O on the kernel maps itself: what it wants done
 //! there (mute a connection, forget one) it queues for the caller.
 
 mod connection;
@@ -12,15 +11,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arrow_array::RecordBatch;
-use px_ebpf::socket_trace::{CloseEvent, ConnId, ConnInfo, DataEvent, OpenEvent};
+use px_ebpf::socket_trace::{CloseEvent, ConnId, ConnInfo, DataEvent, Endpoints, OpenEvent};
 use px_tablestore::{RowBuilder, TableStore};
 
 use crate::conn_stats::{self, ConnStatsAggregator, ConnStatsKey, LiveConn};
 use crate::events::{Event, conn_key};
-use crate::process::ProcessCache;
+use crate::process::{ProcessCache, ProcessTable};
 use crate::protocols::{ConnMeta, Direction, ParserLimits, REGISTRY};
-use crate::sockets;
 use connection::{Connection, DataOutcome, role_from_kernel};
+use std::sync::Arc;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -74,7 +73,6 @@ pub(crate) struct Tracker {
     protocol_rows: HashMap<&'static str, (String, RowBuilder)>,
     conn_stats_rows: RowBuilder,
     conn_stats: ConnStatsAggregator,
-    unresolved: Vec<(u64, u64)>,
     mutes: Vec<(u64, u64)>,
     forgets: Vec<u64>,
     boot_to_epoch_ns: i64,
@@ -82,7 +80,11 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn new(settings: TrackerSettings, boot_to_epoch_ns: i64) -> Self {
+    pub(crate) fn new(
+        settings: TrackerSettings,
+        processes: Arc<ProcessTable>,
+        boot_to_epoch_ns: i64,
+    ) -> Self {
         let protocol_rows = REGISTRY
             .iter()
             .map(|entry| {
@@ -94,11 +96,10 @@ impl Tracker {
             settings,
             conns: HashMap::new(),
             conns_per_process: HashMap::new(),
-            processes: ProcessCache::default(),
+            processes: ProcessCache::new(settings.asid, processes),
             protocol_rows,
             conn_stats_rows: RowBuilder::new(&conn_stats::schema()),
             conn_stats: ConnStatsAggregator::default(),
-            unresolved: Vec::new(),
             mutes: Vec::new(),
             forgets: Vec::new(),
             boot_to_epoch_ns,
@@ -153,43 +154,33 @@ impl Tracker {
             // The fd was reused without a close we saw (dup2, lost event).
             self.finish(key, open.hdr.timestamp_ns, None);
         }
-        let conn = self.new_connection(
-            &id,
-            open.family,
-            &open.raddr,
-            open.rport,
-            open.role,
-            open.hdr.timestamp_ns,
-        );
+        let conn = self.new_connection(&id, &open.ends, open.role, open.hdr.timestamp_ns);
         self.insert(key, id.generation, conn);
-        self.unresolved.push((key, id.generation));
         self.counters.connections_opened += 1;
     }
 
     fn new_connection(
         &mut self,
         id: &ConnId,
-        family: u16,
-        raddr: &[u8; 16],
-        rport: u16,
+        ends: &Endpoints,
         role: u32,
         now_ns: u64,
     ) -> Connection {
-        let remote = ip_from_kernel(family, raddr);
+        let address = |addr: &[u8; 16]| {
+            ip_from_kernel(ends.family, addr)
+                .map(display_ip)
+                .unwrap_or_default()
+        };
         let meta = ConnMeta {
-            upid: self.processes.upid(self.settings.asid, id.tgid),
-            remote_addr: remote.map(sockets::display_ip).unwrap_or_default(),
-            remote_port: if remote.is_some() {
-                i64::from(rport)
-            } else {
-                -1
-            },
-            local_addr: String::new(),
-            local_port: -1,
+            upid: self.processes.upid(id.tgid),
+            remote_addr: address(&ends.raddr),
+            remote_port: i64::from(ends.rport),
+            local_addr: address(&ends.laddr),
+            local_port: i64::from(ends.lport),
             role: role_from_kernel(role),
             boot_to_epoch_ns: self.boot_to_epoch_ns,
         };
-        Connection::new(meta, family, now_ns, self.settings.limits)
+        Connection::new(meta, ends.family, now_ns, self.settings.limits)
     }
 
     fn insert(&mut self, key: u64, generation: u64, conn: Connection) {
@@ -275,10 +266,9 @@ impl Tracker {
         if self.conns.contains_key(&key) {
             self.finish(key, 0, None);
         }
-        let mut conn = self.new_connection(id, info.family, &info.raddr, info.rport, info.role, 0);
+        let mut conn = self.new_connection(id, &info.ends, info.role, 0);
         conn.resume_at(direction, position);
         self.insert(key, id.generation, conn);
-        self.unresolved.push((key, id.generation));
         true
     }
 
@@ -335,52 +325,6 @@ impl Tracker {
         if let Some(key) = oldest {
             self.finish(key, 0, None);
             self.counters.connections_released += 1;
-        }
-    }
-
-    /// Fills in addresses from /proc for connections opened since the last call.
-    pub(crate) fn resolve_addresses(&mut self) {
-        if self.unresolved.is_empty() {
-            return;
-        }
-        let mut tables: HashMap<String, HashMap<u64, sockets::SocketEnds>> = HashMap::new();
-        for (key, generation) in std::mem::take(&mut self.unresolved) {
-            let Some((g, conn)) = self.conns.get_mut(&key) else {
-                continue;
-            };
-            if *g != generation || conn.addresses_resolved {
-                continue;
-            }
-            conn.addresses_resolved = true;
-            let tgid = (key >> 32) as u32;
-            let fd = key as u32 as i32;
-            let (Some(inode), Some(netns)) =
-                (sockets::socket_inode(tgid, fd), sockets::netns_of(tgid))
-            else {
-                continue;
-            };
-            let table = tables
-                .entry(netns)
-                .or_insert_with(|| sockets::tcp_sockets(tgid));
-            let Some(ends) = table.get(&inode) else {
-                continue;
-            };
-            // The fd may have been reused since the event: trust /proc only if it agrees.
-            if conn.meta.remote_port >= 0 && i64::from(ends.remote.port()) != conn.meta.remote_port
-            {
-                continue;
-            }
-            if conn.meta.remote_port < 0 {
-                conn.meta.remote_addr = sockets::display_ip(ends.remote.ip());
-                conn.meta.remote_port = i64::from(ends.remote.port());
-                conn.family = if ends.remote.is_ipv4() {
-                    AF_INET
-                } else {
-                    AF_INET6
-                };
-            }
-            conn.meta.local_addr = sockets::display_ip(ends.local.ip());
-            conn.meta.local_port = i64::from(ends.local.port());
         }
     }
 
@@ -472,12 +416,49 @@ fn stats_key(conn: &Connection) -> ConnStatsKey {
     }
 }
 
-fn ip_from_kernel(family: u16, raddr: &[u8; 16]) -> Option<IpAddr> {
+fn ip_from_kernel(family: u16, addr: &[u8; 16]) -> Option<IpAddr> {
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
-            raddr[0], raddr[1], raddr[2], raddr[3],
+            addr[0], addr[1], addr[2], addr[3],
         ))),
-        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raddr))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*addr))),
         _ => None,
+    }
+}
+
+/// The address as users expect to read it: IPv4-mapped IPv6 shown as IPv4.
+fn display_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_addresses_read_naturally() {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            ip_from_kernel(AF_INET, &v4).map(display_ip).unwrap(),
+            "10.1.2.3"
+        );
+        let mapped = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(
+            ip_from_kernel(AF_INET6, &mapped).map(display_ip).unwrap(),
+            "127.0.0.1"
+        );
+        let v6 = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(
+            ip_from_kernel(AF_INET6, &v6).map(display_ip).unwrap(),
+            "fd00::1"
+        );
+        assert!(ip_from_kernel(1, &v6).is_none());
     }
 }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# What tracing costs a busy HTTP server, measured side by side in one run.
+#
+# Loads a local nginx with wrk at a fixed concurrency: once without the PEM, once with
+# `px local` tracing (both wrk and nginx are traced, so every request makes two rows),
+# then once more without, and prints
+#   - the throughput ratio and the p99 latency ratio (traced / mean of the untraced runs),
+#   - the capture ratio (http_events rows / (2 x requests sent)),
+#   - the PEM's CPU seconds per 100,000 requests and its peak resident memory.
+# Run as root on a machine with nothing else busy. Settings: DURATION (s, default 15),
+# CONNECTIONS (default 32), THREADS (wrk threads, default 1), PORT (default 18080),
+# MEMORY_LIMIT (px local --memory-limit, default 2Gi).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-15}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+PORT=${PORT:-18080}
+MEMORY_LIMIT=${MEMORY_LIMIT:-2Gi}
+
+scripts/setup.sh
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+  }
+done
+cargo build --release --quiet -p px
+
+work=$(mktemp -d)
+cleanup() {
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -n "${px_pid:-}" ] && kill "$px_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$PORT;
+    location / { default_type text/plain; return 200 "hello from nginx\n"; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work"
+sleep 0.5
+
+load() { # $1 = label; prints "requests rps p99_us"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/bench" >"$work/$1.txt"
+  python3 - "$work/$1.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", text).groups()
+p99_us = float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+print(requests, rps, p99_us)
+PY
+}
+
+wrk -t1 -c4 -d2s "http://127.0.0.1:$PORT/" >/dev/null # warm up
+read -r base1_req base1_rps base1_p99 < <(load base1)
+
+target/release/px local --quiet --memory-limit "$MEMORY_LIMIT" --stats-file "$work/stats.json" 2>"$work/px.log" &
+px_pid=$!
+for _ in $(seq 100); do grep -q "Press Ctrl-C" "$work/px.log" 2>/dev/null && break; sleep 0.1; done
+read -r traced_req traced_rps traced_p99 < <(load traced)
+sleep 1 # let the last events drain
+kill -INT "$px_pid"
+wait "$px_pid"
+px_pid=
+
+read -r base2_req base2_rps base2_p99 < <(load base2)
+
+python3 - "$work/stats.json" "$base1_rps" "$base2_rps" "$base1_p99" "$base2_p99" \
+  "$traced_req" "$traced_rps" "$traced_p99" "$CONNECTIONS" "$DURATION" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+b1_rps, b2_rps, b1_p99, b2_p99 = map(float, sys.argv[2:6])
+req, rps, p99 = int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+base_rps, base_p99 = (b1_rps + b2_rps) / 2, (b1_p99 + b2_p99) / 2
+rows = stats["tables"]["http_events"]["rows_added"]
+print(f"nginx + wrk, {sys.argv[9]} connections, {sys.argv[10]} s per run")
+print(f"untraced:  {b1_rps:10.0f} and {b2_rps:10.0f} req/s   p99 {b1_p99:.0f} and {b2_p99:.0f} us")
+print(f"traced:    {rps:10.0f} req/s                 p99 {p99:.0f} us")
+print(f"throughput ratio (traced/untraced): {rps / base_rps:.3f}")
+print(f"p99 latency ratio (traced/untraced): {p99 / base_p99:.3f}")
+print(f"capture ratio (rows / 2 x {req} requests): {rows / (2 * req):.4f}")
+print(f"PEM CPU per 100,000 requests: {stats['cpu_seconds'] / req * 1e5:.2f} s")
+print(f"PEM peak RSS: {stats['peak_rss_bytes'] / 2**20:.1f} MiB")
+PY
