@@ -176,6 +176,9 @@ impl LiveView {
     }
 
     fn refresh_rows(&mut self, store: &TableStore) {
+        if self.quiet {
+            return;
+        }
         let Some(table) = store.table(tables::HTTP_EVENTS) else {
             return;
         };

@@ -153,6 +153,16 @@ static __always_inline __u32 traced_tgid(__u64 pid_tgid)
 	return tgid;
 }
 
+/* Waking the PEM for every record would cost a context switch per syscall traced; it
+ * polls the ring buffer on a short timer instead, and is woken early only when enough
+ * has queued up that waiting for the timer could fill the buffer. */
+static __always_inline __u64 submit_flags(void)
+{
+	struct px_config *cfg = get_config();
+	__u64 queued = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return cfg && queued >= cfg->wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline __u64 conn_key(__u32 tgid, __s32 fd)
 {
 	return ((__u64)tgid << 32) | (__u32)fd;
@@ -226,7 +236,7 @@ static __always_inline void open_conn(__u32 tgid, __s32 fd, __u32 role)
 	ev->ends = info.ends;
 	ev->role = role;
 	ev->_pad = 0;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, submit_flags());
 }
 
 /* ---- connect ---- */
@@ -297,7 +307,7 @@ int sys_enter_close(struct sys_enter_ctx *ctx)
 		fill_header(&ev->hdr, PX_EVENT_CLOSE, tgid, fd, info->generation);
 		ev->bytes_sent = info->bytes_sent;
 		ev->bytes_recv = info->bytes_recv;
-		bpf_ringbuf_submit(ev, 0);
+		bpf_ringbuf_submit(ev, submit_flags());
 	} else {
 		count_drop();
 	}
@@ -427,7 +437,8 @@ static __always_inline int exit_io(struct sys_exit_ctx *ctx)
 	if (captured > PX_MAX_CHUNK)
 		captured = PX_MAX_CHUNK;
 	ev->captured = captured;
-	if (bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured, 0) != 0)
+	if (bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured,
+			       submit_flags()) != 0)
 		count_drop();
 	return 0;
 }
@@ -464,7 +475,7 @@ int sched_process_exit(struct sched_process_exit_ctx *ctx)
 		return 0;
 	}
 	fill_header(&ev->hdr, PX_EVENT_PROC_EXIT, tgid, -1, 0);
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, submit_flags());
 	return 0;
 }
 

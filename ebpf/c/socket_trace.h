@@ -43,8 +43,10 @@ struct px_conn_id {
 
 /* Runtime settings, written by the PEM into the `config` array before attaching. */
 struct px_config {
-	__u32 self_tgid;   /* the PEM itself: never traced */
-	__u32 chunk_limit; /* bytes of payload copied per event, <= PX_MAX_CHUNK */
+	__u32 self_tgid;    /* the PEM itself: never traced */
+	__u32 chunk_limit;  /* bytes of payload copied per event, <= PX_MAX_CHUNK */
+	__u32 wakeup_bytes; /* wake the PEM only once this much is queued; it also polls */
+	__u32 _pad;
 };
 
 /* Both ends of a connection, read from the kernel's socket when it is opened. */

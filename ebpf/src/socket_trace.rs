@@ -43,6 +43,10 @@ pub struct Config {
     pub self_tgid: u32,
     /// Payload bytes copied per event, at most [`MAX_CHUNK`].
     pub chunk_limit: u32,
+    /// Bytes queued in the ring buffer before the kernel wakes the PEM early.
+    pub wakeup_bytes: u32,
+    /// Padding.
+    pub pad: u32,
 }
 
 /// `struct px_endpoints`: both ends of a connection, read from the kernel's socket.
@@ -154,7 +158,7 @@ unsafe impl aya::Pod for ConnInfo {}
 
 const _: () = {
     assert!(size_of::<ConnId>() == 16);
-    assert!(size_of::<Config>() == 8);
+    assert!(size_of::<Config>() == 16);
     assert!(size_of::<Endpoints>() == 40);
     assert!(size_of::<ConnInfo>() == 72);
     assert!(size_of::<EventHeader>() == 32);

@@ -96,6 +96,7 @@ fn rust_mirrors_match_the_object_btf() {
     });
     check!(structs, "px_config", Config, {
         "self_tgid" => self_tgid, "chunk_limit" => chunk_limit,
+        "wakeup_bytes" => wakeup_bytes, "_pad" => pad,
     });
     check!(structs, "px_endpoints", Endpoints, {
         "raddr" => raddr, "laddr" => laddr, "family" => family, "rport" => rport,

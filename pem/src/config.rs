@@ -23,6 +23,9 @@ pub struct PemConfig {
     pub asid: u32,
     /// How often `conn_stats` is sampled (Pixie: 5 s).
     pub conn_stats_interval: Duration,
+    /// How often the ring buffer is drained (the kernel also wakes the PEM early when it
+    /// fills up faster than that).
+    pub poll_interval: Duration,
     /// How often parsed records are moved into the tables.
     pub flush_interval: Duration,
     /// A connection with no traffic for this long has its parser state released.
@@ -42,6 +45,7 @@ impl PemConfig {
             max_body_bytes: 512,
             asid: 0,
             conn_stats_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(20),
             flush_interval: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(120),
             max_connections: 65_536,

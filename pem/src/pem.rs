@@ -169,6 +169,8 @@ async fn run(
     .map_err(|e| Error::RingBufferPoll {
         source: e.into_parts().1,
     })?;
+    let mut poll = interval(config.poll_interval);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush = interval(config.flush_interval);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sample = interval(config.conn_stats_interval);
@@ -180,19 +182,15 @@ async fn run(
             _ = &mut stopped => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| Error::RingBufferPoll { source })?;
-                let ring = guard.get_inner_mut();
-                let mut handled = 0;
-                while handled < EVENTS_PER_TURN {
-                    let Some(item) = ring.next() else { break };
-                    handled += 1;
-                    match events::decode(&item) {
-                        Ok(event) => tracker.handle(event, &Conns(&conns)),
-                        Err(_) => local.decode_errors += 1,
-                    }
-                }
-                local.events_received += handled as u64;
+                let handled = drain(guard.get_inner_mut(), &mut tracker, &conns, &mut local);
                 if handled < EVENTS_PER_TURN {
                     guard.clear_ready();
+                }
+                apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
+            }
+            _ = poll.tick() => {
+                while drain(ring.get_mut(), &mut tracker, &conns, &mut local) == EVENTS_PER_TURN {
+                    tokio::task::yield_now().await;
                 }
                 apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
             }
@@ -212,11 +210,32 @@ async fn run(
             }
         }
     }
+    drain(ring.get_mut(), &mut tracker, &conns, &mut local);
     tracker.drain_records();
     tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
     tracker.flush(&store);
     drop(ebpf);
     Ok(())
+}
+
+/// Handles up to [`EVENTS_PER_TURN`] ring buffer records; returns how many there were.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker,
+    conns: &BpfHashMap<MapData, u64, ConnInfo>,
+    status: &mut PemStatus,
+) -> usize {
+    let mut handled = 0;
+    while handled < EVENTS_PER_TURN {
+        let Some(item) = ring.next() else { break };
+        handled += 1;
+        match events::decode(&item) {
+            Ok(event) => tracker.handle(event, &Conns(conns)),
+            Err(_) => status.decode_errors += 1,
+        }
+    }
+    status.events_received += handled as u64;
+    handled
 }
 
 fn apply_kernel_updates(

@@ -52,6 +52,9 @@ impl SocketTracer {
                 Config {
                     self_tgid: std::process::id(),
                     chunk_limit: config.chunk_limit,
+                    // An eighth full: the poll timer normally drains long before that.
+                    wakeup_bytes: config.ring_buffer_bytes / 8,
+                    pad: 0,
                 },
                 0,
             )

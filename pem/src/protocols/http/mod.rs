@@ -229,51 +229,78 @@ fn classify_content_type(value: &[u8]) -> i64 {
 }
 
 /// Headers as a JSON object; repeated names (case-insensitive) are joined with ", ".
+///
+/// Runs once per recorded message, so it writes straight into one pre-sized string:
+/// names are looked up among the earlier headers instead of being collected first.
 pub(crate) fn headers_json(msg: &HttpMessage) -> String {
-    let mut merged: Vec<(&str, String)> = Vec::with_capacity(msg.headers.len());
-    for (name, value) in &msg.headers {
-        let value = String::from_utf8_lossy(value);
-        match merged
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some((_, joined)) => {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            }
-            None => merged.push((name, value.into_owned())),
+    let size: usize = msg.headers.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
+    let mut out = String::with_capacity(size + 2);
+    out.push('{');
+    for (i, (name, value)) in msg.headers.iter().enumerate() {
+        let earlier = &msg.headers[..i];
+        if earlier.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            continue; // already written, joined with this one
         }
-    }
-    let mut out = String::from("{");
-    for (i, (name, value)) in merged.iter().enumerate() {
-        if i > 0 {
+        if out.len() > 1 {
             out.push(',');
         }
-        push_json_string(&mut out, name);
+        push_json_string(&mut out, name.as_bytes());
         out.push(':');
-        push_json_string(&mut out, value);
+        out.push('"');
+        push_json_escaped(&mut out, value);
+        for (_, more) in msg.headers[i + 1..]
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            out.push_str(", ");
+            push_json_escaped(&mut out, more);
+        }
+        out.push('"');
     }
     out.push('}');
     out
 }
 
-/// Appends `s` as a JSON string literal.
-fn push_json_string(out: &mut String, s: &str) {
+/// Appends `bytes` as a JSON string literal.
+fn push_json_string(out: &mut String, bytes: &[u8]) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c => out.push(c),
+    push_json_escaped(out, bytes);
+    out.push('"');
+}
+
+/// Appends `bytes` (invalid UTF-8 replaced by U+FFFD) escaped for a JSON string.
+fn push_json_escaped(out: &mut String, bytes: &[u8]) {
+    // Header values are nearly always valid UTF-8: validate in one fast pass first.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return push_json_escaped_str(out, text);
+    }
+    for chunk in bytes.utf8_chunks() {
+        push_json_escaped_str(out, chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
         }
     }
-    out.push('"');
+}
+
+/// Appends `text` escaped for a JSON string, copying runs that need no escape at once.
+fn push_json_escaped_str(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => out.push_str(&format!("\\u{control:04x}")),
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 /// Feeds request messages to the stitcher and their methods to the response parser.
