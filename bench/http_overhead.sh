@@ -9,7 +9,10 @@
 #   - the PEM's CPU seconds per 100,000 requests and its peak resident memory.
 # Run as root on a machine with nothing else busy. Settings: DURATION (s, default 15),
 # CONNECTIONS (default 32), THREADS (wrk threads, default 1), PORT (default 18080),
-# MEMORY_LIMIT (px local --memory-limit, default 2Gi).
+# MEMORY_LIMIT (px local --memory-limit, default 2Gi), THINK_MS (default 0: each
+# connection sends its next request as soon as the last is answered, the highest load
+# the machine sustains; N: each connection waits N ms between requests, a steady load
+# that leaves the machine headroom, as production servers run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +21,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 PORT=${PORT:-18080}
 MEMORY_LIMIT=${MEMORY_LIMIT:-2Gi}
+THINK_MS=${THINK_MS:-0}
 
 scripts/setup.sh
 for tool in wrk nginx; do
@@ -53,8 +57,13 @@ NGINX
 nginx -c "$work/nginx.conf" -p "$work"
 sleep 0.5
 
+printf 'function delay() return %s end\n' "$THINK_MS" >"$work/think.lua"
+pacing=()
+[ "$THINK_MS" != 0 ] && pacing=(-s "$work/think.lua")
+
 load() { # $1 = label; prints "requests rps p99_us"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/bench" >"$work/$1.txt"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${pacing[@]}" \
+    "http://127.0.0.1:$PORT/bench" >"$work/$1.txt"
   python3 - "$work/$1.txt" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -81,14 +90,15 @@ px_pid=
 read -r base2_req base2_rps base2_p99 < <(load base2)
 
 python3 - "$work/stats.json" "$base1_rps" "$base2_rps" "$base1_p99" "$base2_p99" \
-  "$traced_req" "$traced_rps" "$traced_p99" "$CONNECTIONS" "$DURATION" <<'PY'
+  "$traced_req" "$traced_rps" "$traced_p99" "$CONNECTIONS" "$DURATION" "$THINK_MS" <<'PY'
 import json, sys
 stats = json.load(open(sys.argv[1]))
 b1_rps, b2_rps, b1_p99, b2_p99 = map(float, sys.argv[2:6])
 req, rps, p99 = int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
 base_rps, base_p99 = (b1_rps + b2_rps) / 2, (b1_p99 + b2_p99) / 2
 rows = stats["tables"]["http_events"]["rows_added"]
-print(f"nginx + wrk, {sys.argv[9]} connections, {sys.argv[10]} s per run")
+think = f", {sys.argv[11]} ms between requests per connection" if sys.argv[11] != "0" else ", no pause between requests"
+print(f"nginx + wrk, {sys.argv[9]} connections{think}, {sys.argv[10]} s per run")
 print(f"untraced:  {b1_rps:10.0f} and {b2_rps:10.0f} req/s   p99 {b1_p99:.0f} and {b2_p99:.0f} us")
 print(f"traced:    {rps:10.0f} req/s                 p99 {p99:.0f} us")
 print(f"throughput ratio (traced/untraced): {rps / base_rps:.3f}")
@@ -96,4 +106,6 @@ print(f"p99 latency ratio (traced/untraced): {p99 / base_p99:.3f}")
 print(f"capture ratio (rows / 2 x {req} requests): {rows / (2 * req):.4f}")
 print(f"PEM CPU per 100,000 requests: {stats['cpu_seconds'] / req * 1e5:.2f} s")
 print(f"PEM peak RSS: {stats['peak_rss_bytes'] / 2**20:.1f} MiB")
+print(f"kernel events {stats['events_received']}, lost in the kernel {stats['kernel_drops']}, "
+      f"parser bytes skipped {stats['parser_bytes_skipped']}, unpaired {stats['messages_unpaired']}")
 PY

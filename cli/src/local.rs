@@ -81,10 +81,10 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
             }
         }
     }
-    pem.stop().await?;
+    let status = pem.stop().await?;
     view.refresh_rows(&store);
     view.finish();
-    let summary = Summary::collect(&store, started.elapsed());
+    let summary = Summary::collect(&store, status, started.elapsed());
     eprintln!("{}", summary.human());
     if let Some(path) = &args.stats_file {
         std::fs::write(path, summary.json())
@@ -200,13 +200,14 @@ impl LiveView {
 /// What `px local` reports when it stops.
 struct Summary {
     elapsed: Duration,
+    status: vizier_pem::PemStatus,
     tables: Vec<(String, px_tablestore::TableStats)>,
     cpu_seconds: f64,
     peak_rss_bytes: u64,
 }
 
 impl Summary {
-    fn collect(store: &TableStore, elapsed: Duration) -> Self {
+    fn collect(store: &TableStore, status: vizier_pem::PemStatus, elapsed: Duration) -> Self {
         let tables = store
             .tables()
             .iter()
@@ -215,6 +216,7 @@ impl Summary {
         let usage = resource_usage();
         Self {
             elapsed,
+            status,
             tables,
             cpu_seconds: usage.0,
             peak_rss_bytes: usage.1,
@@ -228,6 +230,17 @@ impl Summary {
             self.cpu_seconds,
             human_bytes(self.peak_rss_bytes)
         );
+        let s = &self.status;
+        text.push_str(&format!(
+            "\n  {} kernel events, {} lost in the kernel (ring buffer full), {} connections \
+             opened, {} not a parsed protocol, {} parser bytes skipped, {} unpaired messages",
+            s.events_received,
+            s.kernel_drops,
+            s.tracker.connections_opened,
+            s.tracker.connections_muted,
+            s.tracker.parser_bytes_skipped,
+            s.tracker.messages_unpaired
+        ));
         for (name, stats) in &self.tables {
             text.push_str(&format!(
                 "\n  {name}: {} rows captured, {} held ({}), {} dropped to stay within {}",
@@ -252,11 +265,21 @@ impl Summary {
                 )
             })
             .collect();
+        let s = &self.status;
         format!(
-            "{{\"elapsed_seconds\":{:.3},\"cpu_seconds\":{:.3},\"peak_rss_bytes\":{},\"tables\":{{{}}}}}\n",
+            "{{\"elapsed_seconds\":{:.3},\"cpu_seconds\":{:.3},\"peak_rss_bytes\":{},\
+             \"events_received\":{},\"kernel_drops\":{},\"connections_opened\":{},\
+             \"connections_muted\":{},\"parser_bytes_skipped\":{},\"messages_unpaired\":{},\
+             \"tables\":{{{}}}}}\n",
             self.elapsed.as_secs_f64(),
             self.cpu_seconds,
             self.peak_rss_bytes,
+            s.events_received,
+            s.kernel_drops,
+            s.tracker.connections_opened,
+            s.tracker.connections_muted,
+            s.tracker.parser_bytes_skipped,
+            s.tracker.messages_unpaired,
             tables.join(",")
         )
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use px_ebpf::socket_trace::ConnInfo;
 use px_tablestore::TableStore;
 use tokio::io::Interest;
@@ -109,16 +109,17 @@ impl Pem {
             .clone()
     }
 
-    /// Flushes what was parsed, detaches the probes and stops.
+    /// Drains and flushes what was captured, detaches the probes and stops; returns
+    /// the final counters.
     ///
     /// # Errors
     /// The error that stopped the event loop, if it stopped by itself.
-    pub async fn stop(mut self) -> Result<(), Error> {
+    pub async fn stop(mut self) -> Result<PemStatus, Error> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         match (&mut self.task).await {
-            Ok(result) => result,
+            Ok(result) => result.map(|()| self.status()),
             Err(join) => Err(Error::RingBufferPoll {
                 source: std::io::Error::other(join.to_string()),
             }),
@@ -199,23 +200,35 @@ async fn run(
                 tracker.drain_records();
                 tracker.flush(&store);
                 tracker.release_idle(clock::monotonic_ns());
-                local.tracker = tracker.counters();
-                local.kernel_drops = ringbuf_drops
-                    .get(&0, 0)
-                    .map_or(local.kernel_drops, |per_cpu| per_cpu.iter().sum());
-                *status.lock().unwrap_or_else(PoisonError::into_inner) = local.clone();
+                publish(&mut local, &tracker, &ringbuf_drops, &status);
             }
             _ = sample.tick() => {
                 tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
             }
         }
     }
-    drain(ring.get_mut(), &mut tracker, &conns, &mut local);
+    // Everything the kernel queued before the stop becomes rows, however far behind.
+    while drain(ring.get_mut(), &mut tracker, &conns, &mut local) == EVENTS_PER_TURN {}
     tracker.drain_records();
     tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
     tracker.flush(&store);
+    publish(&mut local, &tracker, &ringbuf_drops, &status);
     drop(ebpf);
     Ok(())
+}
+
+/// Refreshes the counters readers see.
+fn publish(
+    local: &mut PemStatus,
+    tracker: &Tracker,
+    ringbuf_drops: &PerCpuArray<MapData, u64>,
+    status: &Mutex<PemStatus>,
+) {
+    local.tracker = tracker.counters();
+    local.kernel_drops = ringbuf_drops
+        .get(&0, 0)
+        .map_or(local.kernel_drops, |per_cpu| per_cpu.iter().sum());
+    *status.lock().unwrap_or_else(PoisonError::into_inner) = local.clone();
 }
 
 /// Handles up to [`EVENTS_PER_TURN`] ring buffer records; returns how many there were.

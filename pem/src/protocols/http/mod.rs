@@ -116,86 +116,107 @@ pub(crate) fn http_events_schema() -> TableSchema {
     TableSchema::new("http_events", "HTTP/1.x request-response pairs", columns)
 }
 
-/// The per-record columns of one `http_events` row (the connection columns come from
-/// [`ConnMeta`]).
+/// Appends the `http_events` row of `record`, columns in [`http_events_schema`] order.
+///
+/// Runs once per request/response pair on the hot path: values go straight into the
+/// Arrow builders, and the header JSON is built in `scratch`, reused across rows, so a
+/// row costs no allocation of its own.
+fn append_record(
+    record: &HttpRecord,
+    conn: &ConnMeta,
+    role: Role,
+    rows: &mut RowBuilder,
+    scratch: &mut String,
+) {
+    let HttpRecord { req, resp } = record;
+    rows.append_time(saturating_i64(resp.ts_ns).saturating_add(conn.boot_to_epoch_ns));
+    rows.append_u128(conn.upid);
+    rows.append_str(&conn.remote_addr);
+    rows.append_i64(conn.remote_port);
+    rows.append_str(&conn.local_addr);
+    rows.append_i64(conn.local_port);
+    rows.append_i64(role.trace_role());
+    rows.append_i64(1);
+    rows.append_i64(i64::from(resp.minor_version));
+    rows.append_i64(content_type(req, resp));
+    scratch.clear();
+    write_headers_json(scratch, req);
+    rows.append_str(scratch);
+    rows.append_str(&req.method);
+    rows.append_str(&req.path);
+    rows.append_str(&String::from_utf8_lossy(&req.body));
+    rows.append_i64(saturating_i64(req.body_size));
+    scratch.clear();
+    write_headers_json(scratch, resp);
+    rows.append_str(scratch);
+    rows.append_i64(i64::from(resp.status));
+    rows.append_str(&resp.reason);
+    rows.append_str(&String::from_utf8_lossy(&resp.body));
+    rows.append_i64(saturating_i64(resp.body_size));
+    rows.append_i64(saturating_i64(resp.ts_ns.saturating_sub(req.ts_ns)));
+    rows.finish_row();
+}
+
+/// One `http_events` row read back from a batch, for tests.
+#[cfg(test)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HttpRow {
-    /// `time_`: the response's timestamp, ns since the epoch.
     pub(crate) time_ns: i64,
-    /// `minor_version`, from the response.
     pub(crate) minor_version: i64,
-    /// `content_type`.
     pub(crate) content_type: i64,
-    /// `req_headers`.
     pub(crate) req_headers: String,
-    /// `req_method`.
     pub(crate) req_method: String,
-    /// `req_path`.
     pub(crate) req_path: String,
-    /// `req_body`.
     pub(crate) req_body: String,
-    /// `req_body_size`.
     pub(crate) req_body_size: i64,
-    /// `resp_headers`.
     pub(crate) resp_headers: String,
-    /// `resp_status`.
     pub(crate) resp_status: i64,
-    /// `resp_message`.
     pub(crate) resp_message: String,
-    /// `resp_body`.
     pub(crate) resp_body: String,
-    /// `resp_body_size`.
     pub(crate) resp_body_size: i64,
-    /// `latency`, ns.
     pub(crate) latency_ns: i64,
 }
 
+#[cfg(test)]
 impl HttpRow {
-    /// The row for `record` on a connection whose clock offset is `boot_to_epoch_ns`.
-    pub(crate) fn new(record: HttpRecord, boot_to_epoch_ns: i64) -> Self {
-        let HttpRecord { req, resp } = record;
-        Self {
-            time_ns: saturating_i64(resp.ts_ns).saturating_add(boot_to_epoch_ns),
-            minor_version: i64::from(resp.minor_version),
-            content_type: content_type(&req, &resp),
-            req_headers: headers_json(&req),
-            req_body: String::from_utf8_lossy(&req.body).into_owned(),
-            req_body_size: saturating_i64(req.body_size),
-            resp_headers: headers_json(&resp),
-            resp_status: i64::from(resp.status),
-            resp_body: String::from_utf8_lossy(&resp.body).into_owned(),
-            resp_body_size: saturating_i64(resp.body_size),
-            latency_ns: saturating_i64(resp.ts_ns.saturating_sub(req.ts_ns)),
-            req_method: req.method,
-            req_path: req.path,
-            resp_message: resp.reason,
-        }
-    }
-
-    /// Appends this row, columns in [`http_events_schema`] order.
-    pub(crate) fn append_to(&self, conn: &ConnMeta, role: Role, rows: &mut RowBuilder) {
-        rows.append_time(self.time_ns);
-        rows.append_u128(conn.upid);
-        rows.append_str(&conn.remote_addr);
-        rows.append_i64(conn.remote_port);
-        rows.append_str(&conn.local_addr);
-        rows.append_i64(conn.local_port);
-        rows.append_i64(role.trace_role());
-        rows.append_i64(1);
-        rows.append_i64(self.minor_version);
-        rows.append_i64(self.content_type);
-        rows.append_str(&self.req_headers);
-        rows.append_str(&self.req_method);
-        rows.append_str(&self.req_path);
-        rows.append_str(&self.req_body);
-        rows.append_i64(self.req_body_size);
-        rows.append_str(&self.resp_headers);
-        rows.append_i64(self.resp_status);
-        rows.append_str(&self.resp_message);
-        rows.append_str(&self.resp_body);
-        rows.append_i64(self.resp_body_size);
-        rows.append_i64(self.latency_ns);
-        rows.finish_row();
+    /// Every row of an `http_events` batch.
+    pub(crate) fn from_batch(batch: &arrow_array::RecordBatch) -> Vec<Self> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Int64Type, TimestampNanosecondType};
+        let int = |name: &str, i: usize| {
+            batch
+                .column_by_name(name)
+                .map_or(0, |c| c.as_primitive::<Int64Type>().value(i))
+        };
+        let text = |name: &str, i: usize| {
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_string::<i32>().value(i).to_owned())
+                .unwrap_or_default()
+        };
+        let time = |i: usize| {
+            batch
+                .column_by_name("time_")
+                .map_or(0, |c| c.as_primitive::<TimestampNanosecondType>().value(i))
+        };
+        (0..batch.num_rows())
+            .map(|i| Self {
+                time_ns: time(i),
+                minor_version: int("minor_version", i),
+                content_type: int("content_type", i),
+                req_headers: text("req_headers", i),
+                req_method: text("req_method", i),
+                req_path: text("req_path", i),
+                req_body: text("req_body", i),
+                req_body_size: int("req_body_size", i),
+                resp_headers: text("resp_headers", i),
+                resp_status: int("resp_status", i),
+                resp_message: text("resp_message", i),
+                resp_body: text("resp_body", i),
+                resp_body_size: int("resp_body_size", i),
+                latency_ns: int("latency", i),
+            })
+            .collect()
     }
 }
 
@@ -229,36 +250,39 @@ fn classify_content_type(value: &[u8]) -> i64 {
 }
 
 /// Headers as a JSON object; repeated names (case-insensitive) are joined with ", ".
-///
-/// Runs once per recorded message, so it writes straight into one pre-sized string:
-/// names are looked up among the earlier headers instead of being collected first.
+#[cfg(test)]
 pub(crate) fn headers_json(msg: &HttpMessage) -> String {
-    let size: usize = msg.headers.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
-    let mut out = String::with_capacity(size + 2);
+    let mut out = String::new();
+    write_headers_json(&mut out, msg);
+    out
+}
+
+/// Writes the headers of `msg` as a JSON object into `out`. Repeated names are looked
+/// up among the earlier headers instead of being collected first: no allocation.
+fn write_headers_json(out: &mut String, msg: &HttpMessage) {
     out.push('{');
     for (i, (name, value)) in msg.headers.iter().enumerate() {
         let earlier = &msg.headers[..i];
         if earlier.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             continue; // already written, joined with this one
         }
-        if out.len() > 1 {
+        if i > 0 {
             out.push(',');
         }
-        push_json_string(&mut out, name.as_bytes());
+        push_json_string(out, name.as_bytes());
         out.push(':');
         out.push('"');
-        push_json_escaped(&mut out, value);
+        push_json_escaped(out, value);
         for (_, more) in msg.headers[i + 1..]
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             out.push_str(", ");
-            push_json_escaped(&mut out, more);
+            push_json_escaped(out, more);
         }
         out.push('"');
     }
     out.push('}');
-    out
 }
 
 /// Appends `bytes` as a JSON string literal.
@@ -358,12 +382,20 @@ impl HttpConnection {
     }
 
     /// Takes the completed records as rows (without the connection columns).
+    #[cfg(test)]
     pub(crate) fn take_rows(&mut self, boot_to_epoch_ns: i64) -> Vec<HttpRow> {
-        self.stitcher
-            .take_records()
-            .into_iter()
-            .map(|r| HttpRow::new(r, boot_to_epoch_ns))
-            .collect()
+        let conn = ConnMeta {
+            upid: 0,
+            remote_addr: String::new(),
+            remote_port: 0,
+            local_addr: String::new(),
+            local_port: 0,
+            role: self.role,
+            boot_to_epoch_ns,
+        };
+        let mut rows = RowBuilder::new(&http_events_schema());
+        self.drain(&conn, &mut rows);
+        HttpRow::from_batch(&rows.finish())
     }
 
     /// Requests waiting for responses.
@@ -430,8 +462,9 @@ impl ProtocolParser for HttpConnection {
     }
 
     fn drain(&mut self, conn: &ConnMeta, rows: &mut RowBuilder) {
-        for row in self.take_rows(conn.boot_to_epoch_ns) {
-            row.append_to(conn, self.role, rows);
+        let mut scratch = String::new();
+        for record in self.stitcher.take_records() {
+            append_record(&record, conn, self.role, rows, &mut scratch);
         }
     }
 
@@ -923,7 +956,18 @@ mod tests {
                 ..HttpMessage::default()
             },
         };
-        let row = HttpRow::new(record, i64::MAX);
+        let conn = ConnMeta {
+            upid: 0,
+            remote_addr: String::new(),
+            remote_port: 0,
+            local_addr: String::new(),
+            local_port: 0,
+            role: Role::Server,
+            boot_to_epoch_ns: i64::MAX,
+        };
+        let mut rows = RowBuilder::new(&http_events_schema());
+        append_record(&record, &conn, Role::Server, &mut rows, &mut String::new());
+        let row = &HttpRow::from_batch(&rows.finish())[0];
         assert_eq!(row.latency_ns, 0);
         assert_eq!(row.time_ns, i64::MAX);
     }
