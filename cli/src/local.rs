@@ -24,6 +24,10 @@ pub(crate) struct LocalArgs {
     /// Share of the tables' memory given to http_events, in percent.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u8).range(0..=100))]
     http_events_percent: u8,
+    /// A fixed budget for one table, as TABLE=QUANTITY (e.g. conn_stats=16Mi); repeatable.
+    /// Taken out of the tables' memory before the rest is shared.
+    #[arg(long = "table-limit", value_name = "TABLE=QUANTITY", value_parser = parse_table_limit)]
+    table_limits: Vec<(String, u64)>,
     /// Payload bytes copied from the kernel per syscall (1 to 8192).
     #[arg(long, default_value_t = 8192)]
     chunk_limit: u32,
@@ -49,12 +53,20 @@ impl LocalArgs {
         let mut config = PemConfig::for_memory_limit(self.memory_limit);
         config.budgets.table_store_bytes = self.table_store_limit;
         config.budgets.http_events_percent = self.http_events_percent;
+        config.budgets.table_bytes = self.table_limits.iter().cloned().collect();
         config.chunk_limit = self.chunk_limit;
         config.max_body_bytes = self.max_body_bytes;
         config.ring_buffer_bytes =
             u32::try_from(self.ring_buffer).context("--ring-buffer must be below 4Gi")?;
         Ok(config)
     }
+}
+
+fn parse_table_limit(text: &str) -> Result<(String, u64), String> {
+    let (table, quantity) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} must be TABLE=QUANTITY, like conn_stats=16Mi"))?;
+    Ok((table.to_owned(), parse_bytes(quantity)?))
 }
 
 pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {

@@ -217,6 +217,28 @@ fn without_tracefs_it_says_how_to_mount_it() {
 }
 
 #[test]
+fn budgets_that_cannot_fit_are_explained() {
+    let output = Command::new(PX)
+        .args([
+            "local",
+            "--memory-limit",
+            "64Mi",
+            "--table-limit",
+            "conn_stats=1Gi",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("per-table budgets add up to"), "{stderr}");
+    let output = Command::new(PX)
+        .args(["local", "--table-limit", "conn_stats"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TABLE=QUANTITY"));
+}
+
+#[test]
 fn a_bad_memory_limit_is_explained() {
     let output = Command::new(PX)
         .args(["local", "--memory-limit", "lots"])

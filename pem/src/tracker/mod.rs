@@ -439,7 +439,268 @@ fn display_ip(ip: IpAddr) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap as StdHashMap;
+
+    use px_ebpf::socket_trace::{DIR_EGRESS, DIR_INGRESS, EventHeader, ROLE_SERVER};
+    use px_tablestore::BudgetConfig;
+
     use super::*;
+
+    /// The kernel's connection map, as a test controls it.
+    #[derive(Default)]
+    struct FakeKernel(RefCell<StdHashMap<u64, ConnInfo>>);
+
+    impl KernelConns for FakeKernel {
+        fn lookup(&self, key: u64) -> Option<ConnInfo> {
+            self.0.borrow().get(&key).copied()
+        }
+    }
+
+    fn tracker(max_connections: usize) -> Tracker {
+        let settings = TrackerSettings {
+            asid: 7,
+            limits: ParserLimits::default(),
+            idle_timeout_ns: 1_000,
+            max_connections,
+        };
+        Tracker::new(settings, Arc::new(ProcessTable::new()), 0)
+    }
+
+    fn id(fd: i32, generation: u64) -> ConnId {
+        ConnId {
+            generation,
+            tgid: std::process::id(),
+            fd,
+        }
+    }
+
+    fn header(conn: ConnId, ts: u64) -> EventHeader {
+        EventHeader {
+            timestamp_ns: ts,
+            conn,
+            ..EventHeader::default()
+        }
+    }
+
+    fn ends() -> Endpoints {
+        let mut ends = Endpoints {
+            family: AF_INET,
+            rport: 40000,
+            lport: 8080,
+            ..Endpoints::default()
+        };
+        ends.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ends.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ends
+    }
+
+    fn open(t: &mut Tracker, conn: ConnId) {
+        let event = OpenEvent {
+            hdr: header(conn, 1),
+            ends: ends(),
+            role: ROLE_SERVER,
+            pad: 0,
+        };
+        t.handle(Event::Open(event), &FakeKernel::default());
+    }
+
+    fn data(
+        t: &mut Tracker,
+        kernel: &FakeKernel,
+        conn: ConnId,
+        dir: u32,
+        pos: u64,
+        bytes: &[u8],
+        ts: u64,
+    ) {
+        let event = DataEvent {
+            hdr: header(conn, ts),
+            position: pos,
+            size: bytes.len() as u32,
+            captured: bytes.len() as u32,
+            direction: dir,
+            pad: 0,
+        };
+        let direction = if dir == DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        t.handle(
+            Event::Data {
+                event,
+                direction,
+                payload: bytes,
+            },
+            kernel,
+        );
+    }
+
+    fn close(t: &mut Tracker, conn: ConnId, sent: u64, recv: u64) {
+        let event = CloseEvent {
+            hdr: header(conn, 100),
+            bytes_sent: sent,
+            bytes_recv: recv,
+        };
+        t.handle(Event::Close(event), &FakeKernel::default());
+    }
+
+    fn store() -> TableStore {
+        let store = TableStore::new(BudgetConfig::for_memory_limit(64 << 20)).unwrap();
+        store
+            .create_table(crate::protocols::http::http_events_schema())
+            .unwrap();
+        store.create_table(conn_stats::schema()).unwrap();
+        store
+    }
+
+    fn rows(store: &TableStore, table: &str) -> usize {
+        store.table(table).unwrap().stats().rows_added as usize
+    }
+
+    const REQUEST: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn a_closed_connection_leaves_its_rows_and_counters() {
+        let mut t = tracker(16);
+        let kernel = FakeKernel::default();
+        let c = id(5, 1);
+        open(&mut t, c);
+        data(&mut t, &kernel, c, DIR_INGRESS, 0, REQUEST, 10);
+        data(&mut t, &kernel, c, DIR_EGRESS, 0, RESPONSE, 20);
+        close(&mut t, c, RESPONSE.len() as u64, REQUEST.len() as u64);
+        t.sample_conn_stats(&kernel, 1);
+        let store = store();
+        t.flush(&store);
+        assert_eq!(rows(&store, "http_events"), 1);
+        assert_eq!(rows(&store, "conn_stats"), 1);
+        let counters = t.counters();
+        assert_eq!(
+            (counters.connections_opened, counters.connections_closed),
+            (1, 1)
+        );
+        assert_eq!(counters.connections_tracked, 0);
+    }
+
+    #[test]
+    fn a_reused_fd_starts_a_new_connection_and_stale_data_is_ignored() {
+        let mut t = tracker(16);
+        let kernel = FakeKernel::default();
+        open(&mut t, id(5, 1));
+        open(&mut t, id(5, 2));
+        assert_eq!(t.counters().connections_closed, 1);
+        // Bytes of the old generation arriving late must not reach the new parser.
+        data(&mut t, &kernel, id(5, 1), DIR_INGRESS, 0, b"garbage", 5);
+        data(&mut t, &kernel, id(5, 2), DIR_INGRESS, 0, REQUEST, 10);
+        data(&mut t, &kernel, id(5, 2), DIR_EGRESS, 0, RESPONSE, 20);
+        t.drain_records();
+        let store = store();
+        t.flush(&store);
+        assert_eq!(rows(&store, "http_events"), 1);
+        assert!(t.take_mutes().is_empty());
+    }
+
+    #[test]
+    fn a_process_exit_ends_its_connections_and_clears_the_kernel_map() {
+        let mut t = tracker(16);
+        open(&mut t, id(5, 1));
+        open(&mut t, id(6, 1));
+        t.handle(
+            Event::ProcExit {
+                tgid: std::process::id(),
+            },
+            &FakeKernel::default(),
+        );
+        assert_eq!(t.counters().connections_tracked, 0);
+        let mut forgotten = t.take_forgets();
+        forgotten.sort_unstable();
+        assert_eq!(forgotten, vec![conn_key(&id(5, 1)), conn_key(&id(6, 1))]);
+    }
+
+    #[test]
+    fn connections_that_are_not_http_are_muted_once() {
+        let mut t = tracker(16);
+        let kernel = FakeKernel::default();
+        open(&mut t, id(5, 1));
+        data(
+            &mut t,
+            &kernel,
+            id(5, 1),
+            DIR_INGRESS,
+            0,
+            b"\x16\x03\x01\x00\x05hello",
+            10,
+        );
+        data(&mut t, &kernel, id(5, 1), DIR_INGRESS, 10, b"more", 11);
+        assert_eq!(t.take_mutes(), vec![(conn_key(&id(5, 1)), 1)]);
+        assert_eq!(t.counters().connections_muted, 1);
+    }
+
+    #[test]
+    fn a_connection_missed_at_open_is_recovered_from_the_kernel_map() {
+        let mut t = tracker(16);
+        let kernel = FakeKernel::default();
+        let c = id(9, 3);
+        // Unknown to the kernel with this generation: ignored.
+        data(&mut t, &kernel, c, DIR_INGRESS, 100, REQUEST, 10);
+        assert_eq!(t.counters().connections_tracked, 0);
+        kernel.0.borrow_mut().insert(
+            conn_key(&c),
+            ConnInfo {
+                generation: 3,
+                ends: ends(),
+                role: ROLE_SERVER,
+                ..ConnInfo::default()
+            },
+        );
+        data(&mut t, &kernel, c, DIR_INGRESS, 200, REQUEST, 10);
+        data(&mut t, &kernel, c, DIR_EGRESS, 50, RESPONSE, 20);
+        t.drain_records();
+        let store = store();
+        t.flush(&store);
+        assert_eq!(t.counters().connections_tracked, 1);
+        assert_eq!(rows(&store, "http_events"), 1);
+    }
+
+    #[test]
+    fn the_connection_limit_releases_the_least_recently_active() {
+        let mut t = tracker(2);
+        for fd in 0..3 {
+            open(&mut t, id(fd, 1));
+        }
+        let counters = t.counters();
+        assert_eq!(counters.connections_tracked, 2);
+        assert_eq!(counters.connections_released, 1);
+    }
+
+    #[test]
+    fn idle_connections_give_back_their_buffers() {
+        let mut t = tracker(16);
+        let kernel = FakeKernel::default();
+        open(&mut t, id(5, 1));
+        // Half a request: the parser holds it, waiting for the rest.
+        data(
+            &mut t,
+            &kernel,
+            id(5, 1),
+            DIR_INGRESS,
+            0,
+            b"GET /slow HTTP/1.1\r\nHost",
+            10,
+        );
+        assert!(t.counters().parser_bytes > 0);
+        t.release_idle(10 + 500);
+        assert!(t.counters().parser_bytes > 0, "not idle yet");
+        t.release_idle(10 + 5_000);
+        assert_eq!(t.counters().parser_bytes, 0);
+        assert_eq!(
+            t.counters().connections_tracked,
+            1,
+            "still open, only its buffers go"
+        );
+    }
 
     #[test]
     fn kernel_addresses_read_naturally() {
