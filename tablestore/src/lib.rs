@@ -7,6 +7,7 @@
 
 mod budget;
 mod error;
+mod provider;
 mod row_builder;
 mod schema;
 mod store;
@@ -14,6 +15,7 @@ mod table;
 
 pub use budget::{BudgetConfig, HTTP_EVENTS};
 pub use error::Error;
+pub use provider::{TableScan, TimeRange};
 pub use row_builder::RowBuilder;
 pub use schema::{
     ColumnSchema, DataType, META_DATA_TYPE, META_DESC, META_SEMANTIC_TYPE, SemanticType,
