@@ -1,0 +1,775 @@
+//! Walks a parsed script statement by statement, evaluating expressions to [`Value`]s
+//! and building DataFusion plans for dataframes.
+
+use std::collections::HashMap;
+
+use datafusion::common::{Column, ScalarValue};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit, when};
+use rustpython_parser::ast::{self, Ranged};
+use rustpython_parser::{Mode, parse};
+
+use crate::error::CompileError;
+use crate::time::parse_duration_ns;
+use crate::value::Value;
+use crate::{CompileOptions, Output, Script, TableCatalog};
+
+/// Scripts larger than this are refused before parsing.
+const MAX_SOURCE_BYTES: usize = 1 << 20;
+/// Expressions nested deeper than this are refused (the compiler recurses on them).
+const MAX_DEPTH: usize = 256;
+/// Name of the time column every Pixie table has.
+const TIME_COLUMN: &str = "time_";
+
+type Result<T> = std::result::Result<T, CompileError>;
+
+pub(crate) struct Compiler<'a> {
+    source: &'a str,
+    catalog: &'a dyn TableCatalog,
+    options: &'a CompileOptions,
+    vars: HashMap<String, Value>,
+    outputs: Vec<Output>,
+    depth: usize,
+}
+
+impl<'a> Compiler<'a> {
+    pub(crate) fn new(
+        source: &'a str,
+        catalog: &'a dyn TableCatalog,
+        options: &'a CompileOptions,
+    ) -> Self {
+        Self {
+            source,
+            catalog,
+            options,
+            vars: HashMap::new(),
+            outputs: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    pub(crate) fn compile(mut self) -> Result<Script> {
+        if self.source.len() > MAX_SOURCE_BYTES {
+            return Err(CompileError {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "the script is {} bytes; scripts are limited to {MAX_SOURCE_BYTES} bytes",
+                    self.source.len()
+                ),
+            });
+        }
+        let max_rows = self.max_output_rows()?;
+        let module = parse(self.source, Mode::Module, "<script>").map_err(|e| {
+            let offset = u32::from(e.offset) as usize;
+            self.error_at(offset, format!("syntax error: {}", e.error))
+        })?;
+        let ast::Mod::Module(module) = module else {
+            return Err(self.error_at(0, "expected a module".into()));
+        };
+        for statement in &module.body {
+            self.statement(statement)?;
+        }
+        let outputs = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .map(|o| {
+                let plan = LogicalPlanBuilder::from(o.plan)
+                    .limit(0, Some(max_rows))
+                    .and_then(LogicalPlanBuilder::build)
+                    .map_err(|e| self.error_at(0, format!("internal planning error: {e}")))?;
+                Ok(Output { name: o.name, plan })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Script { outputs })
+    }
+
+    /// `#px:set max_output_rows_per_table=N` lines.
+    fn max_output_rows(&self) -> Result<usize> {
+        let mut max = self.options.max_output_rows;
+        for (i, line) in self.source.lines().enumerate() {
+            let Some(setting) = line.trim().strip_prefix("#px:set") else {
+                continue;
+            };
+            let Some((key, value)) = setting.trim().split_once('=') else {
+                continue;
+            };
+            if key.trim() == "max_output_rows_per_table" {
+                max = value.trim().parse().map_err(|_| CompileError {
+                    line: i as u64 + 1,
+                    column: 1,
+                    message: format!(
+                        "max_output_rows_per_table must be a whole number, not {:?}",
+                        value.trim()
+                    ),
+                })?;
+            }
+        }
+        Ok(max)
+    }
+
+    fn error_at(&self, offset: usize, message: String) -> CompileError {
+        let before = &self.source.as_bytes()[..offset.min(self.source.len())];
+        let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count() as u64
+            + 1;
+        CompileError {
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn error(&self, node: &impl Ranged, message: impl Into<String>) -> CompileError {
+        self.error_at(u32::from(node.start()) as usize, message.into())
+    }
+
+    // ---- statements ----
+
+    fn statement(&mut self, statement: &ast::Stmt) -> Result<()> {
+        match statement {
+            ast::Stmt::Import(import) => {
+                for alias in &import.names {
+                    if alias.name.as_str() != "px" {
+                        return Err(self.error(
+                            statement,
+                            format!("cannot import {}: PxL scripts import only px", alias.name),
+                        ));
+                    }
+                    let name = alias.asname.as_ref().unwrap_or(&alias.name);
+                    self.vars.insert(name.to_string(), Value::PxModule);
+                }
+                Ok(())
+            }
+            ast::Stmt::Assign(assign) => {
+                let value = self.eval(&assign.value)?;
+                for target in &assign.targets {
+                    self.assign(target, value.clone())?;
+                }
+                Ok(())
+            }
+            ast::Stmt::Expr(expr) => self.eval(&expr.value).map(drop),
+            ast::Stmt::FunctionDef(_) => Err(self.error(
+                statement,
+                "function definitions are not supported yet; write the script at top level",
+            )),
+            _ => Err(self.error(statement, "this kind of statement is not supported in PxL")),
+        }
+    }
+
+    fn assign(&mut self, target: &ast::Expr, value: Value) -> Result<()> {
+        match target {
+            ast::Expr::Name(name) => {
+                self.vars.insert(name.id.to_string(), value);
+                Ok(())
+            }
+            // df.col = expr and df['col'] = expr add or replace a column.
+            ast::Expr::Attribute(ast::ExprAttribute {
+                value: df, attr, ..
+            }) => self.assign_column(target, df, attr.as_str(), value),
+            ast::Expr::Subscript(ast::ExprSubscript {
+                value: df, slice, ..
+            }) => {
+                let ast::Expr::Constant(ast::ExprConstant {
+                    value: ast::Constant::Str(column),
+                    ..
+                }) = slice.as_ref()
+                else {
+                    return Err(self.error(slice.as_ref(), "a column name must be a string"));
+                };
+                self.assign_column(target, df, column, value)
+            }
+            _ => Err(self.error(target, "cannot assign to this")),
+        }
+    }
+
+    fn assign_column(
+        &mut self,
+        target: &ast::Expr,
+        df: &ast::Expr,
+        column: &str,
+        value: Value,
+    ) -> Result<()> {
+        let ast::Expr::Name(name) = df else {
+            return Err(self.error(df, "assign columns to a DataFrame variable"));
+        };
+        let Some(Value::DataFrame(plan)) = self.vars.get(name.id.as_str()) else {
+            return Err(self.error(df, format!("{} is not a DataFrame", name.id)));
+        };
+        let expr = self.to_expr(target, value)?.alias(column);
+        let mut exprs: Vec<Expr> = plan
+            .schema()
+            .iter()
+            .filter(|(_, field)| field.name() != column)
+            .map(|(qualifier, field)| Expr::Column(Column::new(qualifier.cloned(), field.name())))
+            .collect();
+        exprs.push(expr);
+        let plan = self.plan(
+            target,
+            LogicalPlanBuilder::from(plan.clone()).project(exprs),
+        )?;
+        self.vars
+            .insert(name.id.to_string(), Value::DataFrame(plan));
+        Ok(())
+    }
+
+    // ---- expressions ----
+
+    fn eval(&mut self, expr: &ast::Expr) -> Result<Value> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(
+                expr,
+                format!("expression nested too deeply (more than {MAX_DEPTH} levels)"),
+            ));
+        }
+        self.depth += 1;
+        let value = self.eval_inner(expr);
+        self.depth -= 1;
+        value
+    }
+
+    fn eval_inner(&mut self, expr: &ast::Expr) -> Result<Value> {
+        match expr {
+            ast::Expr::Constant(c) => self.constant(expr, &c.value),
+            ast::Expr::Name(name) => self
+                .vars
+                .get(name.id.as_str())
+                .cloned()
+                .ok_or_else(|| self.error(expr, format!("name '{}' is not defined", name.id))),
+            ast::Expr::List(list) => Ok(Value::List(
+                list.elts
+                    .iter()
+                    .map(|e| self.eval(e))
+                    .collect::<Result<_>>()?,
+            )),
+            ast::Expr::Tuple(tuple) => Ok(Value::List(
+                tuple
+                    .elts
+                    .iter()
+                    .map(|e| self.eval(e))
+                    .collect::<Result<_>>()?,
+            )),
+            ast::Expr::Attribute(attribute) => self.attribute(expr, attribute),
+            ast::Expr::Subscript(subscript) => self.subscript(expr, subscript),
+            ast::Expr::Call(call) => self.call(expr, call),
+            ast::Expr::Compare(compare) => self.compare(expr, compare),
+            ast::Expr::BinOp(op) => self.binary(expr, op),
+            ast::Expr::BoolOp(op) => self.boolean(expr, op),
+            ast::Expr::UnaryOp(op) => self.unary(expr, op),
+            _ => Err(self.error(expr, "this kind of expression is not supported in PxL")),
+        }
+    }
+
+    fn constant(&self, at: &ast::Expr, constant: &ast::Constant) -> Result<Value> {
+        Ok(match constant {
+            ast::Constant::None => Value::None,
+            ast::Constant::Bool(b) => Value::Bool(*b),
+            ast::Constant::Str(s) => Value::Str(s.clone()),
+            ast::Constant::Int(i) => Value::Int(
+                i.to_string()
+                    .parse()
+                    .map_err(|_| self.error(at, "integer does not fit in 64 bits"))?,
+            ),
+            ast::Constant::Float(f) => Value::Float(*f),
+            _ => return Err(self.error(at, "this kind of constant is not supported in PxL")),
+        })
+    }
+
+    fn attribute(&mut self, at: &ast::Expr, attribute: &ast::ExprAttribute) -> Result<Value> {
+        let name = attribute.attr.as_str();
+        match self.eval(&attribute.value)? {
+            Value::PxModule => {
+                if PX_FUNCTIONS.contains(&name) {
+                    Ok(Value::PxFunction(name.to_owned()))
+                } else {
+                    Err(self.error(at, format!("px has no function '{name}'")))
+                }
+            }
+            Value::DataFrame(plan) if DATAFRAME_METHODS.contains(&name) => {
+                Ok(Value::Method(plan, name.to_owned()))
+            }
+            Value::DataFrame(plan) => self.column(at, &plan, name),
+            Value::GroupBy(plan, keys) if name == "agg" => Ok(Value::GroupByAgg(plan, keys)),
+            other => Err(self.error(at, format!("{} has no attribute '{name}'", other.kind()))),
+        }
+    }
+
+    fn column(&self, at: &ast::Expr, plan: &LogicalPlan, name: &str) -> Result<Value> {
+        if plan.schema().has_column_with_unqualified_name(name) {
+            return Ok(Value::Column(Expr::Column(Column::from_name(name))));
+        }
+        let columns: Vec<&str> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        Err(self.error(
+            at,
+            format!(
+                "column '{name}' not found; the DataFrame has {}",
+                columns.join(", ")
+            ),
+        ))
+    }
+
+    fn subscript(&mut self, at: &ast::Expr, subscript: &ast::ExprSubscript) -> Result<Value> {
+        let Value::DataFrame(plan) = self.eval(&subscript.value)? else {
+            return Err(self.error(at, "only DataFrames can be indexed"));
+        };
+        match self.eval(&subscript.slice)? {
+            Value::Str(name) => self.column(at, &plan, &name),
+            Value::List(names) => {
+                let columns = self.column_names(at, &plan, names)?;
+                let exprs = columns.iter().map(|c| Expr::Column(Column::from_name(c)));
+                self.plan(at, LogicalPlanBuilder::from(plan).project(exprs))
+                    .map(Value::DataFrame)
+            }
+            Value::Column(predicate) => self
+                .plan(at, LogicalPlanBuilder::from(plan).filter(predicate))
+                .map(Value::DataFrame),
+            other => Err(self.error(
+                at,
+                format!("a DataFrame is indexed by a column name, a list of names or a condition, not {}", other.kind()),
+            )),
+        }
+    }
+
+    fn column_names(
+        &self,
+        at: &ast::Expr,
+        plan: &LogicalPlan,
+        names: Vec<Value>,
+    ) -> Result<Vec<String>> {
+        names
+            .into_iter()
+            .map(|v| match v {
+                Value::Str(name) => self.column(at, plan, &name).map(|_| name),
+                other => Err(self.error(
+                    at,
+                    format!("column names are strings, not {}", other.kind()),
+                )),
+            })
+            .collect()
+    }
+
+    fn plan(
+        &self,
+        at: &impl Ranged,
+        built: datafusion::common::Result<LogicalPlanBuilder>,
+    ) -> Result<LogicalPlan> {
+        built
+            .and_then(LogicalPlanBuilder::build)
+            .map_err(|e| self.error(at, e.strip_backtrace()))
+    }
+
+    // ---- calls ----
+
+    fn call(&mut self, at: &ast::Expr, call: &ast::ExprCall) -> Result<Value> {
+        let callee = self.eval(&call.func)?;
+        let args = call
+            .args
+            .iter()
+            .map(|a| self.eval(a))
+            .collect::<Result<Vec<_>>>()?;
+        let mut kwargs = Vec::with_capacity(call.keywords.len());
+        for keyword in &call.keywords {
+            let Some(name) = &keyword.arg else {
+                return Err(self.error(at, "**kwargs are not supported in PxL"));
+            };
+            kwargs.push((name.to_string(), self.eval(&keyword.value)?));
+        }
+        let args = Args {
+            positional: args,
+            keywords: kwargs,
+        };
+        match callee {
+            Value::PxFunction(name) => self.px_call(at, &name, args),
+            Value::Method(plan, name) => self.method(at, plan, &name, args),
+            Value::GroupByAgg(plan, keys) => self.aggregate(at, plan, &keys, args),
+            other => Err(self.error(at, format!("{} cannot be called", other.kind()))),
+        }
+    }
+
+    fn px_call(&mut self, at: &ast::Expr, name: &str, mut args: Args) -> Result<Value> {
+        match name {
+            "DataFrame" => self.dataframe(at, args),
+            "display" => {
+                let Some(Value::DataFrame(plan)) = args.take(0, "df") else {
+                    return Err(self.error(at, "px.display needs a DataFrame"));
+                };
+                let name = match args.take(1, "name") {
+                    None => "output".to_owned(),
+                    Some(Value::Str(name)) => name,
+                    Some(other) => {
+                        return Err(self.error(
+                            at,
+                            format!("the output name must be a string, not {}", other.kind()),
+                        ));
+                    }
+                };
+                self.outputs.push(Output {
+                    name: self.unique_output_name(name),
+                    plan,
+                });
+                Ok(Value::None)
+            }
+            "now" => Ok(Value::Time(self.options.now_ns)),
+            "parse_duration" => match args.take(0, "duration") {
+                Some(Value::Str(s)) => parse_duration_ns(&s).map(Value::Int).ok_or_else(|| {
+                    self.error(
+                        at,
+                        format!("{s:?} is not a duration; write it like '-5m', '30s' or '2h'"),
+                    )
+                }),
+                _ => Err(self.error(at, "px.parse_duration needs a string such as '-5m'")),
+            },
+            // Semantic-type wrappers: the value is unchanged.
+            "DurationNanos" | "Percent" | "Bytes" => args
+                .take(0, "value")
+                .ok_or_else(|| self.error(at, format!("px.{name} needs a value"))),
+            "select" => {
+                let (cond, then, otherwise) =
+                    (args.take(0, "cond"), args.take(1, "a"), args.take(2, "b"));
+                let (Some(cond), Some(then), Some(otherwise)) = (cond, then, otherwise) else {
+                    return Err(self.error(at, "px.select needs a condition and two values"));
+                };
+                let case = when(self.to_expr(at, cond)?, self.to_expr(at, then)?)
+                    .otherwise(self.to_expr(at, otherwise)?)
+                    .map_err(|e| self.error(at, e.strip_backtrace()))?;
+                Ok(Value::Column(case))
+            }
+            "contains" => match (args.take(0, "s"), args.take(1, "substr")) {
+                (Some(Value::Column(s)), Some(Value::Str(sub))) => {
+                    let pattern = format!(
+                        "%{}%",
+                        sub.replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                    );
+                    Ok(Value::Column(s.like(lit(pattern))))
+                }
+                _ => Err(self.error(at, "px.contains needs a string column and a string")),
+            },
+            _ => Err(self.error(at, format!("px.{name} cannot be called here"))),
+        }
+    }
+
+    fn unique_output_name(&self, name: String) -> String {
+        let taken = |n: &str| self.outputs.iter().any(|o| o.name == n);
+        if !taken(&name) {
+            return name;
+        }
+        (1..)
+            .map(|i| format!("{name}_{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or(name)
+    }
+
+    fn dataframe(&self, at: &ast::Expr, mut args: Args) -> Result<Value> {
+        let Some(Value::Str(table)) = args.take(0, "table") else {
+            return Err(self.error(
+                at,
+                "px.DataFrame needs a table name, e.g. px.DataFrame(table='http_events')",
+            ));
+        };
+        let source = self
+            .catalog
+            .table(&table)
+            .ok_or_else(|| self.error(at, format!("Table '{table}' not found")))?;
+        let mut builder = LogicalPlanBuilder::scan(table.as_str(), source, None)
+            .map_err(|e| self.error(at, e.strip_backtrace()))?;
+        for (bound, is_start) in [
+            (args.take(2, "start_time"), true),
+            (args.take(3, "end_time"), false),
+        ] {
+            let Some(ns) = self.time_arg(at, bound)? else {
+                continue;
+            };
+            let time = Expr::Column(Column::from_name(TIME_COLUMN));
+            let value = lit(ScalarValue::TimestampNanosecond(Some(ns), None));
+            let predicate = if is_start {
+                time.gt_eq(value)
+            } else {
+                time.lt_eq(value)
+            };
+            builder = builder
+                .filter(predicate)
+                .map_err(|e| self.error(at, e.strip_backtrace()))?;
+        }
+        let plan = self.plan(at, Ok(builder))?;
+        match args.take(1, "select") {
+            None => Ok(Value::DataFrame(plan)),
+            Some(Value::List(names)) if names.is_empty() => Ok(Value::DataFrame(plan)),
+            Some(Value::List(names)) => {
+                let columns = self.column_names(at, &plan, names)?;
+                let exprs = columns.iter().map(|c| Expr::Column(Column::from_name(c)));
+                self.plan(at, LogicalPlanBuilder::from(plan).project(exprs))
+                    .map(Value::DataFrame)
+            }
+            Some(other) => Err(self.error(
+                at,
+                format!(
+                    "select must be a list of column names, not {}",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    /// A start or end time: relative string, integer ns, px.now(), or None.
+    fn time_arg(&self, at: &ast::Expr, value: Option<Value>) -> Result<Option<i64>> {
+        match value {
+            None | Some(Value::None) => Ok(None),
+            Some(Value::Int(ns) | Value::Time(ns)) => Ok(Some(ns)),
+            Some(Value::Str(text)) => parse_duration_ns(&text)
+                .map(|d| Some(self.options.now_ns.saturating_add(d)))
+                .ok_or_else(|| {
+                    self.error(at, format!("{text:?} is not a time; write a relative time such as '-5m', '-30s' or '-2h', or nanoseconds since the epoch"))
+                }),
+            Some(other) => Err(self.error(at, format!("a time must be a string or an integer, not {}", other.kind()))),
+        }
+    }
+
+    fn method(
+        &mut self,
+        at: &ast::Expr,
+        plan: LogicalPlan,
+        name: &str,
+        mut args: Args,
+    ) -> Result<Value> {
+        match name {
+            "head" => {
+                let n = match args.take(0, "n") {
+                    None => 5,
+                    Some(Value::Int(n)) if n >= 0 => n as usize,
+                    Some(other) => {
+                        return Err(
+                            self.error(at, format!("head takes a row count, not {}", other.kind()))
+                        );
+                    }
+                };
+                self.plan(at, LogicalPlanBuilder::from(plan).limit(0, Some(n)))
+                    .map(Value::DataFrame)
+            }
+            "drop" => {
+                let names = match args.take(0, "columns") {
+                    Some(Value::Str(name)) => vec![Value::Str(name)],
+                    Some(Value::List(names)) => names,
+                    _ => return Err(self.error(at, "drop takes a column name or a list of names")),
+                };
+                let dropped = self.column_names(at, &plan, names)?;
+                let exprs: Vec<Expr> = plan
+                    .schema()
+                    .iter()
+                    .filter(|(_, f)| !dropped.iter().any(|d| d == f.name()))
+                    .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+                    .collect();
+                self.plan(at, LogicalPlanBuilder::from(plan).project(exprs))
+                    .map(Value::DataFrame)
+            }
+            "groupby" => {
+                let names = match args.take(0, "by") {
+                    Some(Value::Str(name)) => vec![Value::Str(name)],
+                    Some(Value::List(names)) => names,
+                    _ => {
+                        return Err(
+                            self.error(at, "groupby takes a column name or a list of names")
+                        );
+                    }
+                };
+                let keys = self.column_names(at, &plan, names)?;
+                Ok(Value::GroupBy(plan, keys))
+            }
+            "agg" => self.aggregate(at, plan, &[], args),
+            _ => Err(self.error(at, format!("DataFrame.{name} is not supported yet"))),
+        }
+    }
+
+    /// `groupby(keys).agg(out=(column, px.fn), ...)`; with no keys, over the whole table.
+    fn aggregate(
+        &mut self,
+        at: &ast::Expr,
+        plan: LogicalPlan,
+        keys: &[String],
+        args: Args,
+    ) -> Result<Value> {
+        if !args.positional.is_empty() {
+            return Err(self.error(
+                at,
+                "agg takes keyword arguments: agg(name=('column', px.count))",
+            ));
+        }
+        let mut aggregates = Vec::with_capacity(args.keywords.len());
+        for (out, spec) in args.keywords {
+            let Value::List(parts) = spec else {
+                return Err(self.error(at, format!("{out} must be a (column, function) pair")));
+            };
+            let [Value::Str(column), Value::PxFunction(function)] = parts.as_slice() else {
+                return Err(self.error(
+                    at,
+                    format!("{out} must be a (column, function) pair such as ('latency', px.mean)"),
+                ));
+            };
+            self.column(at, &plan, column)?;
+            let input = Expr::Column(Column::from_name(column.as_str()));
+            let aggregate = match function.as_str() {
+                "count" => count(input),
+                "sum" => sum(input),
+                "mean" => avg(input),
+                "min" => min(input),
+                "max" => max(input),
+                // Any value of the group: the smallest is one.
+                "any" => min(input),
+                other => {
+                    return Err(self.error(at, format!("px.{other} is not an aggregate function")));
+                }
+            };
+            aggregates.push(aggregate.alias(out));
+        }
+        let groups = keys
+            .iter()
+            .map(|k| Expr::Column(Column::from_name(k.as_str())));
+        self.plan(
+            at,
+            LogicalPlanBuilder::from(plan).aggregate(groups, aggregates),
+        )
+        .map(Value::DataFrame)
+    }
+
+    // ---- operators ----
+
+    fn to_expr(&self, at: &impl Ranged, value: Value) -> Result<Expr> {
+        Ok(match value {
+            Value::Column(expr) => expr,
+            Value::Bool(b) => lit(b),
+            Value::Int(i) => lit(i),
+            Value::Float(f) => lit(f),
+            Value::Str(s) => lit(s),
+            Value::Time(ns) => lit(ScalarValue::TimestampNanosecond(Some(ns), None)),
+            Value::None => lit(ScalarValue::Null),
+            other => {
+                return Err(self.error(
+                    at,
+                    format!("{} cannot be used in an expression", other.kind()),
+                ));
+            }
+        })
+    }
+
+    fn compare(&mut self, at: &ast::Expr, compare: &ast::ExprCompare) -> Result<Value> {
+        let ([op], [right]) = (compare.ops.as_slice(), compare.comparators.as_slice()) else {
+            return Err(self.error(at, "chained comparisons are not supported; use 'and'"));
+        };
+        let left = self.eval(&compare.left)?;
+        let right = self.eval(right)?;
+        let (l, r) = (self.to_expr(at, left)?, self.to_expr(at, right)?);
+        Ok(Value::Column(match op {
+            ast::CmpOp::Eq => l.eq(r),
+            ast::CmpOp::NotEq => l.not_eq(r),
+            ast::CmpOp::Lt => l.lt(r),
+            ast::CmpOp::LtE => l.lt_eq(r),
+            ast::CmpOp::Gt => l.gt(r),
+            ast::CmpOp::GtE => l.gt_eq(r),
+            _ => return Err(self.error(at, "this comparison is not supported in PxL")),
+        }))
+    }
+
+    fn binary(&mut self, at: &ast::Expr, op: &ast::ExprBinOp) -> Result<Value> {
+        let left = self.eval(&op.left)?;
+        let right = self.eval(&op.right)?;
+        if let (Value::Int(a), Value::Int(b)) = (&left, &right)
+            && let Some(folded) = fold_ints(op.op, *a, *b)
+        {
+            return Ok(Value::Int(folded));
+        }
+        let (l, r) = (self.to_expr(at, left)?, self.to_expr(at, right)?);
+        Ok(Value::Column(match op.op {
+            ast::Operator::Add => l + r,
+            ast::Operator::Sub => l - r,
+            ast::Operator::Mult => l * r,
+            ast::Operator::Div => l / r,
+            ast::Operator::Mod => l % r,
+            _ => return Err(self.error(at, "this operator is not supported in PxL")),
+        }))
+    }
+
+    fn boolean(&mut self, at: &ast::Expr, op: &ast::ExprBoolOp) -> Result<Value> {
+        let mut exprs = Vec::with_capacity(op.values.len());
+        for value in &op.values {
+            let value = self.eval(value)?;
+            exprs.push(self.to_expr(at, value)?);
+        }
+        let combined = exprs.into_iter().reduce(|a, b| match op.op {
+            ast::BoolOp::And => a.and(b),
+            ast::BoolOp::Or => a.or(b),
+        });
+        combined
+            .map(Value::Column)
+            .ok_or_else(|| self.error(at, "empty boolean expression"))
+    }
+
+    fn unary(&mut self, at: &ast::Expr, op: &ast::ExprUnaryOp) -> Result<Value> {
+        match (op.op, self.eval(&op.operand)?) {
+            (ast::UnaryOp::USub, Value::Int(i)) => Ok(Value::Int(-i)),
+            (ast::UnaryOp::USub, Value::Float(f)) => Ok(Value::Float(-f)),
+            (ast::UnaryOp::Not, value) => Ok(Value::Column(!self.to_expr(at, value)?)),
+            (ast::UnaryOp::USub, value) => Ok(Value::Column(-self.to_expr(at, value)?)),
+            _ => Err(self.error(at, "this operator is not supported in PxL")),
+        }
+    }
+}
+
+fn fold_ints(op: ast::Operator, a: i64, b: i64) -> Option<i64> {
+    match op {
+        ast::Operator::Add => a.checked_add(b),
+        ast::Operator::Sub => a.checked_sub(b),
+        ast::Operator::Mult => a.checked_mul(b),
+        _ => None,
+    }
+}
+
+/// A call's arguments; each is taken by position or by keyword, once.
+struct Args {
+    positional: Vec<Value>,
+    keywords: Vec<(String, Value)>,
+}
+
+impl Args {
+    fn take(&mut self, position: usize, keyword: &str) -> Option<Value> {
+        if let Some(i) = self.keywords.iter().position(|(k, _)| k == keyword) {
+            return Some(self.keywords.remove(i).1);
+        }
+        self.positional
+            .get_mut(position)
+            .map(|v| std::mem::replace(v, Value::None))
+            .filter(|v| !matches!(v, Value::None))
+    }
+}
+
+/// Functions of the `px` module this compiler knows.
+const PX_FUNCTIONS: &[&str] = &[
+    "DataFrame",
+    "display",
+    "now",
+    "parse_duration",
+    "DurationNanos",
+    "Percent",
+    "Bytes",
+    "select",
+    "contains",
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "any",
+];
+
+/// DataFrame methods (any other attribute is a column).
+const DATAFRAME_METHODS: &[&str] = &["head", "drop", "groupby", "agg"];

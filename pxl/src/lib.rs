@@ -1,0 +1,75 @@
+//! The PxL compiler: Pixie's Python-syntax dataframe language, parsed with a real
+//! Python parser and planned onto Apache DataFusion logical plans.
+//!
+//! The compiler is pure: source text in, one logical plan per output table out. It
+//! sees tables only through [`TableCatalog`] (as DataFusion's SQL planner sees them
+//! through its `ContextProvider`), reads no clock (the caller passes "now") and runs
+//! nothing. Every mistake in a script is a [`CompileError`] with its line and column.
+
+mod compiler;
+mod error;
+mod time;
+mod value;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{LogicalPlan, TableSource};
+
+pub use error::CompileError;
+pub use time::parse_duration_ns;
+
+/// Where the compiler finds tables.
+pub trait TableCatalog {
+    /// The table named `name` (as `px.DataFrame(table=...)` names it), if it exists.
+    fn table(&self, name: &str) -> Option<Arc<dyn TableSource>>;
+}
+
+/// What the caller decides for a compilation.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// "Now", in nanoseconds since the epoch: relative times such as `'-5m'` count from it.
+    pub now_ns: i64,
+    /// Row limit on each output table unless the script sets
+    /// `#px:set max_output_rows_per_table=N` (Pixie's default: 10,000).
+    pub max_output_rows: usize,
+}
+
+impl CompileOptions {
+    /// Pixie's defaults, at time `now_ns`.
+    #[must_use]
+    pub fn at(now_ns: i64) -> Self {
+        Self {
+            now_ns,
+            max_output_rows: 10_000,
+        }
+    }
+}
+
+/// One table the script displays.
+#[derive(Debug)]
+pub struct Output {
+    /// Its name (`px.display(df, 'name')`; `output` when none is given).
+    pub name: String,
+    /// The plan that computes it.
+    pub plan: LogicalPlan,
+}
+
+/// A compiled script: its output tables, in the order the script displays them.
+#[derive(Debug)]
+pub struct Script {
+    /// The tables to send back.
+    pub outputs: Vec<Output>,
+}
+
+/// Compiles a PxL script.
+///
+/// # Errors
+/// The first mistake found, with its line and column (1-based) and a message that says
+/// what is wrong.
+pub fn compile(
+    source: &str,
+    catalog: &dyn TableCatalog,
+    options: &CompileOptions,
+) -> Result<Script, CompileError> {
+    compiler::Compiler::new(source, catalog, options).compile()
+}

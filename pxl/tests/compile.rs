@@ -1,0 +1,240 @@
+//! PxL scripts compiled and run on DataFusion over a table of the table store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::TableSource;
+use datafusion::prelude::SessionContext;
+use px_tablestore::{
+    ColumnSchema, DataType, RowBuilder, SemanticType, Table, TableScan, TableSchema,
+};
+use pxl::{CompileError, CompileOptions, TableCatalog, compile};
+
+const NOW: i64 = 1_000_000_000_000;
+
+/// `http_events`-like rows: one per second over the last 100 s, services a/b/c.
+fn table() -> Arc<dyn TableProvider> {
+    let schema = TableSchema::new(
+        "http_events",
+        "",
+        vec![
+            ColumnSchema::new("time_", DataType::Time64Ns, SemanticType::None, ""),
+            ColumnSchema::new("service", DataType::String, SemanticType::None, ""),
+            ColumnSchema::new("latency", DataType::Int64, SemanticType::DurationNs, ""),
+            ColumnSchema::new(
+                "resp_status",
+                DataType::Int64,
+                SemanticType::HttpRespStatus,
+                "",
+            ),
+        ],
+    );
+    let table = Arc::new(Table::new(schema.clone(), u64::MAX));
+    let mut rows = RowBuilder::new(&schema);
+    for i in 0..100i64 {
+        rows.append_time(NOW - (100 - i) * 1_000_000_000);
+        rows.append_str(["a", "b", "c"][(i % 3) as usize]);
+        rows.append_i64(i * 1000);
+        rows.append_i64(if i % 10 == 0 { 500 } else { 200 });
+        rows.finish_row();
+    }
+    table.append(rows.finish()).unwrap();
+    Arc::new(TableScan::new(table))
+}
+
+struct Catalog(Arc<dyn TableProvider>);
+
+impl TableCatalog for Catalog {
+    fn table(&self, name: &str) -> Option<Arc<dyn TableSource>> {
+        (name == "http_events").then(|| provider_as_source(Arc::clone(&self.0)))
+    }
+}
+
+async fn run(script: &str) -> Vec<(String, Vec<RecordBatch>)> {
+    let catalog = Catalog(table());
+    let compiled = compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
+    let ctx = SessionContext::new();
+    let mut out = Vec::new();
+    for output in compiled.outputs {
+        let batches = ctx
+            .execute_logical_plan(output.plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        out.push((output.name, batches));
+    }
+    out
+}
+
+fn ints(batches: &[RecordBatch], column: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(column)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+fn error(script: &str) -> CompileError {
+    compile(script, &Catalog(table()), &CompileOptions::at(NOW)).unwrap_err()
+}
+
+#[tokio::test]
+async fn dataframe_with_relative_start_time_and_select() {
+    let out = run("import px\ndf = px.DataFrame(table='http_events', select=['latency'], start_time='-10s')\npx.display(df, 'recent')\n").await;
+    assert_eq!(out[0].0, "recent");
+    let batches = &out[0].1;
+    assert_eq!(batches[0].num_columns(), 1);
+    assert_eq!(
+        ints(batches, "latency"),
+        (90..100).map(|i| i * 1000).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn filters_columns_head_and_drop() {
+    let script = "import px
+df = px.DataFrame('http_events')
+df = df[df.resp_status == 500 and df.latency > 5000]
+df.latency_ms = df.latency / 1000
+df['slow'] = px.select(df.latency_ms > 50, 'yes', 'no')
+df = df.drop(['service'])
+px.display(df.head(3))
+";
+    let out = run(script).await;
+    assert_eq!(out[0].0, "output");
+    let batches = &out[0].1;
+    assert_eq!(ints(batches, "latency_ms"), vec![10, 20, 30]);
+    assert!(batches[0].column_by_name("service").is_none());
+    let slow = batches[0]
+        .column_by_name("slow")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(slow.value(0), "no");
+}
+
+#[tokio::test]
+async fn groupby_and_whole_table_aggregates() {
+    let script = "import px
+df = px.DataFrame(table='http_events')
+per = df.groupby('service').agg(n=('latency', px.count), avg=('latency', px.mean), hi=('latency', px.max))
+px.display(per, 'per_service')
+total = df.agg(requests=('latency', px.count), errors=('resp_status', px.sum))
+px.display(total, 'total')
+";
+    let out = run(script).await;
+    let per = &out[0].1;
+    assert_eq!(rows(per), 3);
+    let mut counts = ints(per, "n");
+    counts.sort_unstable();
+    assert_eq!(counts, vec![33, 33, 34]);
+    let avg = per[0]
+        .column_by_name("avg")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert!(avg.value(0) > 0.0);
+    assert_eq!(ints(&out[1].1, "requests"), vec![100]);
+    assert_eq!(ints(&out[1].1, "errors"), vec![10 * 500 + 90 * 200]);
+}
+
+#[tokio::test]
+async fn output_rows_are_limited() {
+    let out = run("#px:set max_output_rows_per_table=7\nimport px\npx.display(px.DataFrame('http_events'))\npx.display(px.DataFrame('http_events'))\n").await;
+    assert_eq!(out[0].0, "output");
+    assert_eq!(out[1].0, "output_1");
+    assert_eq!(rows(&out[0].1), 7);
+}
+
+#[tokio::test]
+async fn contains_matches_substrings_literally() {
+    let out = run("import px\ndf = px.DataFrame('http_events')\npx.display(df[px.contains(df.service, 'b')])\n").await;
+    assert_eq!(rows(&out[0].1), 33);
+    let out = run("import px\ndf = px.DataFrame('http_events')\npx.display(df[px.contains(df.service, '%')])\n").await;
+    assert_eq!(rows(&out[0].1), 0);
+}
+
+#[test]
+fn mistakes_are_reported_with_line_and_column() {
+    let cases = [
+        (
+            "import px\ndf = px.DataFrame(table='nope')\n",
+            2,
+            6,
+            "Table 'nope' not found",
+        ),
+        (
+            "import px\ndf = px.DataFrame('http_events')\nx = df.nope\n",
+            3,
+            5,
+            "column 'nope' not found",
+        ),
+        (
+            "import px\ndf = px.frobnicate()\n",
+            2,
+            6,
+            "px has no function 'frobnicate'",
+        ),
+        (
+            "import px\ndf = px.DataFrame('http_events', start_time='yesterday')\n",
+            2,
+            6,
+            "is not a time",
+        ),
+        (
+            "import px\ndf = px.DataFrame('http_events'\n",
+            3,
+            1,
+            "syntax error",
+        ),
+        ("import os\n", 1, 1, "cannot import os"),
+        ("import px\nprint(x)\n", 2, 1, "name 'print' is not defined"),
+        (
+            "import px\ndf = px.DataFrame('http_events')\ndf = df.groupby('service').agg(n=('latency', px.median))\n",
+            3,
+            46,
+            "px has no function 'median'",
+        ),
+        (
+            "#px:set max_output_rows_per_table=lots\nimport px\n",
+            1,
+            1,
+            "whole number",
+        ),
+    ];
+    for (script, line, column, message) in cases {
+        let e = error(script);
+        assert!(e.message.contains(message), "{script:?}: {e}");
+        assert_eq!((e.line, e.column), (line, column), "{script:?}: {e}");
+    }
+}
+
+#[test]
+fn hostile_inputs_are_refused_cleanly() {
+    let huge = format!("import px\n{}", "x = 1\n".repeat(300_000));
+    assert!(error(&huge).message.contains("limited to"));
+    let parens = format!("import px\nx = {}1{}\n", "(".repeat(5000), ")".repeat(5000));
+    assert!(compile(&parens, &Catalog(table()), &CompileOptions::at(NOW)).is_ok());
+    let deep = format!(
+        "import px\ndf = px.DataFrame('http_events')\nx = df.latency{}\n",
+        " + 1".repeat(5000)
+    );
+    assert!(error(&deep).message.contains("nested too deeply"));
+    let not_utf8 = String::from_utf8_lossy(b"import px\nx = '\xff\xfe'\n").into_owned();
+    assert!(compile(&not_utf8, &Catalog(table()), &CompileOptions::at(NOW)).is_ok());
+}
