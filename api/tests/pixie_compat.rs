@@ -8,53 +8,24 @@
 //! `python3-venv`), the test fails under `CI=true` and is skipped otherwise.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 const PXAPI: &str = "pxapi==0.9.0";
 
-fn run(command: &mut Command) -> Result<Output, String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// The python of a virtualenv with `pxapi` installed, made on first use.
+/// The python of a virtualenv holding pxapi 0.9.0 (made once by scripts/pxapi-venv.sh).
 fn python_with_pxapi(dir: &Path) -> Result<PathBuf, String> {
-    let venv = dir.join("venv-pxapi-0.9.0");
-    let python = venv.join("bin").join("python");
-    let installed = venv.join(".pxapi-installed");
-    if installed.exists() {
-        return Ok(python);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pxapi-venv.sh");
+    let output = Command::new(script)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run pxapi-venv.sh: {e}"))?;
+    if output.status.success() {
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).map_err(|e| format!("cannot remove {venv:?}: {e}"))?;
-    }
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--retries",
-        "1",
-        "--timeout",
-        "30",
-        PXAPI,
-    ]))?;
-    std::fs::write(&installed, PXAPI).map_err(|e| format!("cannot write {installed:?}: {e}"))?;
-    Ok(python)
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub(crate) struct LocalArgs {
     /// Stop after this many seconds [default: run until Ctrl-C].
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Serve the query API (Pixie's VizierService) here, for `px run` and Pixie's clients.
+    #[arg(long, default_value = crate::run::DEFAULT_ADDR)]
+    addr: std::net::SocketAddr,
     /// On exit, write counters (rows, bytes, CPU time, peak memory) as JSON to this file.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -73,7 +76,30 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let config = args.pem_config()?;
     let pem = Pem::start(config)?;
     let store = pem.store();
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the query API on {}; choose another with --addr",
+                args.addr
+            )
+        })?;
+    let api = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(kelvin::Kelvin::new(std::sync::Arc::clone(&store)).into_server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = api_stopped.await;
+                },
+            ),
+    );
     eprintln!("{}", describe_storage(&store, args.memory_limit));
+    eprintln!(
+        "Query API (Pixie's VizierService, no TLS, local only) on {}: try `px run px/http_data`.",
+        args.addr
+    );
 
     let started = Instant::now();
     let deadline = args.duration_secs.map(Duration::from_secs);
@@ -93,6 +119,8 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = stop_api.send(());
+    let _ = api.await;
     let status = pem.stop().await?;
     view.refresh_rows(&store);
     view.finish();

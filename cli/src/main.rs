@@ -3,6 +3,7 @@
 mod live_view;
 mod local;
 mod quantity;
+mod run;
 
 use std::process::ExitCode;
 
@@ -37,8 +38,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Trace this host (no Kubernetes needed) and show HTTP requests as they happen.
+    /// Trace this host (no Kubernetes needed), show HTTP requests as they happen, and
+    /// serve the query API for `px run`.
     Local(local::LocalArgs),
+    /// Run a PxL script (bundled, or from a file) and print its tables.
+    Run(run::RunArgs),
+    /// List the bundled scripts.
+    Scripts,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Local(args) => local::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Scripts => {
+                run::list_scripts();
+                Ok(())
+            }
         }
     });
     match result {

@@ -63,6 +63,7 @@ impl Pem {
         store.create_table(conn_stats::schema())?;
 
         let tracer = SocketTracer::load(&config)?;
+        fit_tables_to_memory_limit(&store, &config)?;
         let status = Arc::new(Mutex::new(PemStatus::default()));
         let processes = Arc::new(ProcessTable::new());
         let (shutdown, stopped) = oneshot::channel();
@@ -125,6 +126,62 @@ impl Pem {
             }),
         }
     }
+}
+
+/// Share of the memory limit kept free for parser buffers, row builders and query work.
+const HEADROOM_PERCENT: u64 = 10;
+/// Below this, tables could not hold enough to be useful.
+const MIN_TABLE_BYTES: u64 = 4 << 20;
+
+/// Pixie's 60% rule assumes the rest of the PEM fits in the other 40%. Check it against
+/// what this process really uses once the programs and the ring buffer are loaded (a
+/// debug build with a query engine linked in is far larger than a release build), and
+/// shrink the tables' share when it would not fit, so resident memory stays under the limit.
+fn fit_tables_to_memory_limit(store: &TableStore, config: &PemConfig) -> Result<(), Error> {
+    let limit = config.budgets.memory_limit_bytes;
+    let Some(baseline) = resident_bytes() else {
+        return Ok(());
+    };
+    let ring = u64::from(config.ring_buffer_bytes);
+    let headroom = limit / 100 * HEADROOM_PERCENT;
+    let available = limit.saturating_sub(baseline + ring + headroom);
+    if available < MIN_TABLE_BYTES {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "a memory limit of {limit} bytes is too small: the PEM itself already uses                  {baseline} bytes, the ring buffer {ring}; raise the limit"
+            ),
+        });
+    }
+    let mut budgets = store.budgets();
+    if budgets.total_bytes() > available {
+        tracing::warn!(
+            limit,
+            baseline,
+            tables = available,
+            "the PEM's own footprint leaves less than the usual 60% for tables"
+        );
+        budgets.table_store_bytes = Some(available);
+        let fixed: u64 = budgets.table_bytes.values().sum();
+        if fixed > available {
+            budgets.table_bytes.clear();
+        }
+        store.set_budgets(budgets)?;
+    }
+    Ok(())
+}
+
+/// This process's resident memory (VmRSS), in bytes.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 struct Conns<'a>(&'a BpfHashMap<MapData, u64, ConnInfo>);

@@ -1,0 +1,272 @@
+//! `px run` and `px scripts`: run a PxL script against Kelvin's API and print the tables.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use comfy_table::{Table, presets::NOTHING};
+use px_api::vizierpb::{
+    Column, ExecuteScriptRequest, RowBatchData, column::ColData, execute_script_response,
+    vizier_service_client::VizierServiceClient,
+};
+use serde_json::{Map, Value};
+
+/// Where `px local` serves the API, and where `px run` looks for it by default
+/// (the port Pixie's query broker uses).
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:50300";
+
+/// The scripts that come with px: (name, source). The first comment line describes it.
+const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "px/conn_stats",
+        include_str!("../scripts/px/conn_stats.pxl"),
+    ),
+    ("px/http_data", include_str!("../scripts/px/http_data.pxl")),
+    (
+        "px/http_request_stats",
+        include_str!("../scripts/px/http_request_stats.pxl"),
+    ),
+];
+
+fn description(source: &str) -> &str {
+    source
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix('#'))
+        .map_or("", str::trim)
+}
+
+/// How `px run` prints results.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns, one block per table.
+    Table,
+    /// One JSON object per row, with the table's name in `_table`.
+    Json,
+    /// Comma-separated values, one header line per table.
+    Csv,
+}
+
+/// What to run, and where.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// A bundled script (list them with `px scripts`), e.g. px/http_data.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    script: Option<String>,
+    /// Run the PxL script in this file instead.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Address of the API (Kelvin; `px local` serves it there).
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    addr: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Format,
+}
+
+/// `px scripts`: the bundled scripts with one line each.
+pub(crate) fn list_scripts() {
+    let width = SCRIPTS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, source) in SCRIPTS {
+        println!("{name:<width$}  {}", description(source));
+    }
+}
+
+struct OutputTable {
+    name: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<Value>>,
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let source = match (&args.script, &args.file) {
+        (_, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        (Some(name), None) => match SCRIPTS.iter().find(|(n, _)| n == name) {
+            Some((_, source)) => (*source).to_owned(),
+            None => bail!("no bundled script {name:?}; `px scripts` lists them"),
+        },
+        (None, None) => bail!("name a script or give one with -f FILE"),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
+        .with_context(|| format!("{:?} is not an address like 127.0.0.1:50300", args.addr))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the API at {}; is `px local` running?",
+                args.addr
+            )
+        })?;
+    let mut client = VizierServiceClient::new(channel);
+    let request = ExecuteScriptRequest {
+        query_str: source,
+        ..ExecuteScriptRequest::default()
+    };
+    let mut stream = client.execute_script(request).await?.into_inner();
+    let mut tables: Vec<OutputTable> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    while let Some(response) = stream.message().await? {
+        if let Some(status) = response.status.filter(|s| s.code != 0) {
+            bail!("the script failed: {}", status.message);
+        }
+        match response.result {
+            Some(execute_script_response::Result::MetaData(meta)) => {
+                let columns = meta
+                    .relation
+                    .map(|r| r.columns.into_iter().map(|c| c.column_name).collect())
+                    .unwrap_or_default();
+                by_id.insert(meta.id, tables.len());
+                tables.push(OutputTable {
+                    name: meta.name,
+                    columns,
+                    rows: Vec::new(),
+                });
+            }
+            Some(execute_script_response::Result::Data(data)) => {
+                if let Some(batch) = data.batch
+                    && let Some(index) = by_id.get(&batch.table_id)
+                {
+                    append_rows(&mut tables[*index], &batch);
+                }
+            }
+            None => {}
+        }
+    }
+    print_tables(&tables, args.output)
+}
+
+fn append_rows(table: &mut OutputTable, batch: &RowBatchData) {
+    let rows = usize::try_from(batch.num_rows).unwrap_or(0);
+    for row in 0..rows {
+        table
+            .rows
+            .push(batch.cols.iter().map(|c| cell(c, row)).collect());
+    }
+}
+
+fn cell(column: &Column, row: usize) -> Value {
+    match &column.col_data {
+        Some(ColData::BooleanData(c)) => c.data.get(row).copied().map_or(Value::Null, Value::Bool),
+        Some(ColData::Int64Data(c)) => c.data.get(row).map_or(Value::Null, |v| Value::from(*v)),
+        Some(ColData::Float64Data(c)) => c.data.get(row).map_or(Value::Null, |v| Value::from(*v)),
+        Some(ColData::Time64nsData(c)) => c
+            .data
+            .get(row)
+            .map_or(Value::Null, |v| Value::String(format_time(*v))),
+        Some(ColData::StringData(c)) => c.data.get(row).map_or(Value::Null, |v| {
+            Value::String(String::from_utf8_lossy(v).into_owned())
+        }),
+        Some(ColData::Uint128Data(c)) => c.data.get(row).map_or(Value::Null, |v| {
+            let h = v.high;
+            let l = v.low;
+            Value::String(format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                h >> 32,
+                (h >> 16) & 0xffff,
+                h & 0xffff,
+                l >> 48,
+                l & 0xffff_ffff_ffff
+            ))
+        }),
+        None => Value::Null,
+    }
+}
+
+/// RFC 3339 in UTC with nanoseconds, e.g. 2026-11-22T09:58:55.123456789Z.
+fn format_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn print_tables(tables: &[OutputTable], format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => {
+            for table in tables {
+                writeln!(out, "{}:", table.name)?;
+                let mut printed = Table::new();
+                printed.load_style(NOTHING).set_header(&table.columns);
+                for row in &table.rows {
+                    printed.add_row(row.iter().map(text));
+                }
+                writeln!(out, "{printed}\n")?;
+            }
+        }
+        Format::Json => {
+            for table in tables {
+                for row in &table.rows {
+                    let mut object = Map::new();
+                    object.insert("_table".into(), Value::String(table.name.clone()));
+                    for (name, value) in table.columns.iter().zip(row) {
+                        object.insert(name.clone(), value.clone());
+                    }
+                    writeln!(out, "{}", Value::Object(object))?;
+                }
+            }
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            for table in tables {
+                writer.write_record(
+                    std::iter::once("_table").chain(table.columns.iter().map(String::as_str)),
+                )?;
+                for row in &table.rows {
+                    writer.write_record(
+                        std::iter::once(table.name.clone()).chain(row.iter().map(text)),
+                    )?;
+                }
+            }
+            writer.flush()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339_utc() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            format_time(1_795_337_936_255_147_452),
+            "2026-11-22T08:58:56.255147452Z"
+        );
+    }
+
+    #[test]
+    fn every_bundled_script_has_a_description() {
+        for (name, source) in SCRIPTS {
+            assert!(!description(source).is_empty(), "{name}");
+        }
+    }
+}

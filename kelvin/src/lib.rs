@@ -1,0 +1,15 @@
+//! Kelvin, the query node: serves Pixie's public API (`px.api.vizierpb.VizierService`),
+//! compiles PxL scripts with [`pxl`], runs the plans with DataFusion over the tables,
+//! and streams the results in the order Pixie's clients expect: one metadata message
+//! per output table, then its row batches (at most about 1 MB each, the last marked
+//! end-of-stream), then execution statistics.
+//!
+//! In `px local` Kelvin reads the PEM's table store in the same process.
+
+mod results;
+mod service;
+
+pub use service::Kelvin;
+
+/// The generated server type, ready for `tonic::transport::Server::add_service`.
+pub type VizierServer = px_api::vizierpb::vizier_service_server::VizierServiceServer<Kelvin>;

@@ -1,0 +1,289 @@
+//! The `VizierService` implementation: compile, execute, stream in Pixie's order.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::TableSource;
+use datafusion::prelude::SessionContext;
+use futures_util::StreamExt;
+use px_api::vizierpb::{
+    CompilerError, ErrorDetails, ExecuteScriptRequest, ExecuteScriptResponse,
+    GenerateOTelScriptRequest, GenerateOTelScriptResponse, HealthCheckRequest, HealthCheckResponse,
+    QueryData, QueryExecutionStats, QueryMetadata, QueryTimingInfo, Status, error_details,
+    execute_script_response, vizier_service_server::VizierService,
+};
+use px_tablestore::{TableScan, TableStore};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::results::{relation, row_batches};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// gRPC code for a script the user got wrong.
+const INVALID_ARGUMENT: i32 = 3;
+/// gRPC code for a failure while running a script.
+const INTERNAL: i32 = 13;
+/// Responses buffered ahead of a slow client before execution waits for it.
+const RESPONSE_BUFFER: usize = 16;
+/// How often a health check reports.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The query node over one table store.
+#[derive(Clone)]
+pub struct Kelvin {
+    store: Arc<TableStore>,
+}
+
+impl Kelvin {
+    /// A query node answering from `store`.
+    #[must_use]
+    pub fn new(store: Arc<TableStore>) -> Self {
+        Self { store }
+    }
+
+    /// The gRPC service, ready for `tonic::transport::Server::add_service`.
+    #[must_use]
+    pub fn into_server(self) -> crate::VizierServer {
+        crate::VizierServer::new(self)
+    }
+}
+
+struct StoreCatalog<'a>(&'a TableStore);
+
+impl pxl::TableCatalog for StoreCatalog<'_> {
+    fn table(&self, name: &str) -> Option<Arc<dyn TableSource>> {
+        let table = self.0.table(name)?;
+        Some(provider_as_source(Arc::new(TableScan::new(table))))
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn status_response(
+    query_id: &str,
+    code: i32,
+    message: String,
+    details: Vec<ErrorDetails>,
+) -> ExecuteScriptResponse {
+    ExecuteScriptResponse {
+        status: Some(Status {
+            code,
+            message,
+            error_details: details,
+        }),
+        query_id: query_id.to_owned(),
+        ..ExecuteScriptResponse::default()
+    }
+}
+
+fn data_response(query_id: &str, data: QueryData) -> ExecuteScriptResponse {
+    ExecuteScriptResponse {
+        query_id: query_id.to_owned(),
+        result: Some(execute_script_response::Result::Data(data)),
+        ..ExecuteScriptResponse::default()
+    }
+}
+
+#[tonic::async_trait]
+impl VizierService for Kelvin {
+    type ExecuteScriptStream = ResponseStream<ExecuteScriptResponse>;
+    type HealthCheckStream = ResponseStream<HealthCheckResponse>;
+
+    async fn execute_script(
+        &self,
+        request: tonic::Request<ExecuteScriptRequest>,
+    ) -> Result<tonic::Response<Self::ExecuteScriptStream>, tonic::Status> {
+        let request = request.into_inner();
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let compiled = pxl::compile(
+            &request.query_str,
+            &StoreCatalog(&self.store),
+            &pxl::CompileOptions::at(now_ns()),
+        );
+        let compilation_ns = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        match compiled {
+            Err(error) => {
+                let details = vec![ErrorDetails {
+                    error: Some(error_details::Error::CompilerError(CompilerError {
+                        line: error.line,
+                        column: error.column,
+                        message: error.message.clone(),
+                    })),
+                }];
+                let response =
+                    status_response(&query_id, INVALID_ARGUMENT, error.to_string(), details);
+                // The receiver is right here: this cannot fail.
+                let _ = tx.try_send(Ok(response));
+            }
+            Ok(script) => {
+                tokio::spawn(execute(script, query_id, compilation_ns, tx));
+            }
+        }
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn health_check(
+        &self,
+        _request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::HealthCheckStream>, tonic::Status> {
+        let ticks =
+            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(HEALTH_INTERVAL));
+        let stream = ticks.map(|_| {
+            Ok(HealthCheckResponse {
+                status: Some(Status::default()),
+            })
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn generate_o_tel_script(
+        &self,
+        _request: tonic::Request<GenerateOTelScriptRequest>,
+    ) -> Result<tonic::Response<GenerateOTelScriptResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "GenerateOTelScript is not supported by this Vizier yet",
+        ))
+    }
+}
+
+/// Runs every output's plan and sends its metadata, batches and end of stream; then the
+/// execution statistics. Stops as soon as the client is gone (a send fails), which drops
+/// the DataFusion streams and frees what they held.
+async fn execute(
+    script: pxl::Script,
+    query_id: String,
+    compilation_ns: i64,
+    tx: mpsc::Sender<Result<ExecuteScriptResponse, tonic::Status>>,
+) {
+    let started = Instant::now();
+    let ctx = SessionContext::new();
+    let tables: Vec<(String, String, pxl::Output)> = script
+        .outputs
+        .into_iter()
+        .map(|o| (uuid::Uuid::new_v4().to_string(), o.name.clone(), o))
+        .collect();
+    // Every table is announced before any data, as Pixie's clients expect.
+    for (table_id, name, output) in &tables {
+        let metadata = QueryMetadata {
+            relation: Some(relation(output.plan.schema().as_arrow())),
+            name: name.clone(),
+            id: table_id.clone(),
+        };
+        let response = ExecuteScriptResponse {
+            query_id: query_id.clone(),
+            result: Some(execute_script_response::Result::MetaData(metadata)),
+            ..ExecuteScriptResponse::default()
+        };
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+    }
+    let (mut records, mut bytes) = (0i64, 0i64);
+    for (table_id, _, output) in tables {
+        let result = run_table(
+            &ctx,
+            output,
+            &table_id,
+            &query_id,
+            &tx,
+            &mut records,
+            &mut bytes,
+        )
+        .await;
+        match result {
+            Ok(true) => {}
+            Ok(false) => return, // client gone
+            Err(message) => {
+                let _ = tx
+                    .send(Ok(status_response(
+                        &query_id,
+                        INTERNAL,
+                        message,
+                        Vec::new(),
+                    )))
+                    .await;
+                return;
+            }
+        }
+    }
+    let stats = QueryExecutionStats {
+        timing: Some(QueryTimingInfo {
+            execution_time_ns: i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX),
+            compilation_time_ns: compilation_ns,
+        }),
+        bytes_processed: bytes,
+        records_processed: records,
+    };
+    let _ = tx
+        .send(Ok(data_response(
+            &query_id,
+            QueryData {
+                execution_stats: Some(stats),
+                ..QueryData::default()
+            },
+        )))
+        .await;
+}
+
+/// Streams one output table; `Ok(false)` when the client went away.
+async fn run_table(
+    ctx: &SessionContext,
+    output: pxl::Output,
+    table_id: &str,
+    query_id: &str,
+    tx: &mpsc::Sender<Result<ExecuteScriptResponse, tonic::Status>>,
+    records: &mut i64,
+    bytes: &mut i64,
+) -> Result<bool, String> {
+    let frame = ctx
+        .execute_logical_plan(output.plan)
+        .await
+        .map_err(|e| e.strip_backtrace())?;
+    let mut stream = frame
+        .execute_stream()
+        .await
+        .map_err(|e| e.strip_backtrace())?;
+    let mut pending: Option<px_api::vizierpb::RowBatchData> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| e.strip_backtrace())?;
+        *records += batch.num_rows() as i64;
+        *bytes += batch.get_array_memory_size() as i64;
+        for message in row_batches(&batch, table_id).map_err(|e| e.strip_backtrace())? {
+            // Hold one back so the last one can carry end-of-stream.
+            if let Some(previous) = pending.replace(message)
+                && !send_batch(tx, query_id, previous).await
+            {
+                return Ok(false);
+            }
+        }
+    }
+    let mut last = pending.unwrap_or_else(|| px_api::vizierpb::RowBatchData {
+        table_id: table_id.to_owned(),
+        ..Default::default()
+    });
+    last.eow = true;
+    last.eos = true;
+    Ok(send_batch(tx, query_id, last).await)
+}
+
+async fn send_batch(
+    tx: &mpsc::Sender<Result<ExecuteScriptResponse, tonic::Status>>,
+    query_id: &str,
+    batch: px_api::vizierpb::RowBatchData,
+) -> bool {
+    let data = QueryData {
+        batch: Some(batch),
+        ..QueryData::default()
+    };
+    tx.send(Ok(data_response(query_id, data))).await.is_ok()
+}
