@@ -59,6 +59,14 @@ impl pxl::TableCatalog for StoreCatalog<'_> {
         let table = self.0.table(name)?;
         Some(provider_as_source(Arc::new(TableScan::new(table))))
     }
+
+    fn table_names(&self) -> Vec<String> {
+        self.0
+            .tables()
+            .iter()
+            .map(|t| t.schema().name.clone())
+            .collect()
+    }
 }
 
 fn now_ns() -> i64 {

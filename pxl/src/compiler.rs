@@ -2,6 +2,7 @@
 //! and building DataFusion plans for dataframes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::common::{Column, ScalarValue};
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
@@ -444,6 +445,33 @@ impl<'a> Compiler<'a> {
                     .map_err(|e| self.error(at, e.strip_backtrace()))?;
                 Ok(Value::Column(case))
             }
+            "upid_to_pid" => match args.take(0, "upid") {
+                Some(Value::Column(upid)) => Ok(Value::Column(
+                    crate::functions::UpidToPid::udf().call(vec![upid]),
+                )),
+                _ => Err(self.error(at, "px.upid_to_pid needs a UPID column, e.g. px.upid_to_pid(df.upid)")),
+            },
+            "bin" => match (args.take(0, "column"), args.take(1, "size")) {
+                (Some(Value::Column(column)), Some(Value::Int(size))) if size > 0 => {
+                    Ok(Value::Column(bin(column, size)))
+                }
+                _ => Err(self.error(at, "px.bin needs a column and a positive size, e.g. px.bin(df.time_, px.seconds(10))")),
+            },
+            "seconds" | "minutes" | "hours" | "milliseconds" => match args.take(0, "n") {
+                Some(Value::Int(n)) => {
+                    let unit: i64 = match name {
+                        "milliseconds" => 1_000_000,
+                        "seconds" => 1_000_000_000,
+                        "minutes" => 60_000_000_000,
+                        _ => 3_600_000_000_000,
+                    };
+                    n.checked_mul(unit)
+                        .map(Value::Int)
+                        .ok_or_else(|| self.error(at, "duration too large"))
+                }
+                _ => Err(self.error(at, format!("px.{name} needs a whole number"))),
+            },
+            "GetTables" | "GetSchemas" => self.catalog_table(at, name),
             "contains" => match (args.take(0, "s"), args.take(1, "substr")) {
                 (Some(Value::Column(s)), Some(Value::Str(sub))) => {
                     let pattern = format!(
@@ -458,6 +486,75 @@ impl<'a> Compiler<'a> {
             },
             _ => Err(self.error(at, format!("px.{name} cannot be called here"))),
         }
+    }
+
+    /// `px.GetTables()` and `px.GetSchemas()`: the catalog as a table.
+    fn catalog_table(&self, at: &ast::Expr, name: &str) -> Result<Value> {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+
+        let mut columns: Vec<Vec<String>> = Vec::new();
+        let names: &[&str] = if name == "GetTables" {
+            &["table_name", "table_desc"]
+        } else {
+            &[
+                "table_name",
+                "column_name",
+                "column_type",
+                "pattern_type",
+                "column_desc",
+            ]
+        };
+        columns.resize(names.len(), Vec::new());
+        let mut tables = self.catalog.table_names();
+        tables.sort();
+        for table in tables {
+            let Some(source) = self.catalog.table(&table) else {
+                continue;
+            };
+            let schema = source.schema();
+            let meta = |m: &std::collections::HashMap<String, String>, key: &str| {
+                m.get(key).cloned().unwrap_or_default()
+            };
+            if name == "GetTables" {
+                columns[0].push(table.clone());
+                columns[1].push(meta(schema.metadata(), "px.desc"));
+                continue;
+            }
+            for field in schema.fields() {
+                let row = [
+                    table.clone(),
+                    field.name().clone(),
+                    meta(field.metadata(), "px.data_type"),
+                    "GENERAL".to_owned(),
+                    meta(field.metadata(), "px.desc"),
+                ];
+                for (column, value) in columns.iter_mut().zip(row) {
+                    column.push(value);
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(*n, datafusion::arrow::datatypes::DataType::Utf8, false))
+                .collect::<Vec<_>>(),
+        ));
+        let arrays = columns
+            .into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as datafusion::arrow::array::ArrayRef)
+            .collect();
+        let internal = |e: datafusion::error::DataFusionError| {
+            self.error(at, format!("internal error: {}", e.strip_backtrace()))
+        };
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(|e| internal(e.into()))?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(internal)?;
+        let source = datafusion::datasource::provider_as_source(Arc::new(table));
+        self.plan(at, LogicalPlanBuilder::scan(name, source, None))
+            .map(Value::DataFrame)
     }
 
     fn unique_output_name(&self, name: String) -> String {
@@ -725,6 +822,22 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// `px.bin`: rounds down to a multiple of `size`; times stay times.
+fn bin(column: Expr, size: i64) -> Expr {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use datafusion::logical_expr::cast;
+    let is_time = matches!(&column, Expr::Column(c) if c.name == TIME_COLUMN);
+    if is_time {
+        let ns = cast(column, DataType::Int64);
+        cast(
+            ns.clone() - ns % lit(size),
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+        )
+    } else {
+        column.clone() - column % lit(size)
+    }
+}
+
 fn fold_ints(op: ast::Operator, a: i64, b: i64) -> Option<i64> {
     match op {
         ast::Operator::Add => a.checked_add(b),
@@ -769,6 +882,14 @@ const PX_FUNCTIONS: &[&str] = &[
     "min",
     "max",
     "any",
+    "upid_to_pid",
+    "bin",
+    "seconds",
+    "minutes",
+    "hours",
+    "milliseconds",
+    "GetTables",
+    "GetSchemas",
 ];
 
 /// DataFrame methods (any other attribute is a column).

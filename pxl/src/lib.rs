@@ -8,6 +8,7 @@
 
 mod compiler;
 mod error;
+mod functions;
 mod time;
 mod value;
 
@@ -22,6 +23,8 @@ pub use time::parse_duration_ns;
 pub trait TableCatalog {
     /// The table named `name` (as `px.DataFrame(table=...)` names it), if it exists.
     fn table(&self, name: &str) -> Option<Arc<dyn TableSource>>;
+    /// Every table's name, for `px.GetTables()` and `px.GetSchemas()`.
+    fn table_names(&self) -> Vec<String>;
 }
 
 /// What the caller decides for a compilation.

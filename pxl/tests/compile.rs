@@ -33,6 +33,7 @@ fn table() -> Arc<dyn TableProvider> {
                 SemanticType::HttpRespStatus,
                 "",
             ),
+            ColumnSchema::new("upid", DataType::UInt128, SemanticType::Upid, "process"),
         ],
     );
     let table = Arc::new(Table::new(schema.clone(), u64::MAX));
@@ -42,6 +43,7 @@ fn table() -> Arc<dyn TableProvider> {
         rows.append_str(["a", "b", "c"][(i % 3) as usize]);
         rows.append_i64(i * 1000);
         rows.append_i64(if i % 10 == 0 { 500 } else { 200 });
+        rows.append_u128((1u128 << 96) | ((4000 + i as u128 % 2) << 64) | 77);
         rows.finish_row();
     }
     table.append(rows.finish()).unwrap();
@@ -53,6 +55,10 @@ struct Catalog(Arc<dyn TableProvider>);
 impl TableCatalog for Catalog {
     fn table(&self, name: &str) -> Option<Arc<dyn TableSource>> {
         (name == "http_events").then(|| provider_as_source(Arc::clone(&self.0)))
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        vec!["http_events".to_owned()]
     }
 }
 
@@ -167,6 +173,46 @@ async fn contains_matches_substrings_literally() {
     assert_eq!(rows(&out[0].1), 33);
     let out = run("import px\ndf = px.DataFrame('http_events')\npx.display(df[px.contains(df.service, '%')])\n").await;
     assert_eq!(rows(&out[0].1), 0);
+}
+
+#[tokio::test]
+async fn pids_bins_and_the_catalog() {
+    let script = "import px
+df = px.DataFrame('http_events')
+df.pid = px.upid_to_pid(df.upid)
+df.window = px.bin(df.time_, px.seconds(10))
+df.bucket = px.bin(df.latency, 25000)
+per = df.groupby(['pid', 'bucket']).agg(n=('latency', px.count), windows=('window', px.count))
+px.display(per, 'per_pid')
+px.display(px.GetTables(), 'tables')
+px.display(px.GetSchemas(), 'schemas')
+";
+    let out = run(script).await;
+    let per = &out[0].1;
+    let mut pids = ints(per, "pid");
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids, vec![4000, 4001]);
+    let mut buckets = ints(per, "bucket");
+    buckets.sort_unstable();
+    buckets.dedup();
+    assert_eq!(buckets, vec![0, 25000, 50000, 75000]);
+    let tables = &out[1].1[0];
+    assert_eq!(
+        tables
+            .column_by_name("table_name")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "http_events"
+    );
+    let schemas = &out[2].1;
+    assert_eq!(rows(schemas), 5);
+    let types = schemas[0]
+        .column_by_name("column_type")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(types.value(4), "UINT128");
 }
 
 #[test]
