@@ -46,6 +46,10 @@ pub(crate) struct LocalArgs {
     /// Serve the query API (Pixie's VizierService) here, for `px run` and Pixie's clients.
     #[arg(long, default_value = crate::run::DEFAULT_ADDR)]
     addr: std::net::SocketAddr,
+    /// Require this key on every API request (`pixie-api-key` metadata or a bearer
+    /// token). Without it the API is open, to this machine only when --addr is loopback.
+    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// On exit, write counters (rows, bytes, CPU time, peak memory) as JSON to this file.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -87,7 +91,10 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
         })?;
     let api = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(kelvin::Kelvin::new(std::sync::Arc::clone(&store)).into_server())
+            .add_service(
+                kelvin::Kelvin::new(std::sync::Arc::clone(&store))
+                    .into_server(args.api_key.clone()),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async {
@@ -97,9 +104,20 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     );
     eprintln!("{}", describe_storage(&store, args.memory_limit));
     eprintln!(
-        "Query API (Pixie's VizierService, no TLS, local only) on {}: try `px run px/http_data`.",
+        "Query API (Pixie's VizierService, no TLS, {}) on {}: try `px run px/http_data`.",
+        if args.api_key.is_some() {
+            "API key required"
+        } else {
+            "no API key"
+        },
         args.addr
     );
+    if args.api_key.is_none() && !args.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: the API listens on {} without an API key; set --api-key",
+            args.addr
+        );
+    }
 
     let started = Instant::now();
     let deadline = args.duration_secs.map(Duration::from_secs);

@@ -60,6 +60,9 @@ pub(crate) struct RunArgs {
     /// Address of the API (Kelvin; `px local` serves it there).
     #[arg(long, default_value = DEFAULT_ADDR)]
     addr: String,
+    /// API key, when the API requires one.
+    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Format,
@@ -100,10 +103,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })?;
     let mut client = VizierServiceClient::new(channel);
-    let request = ExecuteScriptRequest {
+    let mut request = tonic::Request::new(ExecuteScriptRequest {
         query_str: source,
         ..ExecuteScriptRequest::default()
-    };
+    });
+    if let Some(key) = &args.api_key {
+        let value = key.parse().context("the API key must be printable ASCII")?;
+        request.metadata_mut().insert("pixie-api-key", value);
+    }
     let mut stream = client.execute_script(request).await?.into_inner();
     let mut tables: Vec<OutputTable> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();

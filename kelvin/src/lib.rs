@@ -6,10 +6,16 @@
 //!
 //! In `px local` Kelvin reads the PEM's table store in the same process.
 
+mod auth;
 mod results;
 mod service;
 
+pub use auth::TokenCheck;
 pub use service::Kelvin;
 
-/// The generated server type, ready for `tonic::transport::Server::add_service`.
-pub type VizierServer = px_api::vizierpb::vizier_service_server::VizierServiceServer<Kelvin>;
+/// The generated server type, behind the token check, ready for
+/// `tonic::transport::Server::add_service`.
+pub type VizierServer = tonic::service::interceptor::InterceptedService<
+    px_api::vizierpb::vizier_service_server::VizierServiceServer<Kelvin>,
+    TokenCheck,
+>;

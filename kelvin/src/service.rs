@@ -45,10 +45,13 @@ impl Kelvin {
         Self { store }
     }
 
-    /// The gRPC service, ready for `tonic::transport::Server::add_service`.
+    /// The gRPC service, requiring `token` on every request when one is given.
     #[must_use]
-    pub fn into_server(self) -> crate::VizierServer {
-        crate::VizierServer::new(self)
+    pub fn into_server(self, token: Option<String>) -> crate::VizierServer {
+        px_api::vizierpb::vizier_service_server::VizierServiceServer::with_interceptor(
+            self,
+            crate::TokenCheck::new(token),
+        )
     }
 }
 

@@ -1,0 +1,229 @@
+//! Kelvin's API over a real TCP connection: authentication, and the message order and
+//! sizes Pixie's clients rely on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
+use std::sync::Arc;
+
+use kelvin::Kelvin;
+use prost::Message;
+use px_api::vizierpb::{
+    ExecuteScriptRequest, ExecuteScriptResponse, execute_script_response,
+    vizier_service_client::VizierServiceClient,
+};
+use px_tablestore::{
+    BudgetConfig, ColumnSchema, DataType, RowBuilder, SemanticType, TableSchema, TableStore,
+};
+use tonic::transport::Channel;
+
+const KEY: &str = "s3cret";
+
+fn store() -> Arc<TableStore> {
+    let store = Arc::new(TableStore::new(BudgetConfig::for_memory_limit(1 << 30)).unwrap());
+    let schema = TableSchema::new(
+        "http_events",
+        "requests",
+        vec![
+            ColumnSchema::new("time_", DataType::Time64Ns, SemanticType::None, ""),
+            ColumnSchema::new("req_path", DataType::String, SemanticType::None, ""),
+            ColumnSchema::new(
+                "latency",
+                DataType::Int64,
+                SemanticType::DurationNs,
+                "latency",
+            ),
+        ],
+    );
+    let table = store.create_table(schema.clone()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let mut rows = RowBuilder::new(&schema);
+    for i in 0..20_000i64 {
+        rows.append_time(now - 1_000_000_000 + i);
+        rows.append_str(&format!("/path/{i:0>64}"));
+        rows.append_i64(i);
+        rows.finish_row();
+    }
+    table.append(rows.finish()).unwrap();
+    store
+}
+
+async fn serve() -> Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Kelvin::new(store()).into_server(Some(KEY.to_owned()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn request(
+    script: &str,
+    header: Option<(&'static str, &str)>,
+) -> tonic::Request<ExecuteScriptRequest> {
+    let mut request = tonic::Request::new(ExecuteScriptRequest {
+        query_str: script.to_owned(),
+        ..ExecuteScriptRequest::default()
+    });
+    if let Some((name, value)) = header {
+        request.metadata_mut().insert(name, value.parse().unwrap());
+    }
+    request
+}
+
+async fn responses(
+    channel: Channel,
+    req: tonic::Request<ExecuteScriptRequest>,
+) -> Result<Vec<ExecuteScriptResponse>, tonic::Status> {
+    let mut stream = VizierServiceClient::new(channel)
+        .execute_script(req)
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(response) = stream.message().await? {
+        out.push(response);
+    }
+    Ok(out)
+}
+
+const SCRIPT: &str = "import px
+df = px.DataFrame('http_events', start_time='-5m')
+px.display(df, 'all')
+px.display(df.groupby('latency').agg(n=('latency', px.count)).head(3), 'few')
+";
+
+#[tokio::test]
+async fn requests_without_the_key_are_refused() {
+    let channel = serve().await;
+    let status = responses(channel.clone(), request(SCRIPT, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("pixie-api-key"));
+    let status = responses(
+        channel.clone(),
+        request(SCRIPT, Some(("pixie-api-key", "wrong"))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        !status.message().contains("wrong"),
+        "never echo a credential"
+    );
+    let bearer = format!("Bearer {KEY}");
+    assert!(
+        responses(channel, request(SCRIPT, Some(("authorization", &bearer))))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn results_follow_pixies_message_order() {
+    let channel = serve().await;
+    let out = responses(channel, request(SCRIPT, Some(("pixie-api-key", KEY))))
+        .await
+        .unwrap();
+    let query_id = out[0].query_id.clone();
+    assert!(out.iter().all(|r| r.query_id == query_id));
+
+    // Every table's metadata comes before any data.
+    let mut announced = Vec::new();
+    let mut first_data = None;
+    for (i, response) in out.iter().enumerate() {
+        match &response.result {
+            Some(execute_script_response::Result::MetaData(meta)) => {
+                assert!(first_data.is_none(), "metadata after data");
+                announced.push((meta.id.clone(), meta.name.clone()));
+                let relation = meta.relation.as_ref().unwrap();
+                assert_eq!(
+                    relation.columns.len(),
+                    if meta.name == "all" { 3 } else { 2 }
+                );
+            }
+            Some(execute_script_response::Result::Data(_)) => {
+                first_data.get_or_insert(i);
+            }
+            None => panic!("a response with neither data nor metadata: {response:?}"),
+        }
+    }
+    assert_eq!(
+        announced
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["all", "few"]
+    );
+
+    // Exactly one end-of-stream per table, each message under about 1 MB, all rows there.
+    for (id, name) in &announced {
+        let batches: Vec<_> = out
+            .iter()
+            .filter_map(|r| match &r.result {
+                Some(execute_script_response::Result::Data(d)) => d.batch.as_ref(),
+                _ => None,
+            })
+            .filter(|b| &b.table_id == id)
+            .collect();
+        assert_eq!(batches.iter().filter(|b| b.eos).count(), 1, "{name}");
+        assert!(batches.last().unwrap().eos, "{name}: eos is the last batch");
+        let rows: i64 = batches.iter().map(|b| b.num_rows).sum();
+        assert_eq!(
+            rows,
+            if name == "all" { 10_000 } else { 3 },
+            "{name}: default 10,000-row limit"
+        );
+        if name == "all" {
+            assert!(batches.len() > 1, "2 MB of rows are split");
+        }
+    }
+    for response in &out {
+        assert!(
+            response.encoded_len() < 1 << 20,
+            "message of {} bytes",
+            response.encoded_len()
+        );
+    }
+
+    // Execution statistics come last.
+    let Some(execute_script_response::Result::Data(last)) = &out.last().unwrap().result else {
+        panic!("the last message is not data");
+    };
+    let stats = last.execution_stats.as_ref().expect("stats last");
+    assert_eq!(stats.records_processed, 10_003);
+    assert!(stats.timing.as_ref().unwrap().compilation_time_ns > 0);
+}
+
+#[tokio::test]
+async fn compile_errors_carry_line_and_column() {
+    let channel = serve().await;
+    let out = responses(
+        channel,
+        request(
+            "import px\npx.display(px.DataFrame('nope'))\n",
+            Some(("pixie-api-key", KEY)),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 1);
+    let status = out[0].status.as_ref().unwrap();
+    assert_eq!(status.code, 3);
+    let Some(px_api::vizierpb::error_details::Error::CompilerError(error)) =
+        &status.error_details[0].error
+    else {
+        panic!("no compiler error");
+    };
+    assert_eq!((error.line, error.column), (2, 12));
+    assert_eq!(error.message, "Table 'nope' not found");
+}
