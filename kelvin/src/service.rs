@@ -115,11 +115,21 @@ impl VizierService for Kelvin {
         let request = request.into_inner();
         let query_id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
-        let compiled = pxl::compile(
-            &request.query_str,
-            &StoreCatalog(&self.store),
-            &pxl::CompileOptions::at(now_ns()),
-        );
+        let mut options = pxl::CompileOptions::at(now_ns());
+        options.exec_funcs = request
+            .exec_funcs
+            .iter()
+            .map(|f| pxl::FuncCall {
+                name: f.func_name.clone(),
+                args: f
+                    .arg_values
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+                output_prefix: f.output_table_prefix.clone(),
+            })
+            .collect();
+        let compiled = pxl::compile(&request.query_str, &StoreCatalog(&self.store), &options);
         let compilation_ns = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         match compiled {

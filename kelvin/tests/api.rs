@@ -227,3 +227,41 @@ async fn compile_errors_carry_line_and_column() {
     assert_eq!((error.line, error.column), (2, 12));
     assert_eq!(error.message, "Table 'nope' not found");
 }
+
+#[tokio::test]
+async fn exec_funcs_call_the_scripts_functions_with_typed_arguments() {
+    use px_api::vizierpb::execute_script_request::{FuncToExecute, func_to_execute::ArgValue};
+    let channel = serve().await;
+    let script = "import px
+def latest(start_time: str, n: int):
+    return px.DataFrame('http_events', start_time=start_time).head(n)
+";
+    let mut req = request(script, Some(("pixie-api-key", KEY)));
+    req.get_mut().exec_funcs = vec![FuncToExecute {
+        func_name: "latest".into(),
+        arg_values: vec![
+            ArgValue {
+                name: "start_time".into(),
+                value: "-5m".into(),
+            },
+            ArgValue {
+                name: "n".into(),
+                value: "7".into(),
+            },
+        ],
+        output_table_prefix: "latest_rows".into(),
+    }];
+    let out = responses(channel, req).await.unwrap();
+    let Some(execute_script_response::Result::MetaData(meta)) = &out[0].result else {
+        panic!("{:?}", out[0]);
+    };
+    assert_eq!(meta.name, "latest_rows");
+    let rows: i64 = out
+        .iter()
+        .filter_map(|r| match &r.result {
+            Some(execute_script_response::Result::Data(d)) => d.batch.as_ref().map(|b| b.num_rows),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(rows, 7);
+}

@@ -29,7 +29,10 @@ pub(crate) struct Compiler<'a> {
     catalog: &'a dyn TableCatalog,
     options: &'a CompileOptions,
     vars: HashMap<String, Value>,
+    functions: HashMap<String, ast::StmtFunctionDef>,
     outputs: Vec<Output>,
+    /// The value of the `return` just executed, while a function body runs.
+    returned: Option<Value>,
     depth: usize,
 }
 
@@ -44,7 +47,9 @@ impl<'a> Compiler<'a> {
             catalog,
             options,
             vars: HashMap::new(),
+            functions: HashMap::new(),
             outputs: Vec::new(),
+            returned: None,
             depth: 0,
         }
     }
@@ -70,6 +75,13 @@ impl<'a> Compiler<'a> {
         };
         for statement in &module.body {
             self.statement(statement)?;
+        }
+        if !self.options.exec_funcs.is_empty() {
+            // Run as functions, the script's own displays are not outputs (as in Pixie).
+            self.outputs.clear();
+            for call in &self.options.exec_funcs {
+                self.exec_func(call)?;
+            }
         }
         let outputs = std::mem::take(&mut self.outputs)
             .into_iter()
@@ -155,10 +167,21 @@ impl<'a> Compiler<'a> {
                 Ok(())
             }
             ast::Stmt::Expr(expr) => self.eval(&expr.value).map(drop),
-            ast::Stmt::FunctionDef(_) => Err(self.error(
-                statement,
-                "function definitions are not supported yet; write the script at top level",
-            )),
+            ast::Stmt::FunctionDef(def) => {
+                self.functions.insert(def.name.to_string(), def.clone());
+                Ok(())
+            }
+            ast::Stmt::Return(ret) => {
+                if self.depth == 0 {
+                    return Err(self.error(statement, "'return' outside a function"));
+                }
+                let value = match &ret.value {
+                    Some(value) => self.eval(value)?,
+                    None => Value::None,
+                };
+                self.returned = Some(value);
+                Ok(())
+            }
             _ => Err(self.error(statement, "this kind of statement is not supported in PxL")),
         }
     }
@@ -237,11 +260,13 @@ impl<'a> Compiler<'a> {
     fn eval_inner(&mut self, expr: &ast::Expr) -> Result<Value> {
         match expr {
             ast::Expr::Constant(c) => self.constant(expr, &c.value),
-            ast::Expr::Name(name) => self
-                .vars
-                .get(name.id.as_str())
-                .cloned()
-                .ok_or_else(|| self.error(expr, format!("name '{}' is not defined", name.id))),
+            ast::Expr::Name(name) => match self.vars.get(name.id.as_str()) {
+                Some(value) => Ok(value.clone()),
+                None if self.functions.contains_key(name.id.as_str()) => {
+                    Ok(Value::UserFunction(name.id.to_string()))
+                }
+                None => Err(self.error(expr, format!("name '{}' is not defined", name.id))),
+            },
             ast::Expr::List(list) => Ok(Value::List(
                 list.elts
                     .iter()
@@ -393,6 +418,7 @@ impl<'a> Compiler<'a> {
             Value::PxFunction(name) => self.px_call(at, &name, args),
             Value::Method(plan, name) => self.method(at, plan, &name, args),
             Value::GroupByAgg(plan, keys) => self.aggregate(at, plan, &keys, args),
+            Value::UserFunction(name) => self.call_user(at, &name, args),
             other => Err(self.error(at, format!("{} cannot be called", other.kind()))),
         }
     }
@@ -486,6 +512,132 @@ impl<'a> Compiler<'a> {
             },
             _ => Err(self.error(at, format!("px.{name} cannot be called here"))),
         }
+    }
+
+    /// Calls a function of the script: its parameters are bound in a scope of their own
+    /// (over the script's globals), and its `return` value is the result.
+    fn call_user(&mut self, at: &impl Ranged, name: &str, mut args: Args) -> Result<Value> {
+        let Some(def) = self.functions.get(name).cloned() else {
+            return Err(self.error(at, format!("function '{name}' is not defined")));
+        };
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(at, "functions call each other too deeply"));
+        }
+        let mut scope = self.vars.clone();
+        for (i, param) in def.args.args.iter().enumerate() {
+            let param_name = param.def.arg.as_str();
+            let value = match args.take(i, param_name) {
+                Some(value) => value,
+                None => match &param.default {
+                    Some(default) => self.eval(default)?,
+                    None => {
+                        return Err(
+                            self.error(at, format!("{name}() is missing argument '{param_name}'"))
+                        );
+                    }
+                },
+            };
+            scope.insert(param_name.to_owned(), value);
+        }
+        let saved = std::mem::replace(&mut self.vars, scope);
+        self.depth += 1;
+        let mut result = Ok(());
+        for statement in &def.body {
+            result = self.statement(statement);
+            if result.is_err() || self.returned.is_some() {
+                break;
+            }
+        }
+        self.depth -= 1;
+        self.vars = saved;
+        let returned = self.returned.take();
+        result.map(|()| returned.unwrap_or(Value::None))
+    }
+
+    /// One of `exec_funcs`: string arguments parsed to the parameters' annotated types,
+    /// the returned DataFrame(s) become outputs.
+    fn exec_func(&mut self, call: &crate::FuncCall) -> Result<()> {
+        let Some(def) = self.functions.get(&call.name).cloned() else {
+            return Err(CompileError {
+                line: 1,
+                column: 1,
+                message: format!("function '{}' not found in the script", call.name),
+            });
+        };
+        let mut keywords = Vec::with_capacity(call.args.len());
+        for (arg, text) in &call.args {
+            let Some(param) = def.args.args.iter().find(|p| p.def.arg.as_str() == arg) else {
+                return Err(self.error(&def, format!("{}() has no parameter '{arg}'", call.name)));
+            };
+            let annotation = param
+                .def
+                .annotation
+                .as_deref()
+                .map(annotation_name)
+                .unwrap_or_default();
+            let value = match annotation.as_str() {
+                "int" => text.parse().map(Value::Int).map_err(|_| {
+                    self.error(
+                        &param.def,
+                        format!("argument '{arg}' must be an integer, not {text:?}"),
+                    )
+                })?,
+                "float" => text.parse().map(Value::Float).map_err(|_| {
+                    self.error(
+                        &param.def,
+                        format!("argument '{arg}' must be a number, not {text:?}"),
+                    )
+                })?,
+                "bool" => match text.to_ascii_lowercase().as_str() {
+                    "true" | "1" => Value::Bool(true),
+                    "false" | "0" => Value::Bool(false),
+                    _ => {
+                        return Err(self.error(
+                            &param.def,
+                            format!("argument '{arg}' must be true or false, not {text:?}"),
+                        ));
+                    }
+                },
+                _ => Value::Str(text.clone()),
+            };
+            keywords.push((arg.clone(), value));
+        }
+        let result = self.call_user(
+            &def,
+            &call.name,
+            Args {
+                positional: Vec::new(),
+                keywords,
+            },
+        )?;
+        let prefix = if call.output_prefix.is_empty() {
+            call.name.clone()
+        } else {
+            call.output_prefix.clone()
+        };
+        match result {
+            Value::DataFrame(plan) => self.outputs.push(Output { name: prefix, plan }),
+            Value::List(values) => {
+                for (i, value) in values.into_iter().enumerate() {
+                    let Value::DataFrame(plan) = value else {
+                        return Err(
+                            self.error(&def, format!("{}() must return DataFrames", call.name))
+                        );
+                    };
+                    self.outputs.push(Output {
+                        name: format!("{prefix}[{i}]"),
+                        plan,
+                    });
+                }
+            }
+            other => {
+                return Err(self.error(
+                    &def,
+                    format!("{}() returned {}, not a DataFrame", call.name, other.kind()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `px.GetTables()` and `px.GetSchemas()`: the catalog as a table.
@@ -819,6 +971,15 @@ impl<'a> Compiler<'a> {
             (ast::UnaryOp::USub, value) => Ok(Value::Column(-self.to_expr(at, value)?)),
             _ => Err(self.error(at, "this operator is not supported in PxL")),
         }
+    }
+}
+
+/// The name of a parameter's annotation: `str`, `int`, or `px.Service` as `Service`.
+fn annotation_name(annotation: &ast::Expr) -> String {
+    match annotation {
+        ast::Expr::Name(name) => name.id.to_string(),
+        ast::Expr::Attribute(attribute) => attribute.attr.to_string(),
+        _ => String::new(),
     }
 }
 

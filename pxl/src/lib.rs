@@ -35,6 +35,21 @@ pub struct CompileOptions {
     /// Row limit on each output table unless the script sets
     /// `#px:set max_output_rows_per_table=N` (Pixie's default: 10,000).
     pub max_output_rows: usize,
+    /// Functions of the script to call, with string arguments parsed to the types the
+    /// function's parameters are annotated with (`ExecuteScriptRequest.exec_funcs`).
+    /// When there are any, only their results are output.
+    pub exec_funcs: Vec<FuncCall>,
+}
+
+/// A call of one of the script's functions, as the API asks for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FuncCall {
+    /// The function's name.
+    pub name: String,
+    /// Argument name and value, as text.
+    pub args: Vec<(String, String)>,
+    /// Name of the output table (`prefix[i]` when the function returns a list).
+    pub output_prefix: String,
 }
 
 impl CompileOptions {
@@ -44,6 +59,7 @@ impl CompileOptions {
         Self {
             now_ns,
             max_output_rows: 10_000,
+            exec_funcs: Vec::new(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) enum Value {
     GroupBy(LogicalPlan, Vec<String>),
     /// `df.groupby(keys).agg`, not yet called.
     GroupByAgg(LogicalPlan, Vec<String>),
+    /// A function the script defines.
+    UserFunction(String),
 }
 
 impl Value {
@@ -47,6 +49,7 @@ impl Value {
             Value::Column(_) => "a column expression",
             Value::Method(..) | Value::GroupByAgg(..) => "a method",
             Value::GroupBy(..) => "a groupby (call .agg on it)",
+            Value::UserFunction(_) => "a function",
         }
     }
 }

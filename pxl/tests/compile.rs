@@ -215,6 +215,100 @@ px.display(px.GetSchemas(), 'schemas')
     assert_eq!(types.value(4), "UINT128");
 }
 
+const FUNCTIONS: &str = "import px
+
+def slow(start_time: str, min_latency: int, label: str = 'slow'):
+    df = px.DataFrame('http_events', start_time=start_time)
+    df = df[df.latency >= min_latency]
+    df.label = label
+    return df
+
+def both(start_time: str):
+    return [slow(start_time, 0), slow(start_time, 95000, 'slowest')]
+
+px.display(slow('-10s', 0), 'direct')
+";
+
+async fn run_funcs(calls: Vec<pxl::FuncCall>) -> Result<Vec<(String, usize)>, CompileError> {
+    let catalog = Catalog(table());
+    let mut options = CompileOptions::at(NOW);
+    options.exec_funcs = calls;
+    let compiled = compile(FUNCTIONS, &catalog, &options)?;
+    let ctx = SessionContext::new();
+    let mut out = Vec::new();
+    for output in compiled.outputs {
+        let batches = ctx
+            .execute_logical_plan(output.plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        out.push((output.name, rows(&batches)));
+    }
+    Ok(out)
+}
+
+fn call(name: &str, args: &[(&str, &str)], prefix: &str) -> pxl::FuncCall {
+    pxl::FuncCall {
+        name: name.to_owned(),
+        args: args
+            .iter()
+            .map(|(a, v)| ((*a).to_owned(), (*v).to_owned()))
+            .collect(),
+        output_prefix: prefix.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn functions_run_directly_and_through_exec_funcs() {
+    // Without exec_funcs the script's own display runs.
+    assert_eq!(
+        run_funcs(Vec::new()).await.unwrap(),
+        vec![("direct".to_owned(), 10)]
+    );
+    // With them, only the functions' results are output, with arguments parsed by annotation.
+    let out = run_funcs(vec![
+        call(
+            "slow",
+            &[("start_time", "-20s"), ("min_latency", "85000")],
+            "recent_slow",
+        ),
+        call("both", &[("start_time", "-10s")], "pair"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            ("recent_slow".to_owned(), 15),
+            ("pair[0]".to_owned(), 10),
+            ("pair[1]".to_owned(), 5),
+        ]
+    );
+    let bad = run_funcs(vec![call(
+        "slow",
+        &[("start_time", "-5m"), ("min_latency", "lots")],
+        "x",
+    )])
+    .await
+    .unwrap_err();
+    assert!(bad.message.contains("must be an integer"), "{bad}");
+    assert_eq!(bad.line, 3);
+    let missing = run_funcs(vec![call("slow", &[("start_time", "-5m")], "x")])
+        .await
+        .unwrap_err();
+    assert!(
+        missing.message.contains("missing argument 'min_latency'"),
+        "{missing}"
+    );
+    let unknown = run_funcs(vec![call("nope", &[], "x")]).await.unwrap_err();
+    assert!(
+        unknown.message.contains("function 'nope' not found"),
+        "{unknown}"
+    );
+}
+
 #[test]
 fn mistakes_are_reported_with_line_and_column() {
     let cases = [
