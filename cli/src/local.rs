@@ -93,6 +93,9 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
         tonic::transport::Server::builder()
             .add_service(
                 kelvin::Kelvin::new(std::sync::Arc::clone(&store))
+                    .with_hostname(hostname())
+                    .with_cmdlines(std::sync::Arc::new(Cmdlines(pem.processes())))
+                    .with_agents(vec![local_agent()])
                     .into_server(args.api_key.clone()),
             )
             .serve_with_incoming_shutdown(
@@ -149,6 +152,44 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// This machine's name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The one agent of `px local`: this process's PEM.
+fn local_agent() -> pxl::AgentInfo {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    pxl::AgentInfo {
+        agent_id: (u128::from(std::process::id()) << 64) | u128::from(now.unsigned_abs()),
+        asid: 0,
+        hostname: hostname(),
+        ip_address: "127.0.0.1".to_owned(),
+        agent_state: "AGENT_STATE_HEALTHY".to_owned(),
+        create_time_ns: now,
+        last_heartbeat_ns: 0,
+    }
+}
+
+/// Command lines from the processes the PEM has seen.
+struct Cmdlines(std::sync::Arc<vizier_pem::ProcessTable>);
+
+impl std::fmt::Debug for Cmdlines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmdlines(the PEM's process table)")
+    }
+}
+
+impl pxl::CmdlineLookup for Cmdlines {
+    fn cmdline(&self, upid: u128) -> Option<String> {
+        self.0.get(upid).map(|p| p.cmdline)
+    }
 }
 
 fn describe_storage(store: &TableStore, memory_limit: u64) -> String {

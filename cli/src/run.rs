@@ -19,6 +19,10 @@ pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:50300";
 /// The scripts that come with px: (name, source). The first comment line describes it.
 const SCRIPTS: &[(&str, &str)] = &[
     (
+        "px/agent_status",
+        include_str!("../scripts/px/agent_status.pxl"),
+    ),
+    (
         "px/conn_stats",
         include_str!("../scripts/px/conn_stats.pxl"),
     ),
@@ -27,6 +31,7 @@ const SCRIPTS: &[(&str, &str)] = &[
         "px/http_request_stats",
         include_str!("../scripts/px/http_request_stats.pxl"),
     ),
+    ("px/schemas", include_str!("../scripts/px/schemas.pxl")),
 ];
 
 fn description(source: &str) -> &str {
@@ -268,6 +273,19 @@ mod tests {
             format_time(1_795_337_936_255_147_452),
             "2026-11-22T08:58:56.255147452Z"
         );
+    }
+
+    #[test]
+    fn every_script_file_is_bundled() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/px");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().replace(".pxl", ""))
+            .map(|name| format!("px/{name}"))
+            .collect();
+        files.sort();
+        let bundled: Vec<String> = SCRIPTS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(files, bundled);
     }
 
     #[test]

@@ -36,13 +36,42 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Kelvin {
     store: Arc<TableStore>,
+    hostname: String,
+    cmdlines: Option<Arc<dyn pxl::CmdlineLookup>>,
+    agents: Vec<pxl::AgentInfo>,
 }
 
 impl Kelvin {
     /// A query node answering from `store`.
     #[must_use]
     pub fn new(store: Arc<TableStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            hostname: String::new(),
+            cmdlines: None,
+            agents: Vec::new(),
+        }
+    }
+
+    /// The host the data comes from (`df.ctx['hostname']`, `df.ctx['node']`).
+    #[must_use]
+    pub fn with_hostname(mut self, hostname: String) -> Self {
+        self.hostname = hostname;
+        self
+    }
+
+    /// Where `df.ctx['cmdline']` finds command lines.
+    #[must_use]
+    pub fn with_cmdlines(mut self, cmdlines: Arc<dyn pxl::CmdlineLookup>) -> Self {
+        self.cmdlines = Some(cmdlines);
+        self
+    }
+
+    /// The agents `px.GetAgentStatus()` lists.
+    #[must_use]
+    pub fn with_agents(mut self, agents: Vec<pxl::AgentInfo>) -> Self {
+        self.agents = agents;
+        self
     }
 
     /// The gRPC service, requiring `token` on every request when one is given.
@@ -55,7 +84,7 @@ impl Kelvin {
     }
 }
 
-struct StoreCatalog<'a>(&'a TableStore);
+struct StoreCatalog<'a>(&'a TableStore, &'a [pxl::AgentInfo]);
 
 impl pxl::TableCatalog for StoreCatalog<'_> {
     fn table(&self, name: &str) -> Option<Arc<dyn TableSource>> {
@@ -69,6 +98,10 @@ impl pxl::TableCatalog for StoreCatalog<'_> {
             .iter()
             .map(|t| t.schema().name.clone())
             .collect()
+    }
+
+    fn agents(&self) -> Vec<pxl::AgentInfo> {
+        self.1.to_vec()
     }
 }
 
@@ -129,7 +162,10 @@ impl VizierService for Kelvin {
                 output_prefix: f.output_table_prefix.clone(),
             })
             .collect();
-        let compiled = pxl::compile(&request.query_str, &StoreCatalog(&self.store), &options);
+        options.hostname.clone_from(&self.hostname);
+        options.cmdlines = self.cmdlines.clone();
+        let catalog = StoreCatalog(&self.store, &self.agents);
+        let compiled = pxl::compile(&request.query_str, &catalog, &options);
         let compilation_ns = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         match compiled {

@@ -319,6 +319,7 @@ impl<'a> Compiler<'a> {
             Value::DataFrame(plan) if DATAFRAME_METHODS.contains(&name) => {
                 Ok(Value::Method(plan, name.to_owned()))
             }
+            Value::DataFrame(plan) if name == "ctx" => Ok(Value::Context(plan)),
             Value::DataFrame(plan) => self.column(at, &plan, name),
             Value::GroupBy(plan, keys) if name == "agg" => Ok(Value::GroupByAgg(plan, keys)),
             other => Err(self.error(at, format!("{} has no attribute '{name}'", other.kind()))),
@@ -345,8 +346,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn subscript(&mut self, at: &ast::Expr, subscript: &ast::ExprSubscript) -> Result<Value> {
-        let Value::DataFrame(plan) = self.eval(&subscript.value)? else {
-            return Err(self.error(at, "only DataFrames can be indexed"));
+        let plan = match self.eval(&subscript.value)? {
+            Value::DataFrame(plan) => plan,
+            Value::Context(plan) => return self.context(at, &plan, &subscript.slice),
+            _ => return Err(self.error(at, "only DataFrames can be indexed")),
         };
         match self.eval(&subscript.slice)? {
             Value::Str(name) => self.column(at, &plan, &name),
@@ -364,6 +367,36 @@ impl<'a> Compiler<'a> {
                 format!("a DataFrame is indexed by a column name, a list of names or a condition, not {}", other.kind()),
             )),
         }
+    }
+
+    /// `df.ctx['key']`: what this host can tell about a row's process. Kubernetes keys
+    /// (pod, service, namespace, ...) are empty until cluster metadata is available.
+    fn context(&mut self, at: &ast::Expr, plan: &LogicalPlan, key: &ast::Expr) -> Result<Value> {
+        let Value::Str(key) = self.eval(key)? else {
+            return Err(self.error(at, "df.ctx is indexed by a name, e.g. df.ctx['pid']"));
+        };
+        let upid = || -> Result<Expr> {
+            match self.column(at, plan, "upid")? {
+                Value::Column(upid) => Ok(upid),
+                _ => Err(self.error(at, "df.ctx needs a upid column")),
+            }
+        };
+        Ok(Value::Column(match key.as_str() {
+            "pid" => crate::functions::UpidToPid::udf().call(vec![upid()?]),
+            "cmdline" | "cmd" => match &self.options.cmdlines {
+                Some(lookup) => {
+                    crate::functions::UpidToCmdline::udf(Arc::clone(lookup)).call(vec![upid()?])
+                }
+                None => lit(""),
+            },
+            "hostname" | "host" | "node_name" | "node" => lit(self.options.hostname.clone()),
+            "pod_name" | "pod" | "pod_id" | "service_name" | "service" | "service_id"
+            | "namespace" | "container_name" | "container" | "container_id" | "deployment_name"
+            | "deployment" | "deployment_id" | "replicaset_name" | "replica_set" | "replicaset"
+            | "replicaset_id" | "replica_set_id" => lit(""),
+            "asid" => lit(0i64),
+            other => return Err(self.error(at, format!("df.ctx has no key '{other}'"))),
+        }))
     }
 
     fn column_names(
@@ -498,6 +531,7 @@ impl<'a> Compiler<'a> {
                 _ => Err(self.error(at, format!("px.{name} needs a whole number"))),
             },
             "GetTables" | "GetSchemas" => self.catalog_table(at, name),
+            "GetAgentStatus" => self.agent_status(at),
             "contains" => match (args.take(0, "s"), args.take(1, "substr")) {
                 (Some(Value::Column(s)), Some(Value::Str(sub))) => {
                     let pattern = format!(
@@ -638,6 +672,66 @@ impl<'a> Compiler<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `px.GetAgentStatus()`: the agents answering queries, with Pixie's columns.
+    fn agent_status(&self, at: &ast::Expr) -> Result<Value> {
+        use datafusion::arrow::array::{
+            ArrayRef, FixedSizeBinaryArray, Int64Array, StringArray, TimestampNanosecondArray,
+        };
+        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        use datafusion::arrow::record_batch::RecordBatch;
+
+        let agents = self.catalog.agents();
+        let typed = |name: &str, data_type: DataType, px: &str| {
+            Field::new(name, data_type, false)
+                .with_metadata(HashMap::from([("px.data_type".to_owned(), px.to_owned())]))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            typed("agent_id", DataType::FixedSizeBinary(16), "UINT128"),
+            typed("asid", DataType::Int64, "INT64"),
+            typed("hostname", DataType::Utf8, "STRING"),
+            typed("ip_address", DataType::Utf8, "STRING"),
+            typed("agent_state", DataType::Utf8, "STRING"),
+            typed(
+                "create_time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                "TIME64NS",
+            ),
+            typed("last_heartbeat_ns", DataType::Int64, "INT64"),
+        ]));
+        let internal = |e: datafusion::error::DataFusionError| {
+            self.error(at, format!("internal error: {}", e.strip_backtrace()))
+        };
+        let ids =
+            FixedSizeBinaryArray::try_from_iter(agents.iter().map(|a| a.agent_id.to_be_bytes()))
+                .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ids),
+            Arc::new(Int64Array::from_iter_values(agents.iter().map(|a| a.asid))),
+            Arc::new(StringArray::from_iter_values(
+                agents.iter().map(|a| a.hostname.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                agents.iter().map(|a| a.ip_address.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                agents.iter().map(|a| a.agent_state.as_str()),
+            )),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                agents.iter().map(|a| a.create_time_ns),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                agents.iter().map(|a| a.last_heartbeat_ns),
+            )),
+        ];
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| internal(e.into()))?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(internal)?;
+        let source = datafusion::datasource::provider_as_source(Arc::new(table));
+        self.plan(at, LogicalPlanBuilder::scan("GetAgentStatus", source, None))
+            .map(Value::DataFrame)
     }
 
     /// `px.GetTables()` and `px.GetSchemas()`: the catalog as a table.
@@ -1051,6 +1145,7 @@ const PX_FUNCTIONS: &[&str] = &[
     "milliseconds",
     "GetTables",
     "GetSchemas",
+    "GetAgentStatus",
 ];
 
 /// DataFrame methods (any other attribute is a column).

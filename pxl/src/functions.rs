@@ -67,6 +67,84 @@ impl ScalarUDFImpl for UpidToPid {
     }
 }
 
+/// Looks up a process's command line by UPID at query time (`df.ctx['cmdline']`).
+pub trait CmdlineLookup: Send + Sync + std::fmt::Debug {
+    /// The command line, if the process is known.
+    fn cmdline(&self, upid: u128) -> Option<String>;
+}
+
+/// `df.ctx['cmdline']`: the command line behind each UPID.
+pub(crate) struct UpidToCmdline {
+    signature: Signature,
+    lookup: Arc<dyn CmdlineLookup>,
+}
+
+impl std::fmt::Debug for UpidToCmdline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpidToCmdline")
+    }
+}
+
+// One instance per compiled script: equal only to itself.
+impl PartialEq for UpidToCmdline {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.lookup, &other.lookup)
+    }
+}
+
+impl Eq for UpidToCmdline {}
+
+impl std::hash::Hash for UpidToCmdline {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.lookup).cast::<()>().hash(state);
+    }
+}
+
+impl UpidToCmdline {
+    pub(crate) fn udf(lookup: Arc<dyn CmdlineLookup>) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::exact(vec![DataType::FixedSizeBinary(16)], Volatility::Stable),
+            lookup,
+        }))
+    }
+}
+
+impl ScalarUDFImpl for UpidToCmdline {
+    fn name(&self) -> &str {
+        "upid_to_cmdline"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return exec_err!("upid_to_cmdline takes one argument");
+        };
+        let array = arg.to_array(args.number_rows)?;
+        let Some(upids) = array
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::FixedSizeBinaryArray>()
+        else {
+            return exec_err!("df.ctx['cmdline'] needs a UINT128 (UPID) column");
+        };
+        let lines: datafusion::arrow::array::StringArray = (0..upids.len())
+            .map(|i| {
+                let upid = <[u8; 16]>::try_from(upids.value(i))
+                    .ok()
+                    .map(u128::from_be_bytes)?;
+                Some(self.lookup.cmdline(upid).unwrap_or_default())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(lines) as ArrayRef))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

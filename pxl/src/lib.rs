@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{LogicalPlan, TableSource};
 
 pub use error::CompileError;
+pub use functions::CmdlineLookup;
 pub use time::parse_duration_ns;
 
 /// Where the compiler finds tables.
@@ -25,6 +26,29 @@ pub trait TableCatalog {
     fn table(&self, name: &str) -> Option<Arc<dyn TableSource>>;
     /// Every table's name, for `px.GetTables()` and `px.GetSchemas()`.
     fn table_names(&self) -> Vec<String>;
+    /// The agents (PEMs) answering queries, for `px.GetAgentStatus()`.
+    fn agents(&self) -> Vec<AgentInfo> {
+        Vec::new()
+    }
+}
+
+/// One agent (PEM), as `px.GetAgentStatus()` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// The agent's id.
+    pub agent_id: u128,
+    /// Its short id (the high bits of the UPIDs it writes).
+    pub asid: i64,
+    /// The host it runs on.
+    pub hostname: String,
+    /// Its IP address.
+    pub ip_address: String,
+    /// `AGENT_STATE_HEALTHY`, or what is wrong.
+    pub agent_state: String,
+    /// When it started, ns since the epoch.
+    pub create_time_ns: i64,
+    /// Nanoseconds since it was last heard from.
+    pub last_heartbeat_ns: i64,
 }
 
 /// What the caller decides for a compilation.
@@ -39,6 +63,10 @@ pub struct CompileOptions {
     /// function's parameters are annotated with (`ExecuteScriptRequest.exec_funcs`).
     /// When there are any, only their results are output.
     pub exec_funcs: Vec<FuncCall>,
+    /// This host's name, for `df.ctx['hostname']` and `df.ctx['node']`.
+    pub hostname: String,
+    /// Command lines by UPID, for `df.ctx['cmdline']` (empty without one).
+    pub cmdlines: Option<Arc<dyn CmdlineLookup>>,
 }
 
 /// A call of one of the script's functions, as the API asks for it.
@@ -60,6 +88,8 @@ impl CompileOptions {
             now_ns,
             max_output_rows: 10_000,
             exec_funcs: Vec::new(),
+            hostname: String::new(),
+            cmdlines: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) enum Value {
     GroupByAgg(LogicalPlan, Vec<String>),
     /// A function the script defines.
     UserFunction(String),
+    /// `df.ctx`: metadata looked up from a dataframe's `upid`.
+    Context(LogicalPlan),
 }
 
 impl Value {
@@ -50,6 +52,7 @@ impl Value {
             Value::Method(..) | Value::GroupByAgg(..) => "a method",
             Value::GroupBy(..) => "a groupby (call .agg on it)",
             Value::UserFunction(_) => "a function",
+            Value::Context(_) => "df.ctx (index it: df.ctx['pid'])",
         }
     }
 }

@@ -378,3 +378,57 @@ fn hostile_inputs_are_refused_cleanly() {
     let not_utf8 = String::from_utf8_lossy(b"import px\nx = '\xff\xfe'\n").into_owned();
     assert!(compile(&not_utf8, &Catalog(table()), &CompileOptions::at(NOW)).is_ok());
 }
+
+#[derive(Debug)]
+struct FakeCmdlines;
+
+impl pxl::CmdlineLookup for FakeCmdlines {
+    fn cmdline(&self, upid: u128) -> Option<String> {
+        Some(format!("server --pid {}", (upid >> 64) as u32))
+    }
+}
+
+#[tokio::test]
+async fn context_keys_answer_from_this_host() {
+    let catalog = Catalog(table());
+    let mut options = CompileOptions::at(NOW);
+    options.hostname = "node-1".to_owned();
+    options.cmdlines = Some(Arc::new(FakeCmdlines));
+    let script = "import px
+df = px.DataFrame('http_events').head(1)
+df.pid = df.ctx['pid']
+df.cmd = df.ctx['cmdline']
+df.node = df.ctx['node']
+df.pod = df.ctx['pod']
+px.display(df[['pid', 'cmd', 'node', 'pod']])
+";
+    let compiled = compile(script, &catalog, &options).unwrap();
+    let ctx = SessionContext::new();
+    let plan = compiled.outputs.into_iter().next().unwrap().plan;
+    let batches = ctx
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = |name: &str| {
+        batches[0]
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
+    assert_eq!(ints(&batches, "pid"), vec![4000]);
+    assert_eq!(text("cmd"), "server --pid 4000");
+    assert_eq!(text("node"), "node-1");
+    assert_eq!(text("pod"), "", "no cluster metadata in local mode");
+    let e = compile(
+        "import px\ndf = px.DataFrame('http_events')\nx = df.ctx['bogus']\n",
+        &catalog,
+        &options,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("df.ctx has no key 'bogus'"), "{e}");
+}
