@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::{Column, ScalarValue};
-use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{approx_percentile_cont, avg, count, max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit, when};
 use rustpython_parser::ast::{self, Ranged};
 use rustpython_parser::{Mode, parse};
@@ -504,6 +504,15 @@ impl<'a> Compiler<'a> {
                     .map_err(|e| self.error(at, e.strip_backtrace()))?;
                 Ok(Value::Column(case))
             }
+            "pluck_float64" => match (args.take(0, "json"), args.take(1, "key")) {
+                (Some(Value::Column(json)), Some(Value::Str(key))) => Ok(Value::Column(
+                    crate::functions::PluckFloat64::udf().call(vec![json, lit(key)]),
+                )),
+                _ => Err(self.error(
+                    at,
+                    "px.pluck_float64 needs a column and a key, e.g. px.pluck_float64(df.q, 'p99')",
+                )),
+            },
             "upid_to_pid" => match args.take(0, "upid") {
                 Some(Value::Column(upid)) => Ok(Value::Column(
                     crate::functions::UpidToPid::udf().call(vec![upid]),
@@ -930,8 +939,115 @@ impl<'a> Compiler<'a> {
                 Ok(Value::GroupBy(plan, keys))
             }
             "agg" => self.aggregate(at, plan, &[], args),
+            "merge" => self.merge(at, plan, args),
+            "append" => match args.take(0, "other") {
+                Some(Value::DataFrame(other)) => self
+                    .plan(at, LogicalPlanBuilder::from(plan).union(other))
+                    .map(Value::DataFrame),
+                _ => Err(self.error(at, "append takes a DataFrame with the same columns")),
+            },
             _ => Err(self.error(at, format!("DataFrame.{name} is not supported yet"))),
         }
+    }
+
+    /// `left.merge(right, how='inner', left_on=[...], right_on=[...], suffixes=['_x', '_y'])`:
+    /// a join on equal keys; columns both sides have get the suffixes, as in pandas.
+    fn merge(&mut self, at: &ast::Expr, left: LogicalPlan, mut args: Args) -> Result<Value> {
+        use datafusion::logical_expr::JoinType;
+        let Some(Value::DataFrame(right)) = args.take(0, "right") else {
+            return Err(self.error(at, "merge needs the DataFrame to join with"));
+        };
+        let how = match args.take(1, "how") {
+            None => JoinType::Inner,
+            Some(Value::Str(how)) => match how.as_str() {
+                "inner" => JoinType::Inner,
+                "left" => JoinType::Left,
+                "right" => JoinType::Right,
+                "outer" => JoinType::Full,
+                other => {
+                    return Err(self.error(
+                        at,
+                        format!("merge how='{other}' is not one of inner, left, right, outer"),
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(self.error(
+                    at,
+                    format!("merge how must be a string, not {}", other.kind()),
+                ));
+            }
+        };
+        let keys = |this: &mut Self,
+                    value: Option<Value>,
+                    plan: &LogicalPlan,
+                    side: &str|
+         -> Result<Vec<String>> {
+            match value {
+                Some(Value::Str(name)) => this.column_names(at, plan, vec![Value::Str(name)]),
+                Some(Value::List(names)) => this.column_names(at, plan, names),
+                _ => Err(this.error(
+                    at,
+                    format!("merge needs {side}_on: a column name or a list of names"),
+                )),
+            }
+        };
+        let left_on = keys(self, args.take(2, "left_on"), &left, "left")?;
+        let right_on = keys(self, args.take(3, "right_on"), &right, "right")?;
+        if left_on.len() != right_on.len() {
+            return Err(self.error(at, "left_on and right_on must name as many columns"));
+        }
+        let (suffix_x, suffix_y) = match args.take(4, "suffixes") {
+            None => ("_x".to_owned(), "_y".to_owned()),
+            Some(Value::List(pair)) => match pair.as_slice() {
+                [Value::Str(x), Value::Str(y)] => (x.clone(), y.clone()),
+                _ => return Err(self.error(at, "suffixes must be two strings")),
+            },
+            Some(other) => {
+                return Err(
+                    self.error(at, format!("suffixes must be a list, not {}", other.kind()))
+                );
+            }
+        };
+        let names = |plan: &LogicalPlan| -> Vec<String> {
+            plan.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        };
+        let (left_names, right_names) = (names(&left), names(&right));
+        let left = self.plan(at, LogicalPlanBuilder::from(left).alias("__left"))?;
+        let right = self.plan(at, LogicalPlanBuilder::from(right).alias("__right"))?;
+        let left_keys: Vec<Column> = left_on
+            .iter()
+            .map(|k| Column::new(Some("__left"), k))
+            .collect();
+        let right_keys: Vec<Column> = right_on
+            .iter()
+            .map(|k| Column::new(Some("__right"), k))
+            .collect();
+        let joined = LogicalPlanBuilder::from(left)
+            .join(right, how, (left_keys, right_keys), None)
+            .map_err(|e| self.error(at, e.strip_backtrace()))?;
+        let output = |qualifier: &str, name: &String, others: &[String], suffix: &str| {
+            let column = Expr::Column(Column::new(Some(qualifier), name));
+            if others.contains(name) {
+                column.alias(format!("{name}{suffix}"))
+            } else {
+                column.alias(name)
+            }
+        };
+        let mut exprs: Vec<Expr> = left_names
+            .iter()
+            .map(|n| output("__left", n, &right_names, &suffix_x))
+            .collect();
+        exprs.extend(
+            right_names
+                .iter()
+                .map(|n| output("__right", n, &left_names, &suffix_y)),
+        );
+        self.plan(at, joined.project(exprs)).map(Value::DataFrame)
     }
 
     /// `groupby(keys).agg(out=(column, px.fn), ...)`; with no keys, over the whole table.
@@ -949,6 +1065,11 @@ impl<'a> Compiler<'a> {
             ));
         }
         let mut aggregates = Vec::with_capacity(args.keywords.len());
+        // What the caller sees: the keys, plain aggregates by name, quantiles built from parts.
+        let mut outputs: Vec<Expr> = keys
+            .iter()
+            .map(|k| Expr::Column(Column::from_name(k.as_str())))
+            .collect();
         for (out, spec) in args.keywords {
             let Value::List(parts) = spec else {
                 return Err(self.error(at, format!("{out} must be a (column, function) pair")));
@@ -961,6 +1082,25 @@ impl<'a> Compiler<'a> {
             };
             self.column(at, &plan, column)?;
             let input = Expr::Column(Column::from_name(column.as_str()));
+            if function == "quantiles" {
+                let mut parts = Vec::with_capacity(crate::functions::QUANTILES.len());
+                for (name, percentile) in crate::functions::QUANTILES {
+                    let part = format!("__{out}_{name}");
+                    let sorted = input.clone().sort(true, false);
+                    aggregates
+                        .push(approx_percentile_cont(sorted, lit(percentile), None).alias(&part));
+                    parts.push(datafusion::logical_expr::cast(
+                        Expr::Column(Column::from_name(part)),
+                        datafusion::arrow::datatypes::DataType::Float64,
+                    ));
+                }
+                outputs.push(
+                    crate::functions::QuantilesJson::udf()
+                        .call(parts)
+                        .alias(&out),
+                );
+                continue;
+            }
             let aggregate = match function.as_str() {
                 "count" => count(input),
                 "sum" => sum(input),
@@ -973,16 +1113,16 @@ impl<'a> Compiler<'a> {
                     return Err(self.error(at, format!("px.{other} is not an aggregate function")));
                 }
             };
-            aggregates.push(aggregate.alias(out));
+            aggregates.push(aggregate.alias(&out));
+            outputs.push(Expr::Column(Column::from_name(out)));
         }
         let groups = keys
             .iter()
             .map(|k| Expr::Column(Column::from_name(k.as_str())));
-        self.plan(
-            at,
-            LogicalPlanBuilder::from(plan).aggregate(groups, aggregates),
-        )
-        .map(Value::DataFrame)
+        let builder = LogicalPlanBuilder::from(plan)
+            .aggregate(groups, aggregates)
+            .and_then(|b| b.project(outputs));
+        self.plan(at, builder).map(Value::DataFrame)
     }
 
     // ---- operators ----
@@ -1146,7 +1286,9 @@ const PX_FUNCTIONS: &[&str] = &[
     "GetTables",
     "GetSchemas",
     "GetAgentStatus",
+    "quantiles",
+    "pluck_float64",
 ];
 
 /// DataFrame methods (any other attribute is a column).
-const DATAFRAME_METHODS: &[&str] = &["head", "drop", "groupby", "agg"];
+const DATAFRAME_METHODS: &[&str] = &["head", "drop", "groupby", "agg", "merge", "append"];

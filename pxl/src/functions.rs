@@ -67,6 +67,133 @@ impl ScalarUDFImpl for UpidToPid {
     }
 }
 
+/// Percentiles `px.quantiles` reports, as Pixie names them.
+pub(crate) const QUANTILES: [(&str, f64); 5] = [
+    ("p01", 0.01),
+    ("p10", 0.1),
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+];
+
+/// Builds Pixie's quantiles value, a JSON object such as `{"p01":1,"p10":2,...}`, from
+/// one float column per percentile in [`QUANTILES`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct QuantilesJson {
+    signature: Signature,
+}
+
+impl QuantilesJson {
+    pub(crate) fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::exact(
+                vec![DataType::Float64; QUANTILES.len()],
+                Volatility::Immutable,
+            ),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for QuantilesJson {
+    fn name(&self) -> &str {
+        "quantiles"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(args.number_rows))
+            .collect::<Result<Vec<_>>>()?;
+        let columns: Vec<&datafusion::arrow::array::Float64Array> = arrays
+            .iter()
+            .filter_map(|a| a.as_any().downcast_ref())
+            .collect();
+        if columns.len() != QUANTILES.len() {
+            return exec_err!("quantiles takes {} float columns", QUANTILES.len());
+        }
+        let json: datafusion::arrow::array::StringArray = (0..args.number_rows)
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for ((name, _), column) in QUANTILES.iter().zip(&columns) {
+                    let value = if column.is_valid(row) {
+                        column.value(row)
+                    } else {
+                        f64::NAN
+                    };
+                    object.insert((*name).to_owned(), serde_json::json!(value));
+                }
+                Some(serde_json::Value::Object(object).to_string())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(json) as ArrayRef))
+    }
+}
+
+/// `px.pluck_float64(json, key)`: a number from a JSON object string, NULL when absent.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PluckFloat64 {
+    signature: Signature,
+}
+
+impl PluckFloat64 {
+    pub(crate) fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for PluckFloat64 {
+    fn name(&self) -> &str {
+        "pluck_float64"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [json, key] = args.args.as_slice() else {
+            return exec_err!("pluck_float64 takes a JSON column and a key");
+        };
+        let (json, key) = (
+            json.to_array(args.number_rows)?,
+            key.to_array(args.number_rows)?,
+        );
+        let (Some(json), Some(key)) = (
+            json.as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>(),
+            key.as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>(),
+        ) else {
+            return exec_err!("pluck_float64 takes a string column and a string key");
+        };
+        let values: datafusion::arrow::array::Float64Array = (0..json.len())
+            .map(|i| {
+                let object: serde_json::Value = serde_json::from_str(json.value(i)).ok()?;
+                object.get(key.value(i))?.as_f64()
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(values) as ArrayRef))
+    }
+}
+
 /// Looks up a process's command line by UPID at query time (`df.ctx['cmdline']`).
 pub trait CmdlineLookup: Send + Sync + std::fmt::Debug {
     /// The command line, if the process is known.

@@ -432,3 +432,80 @@ px.display(df[['pid', 'cmd', 'node', 'pod']])
     .unwrap_err();
     assert!(e.message.contains("df.ctx has no key 'bogus'"), "{e}");
 }
+
+#[tokio::test]
+async fn merge_and_append() {
+    let script = "import px
+df = px.DataFrame('http_events')
+counts = df.groupby('service').agg(n=('latency', px.count))
+worst = df.groupby('service').agg(n=('latency', px.max))
+both = counts.merge(worst, how='inner', left_on='service', right_on='service', suffixes=['', '_max'])
+px.display(both, 'merged')
+errors = df[df.resp_status == 500]
+px.display(errors.append(errors), 'twice')
+";
+    let out = run(script).await;
+    let merged = &out[0].1;
+    assert_eq!(rows(merged), 3);
+    let names: Vec<String> = merged[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["service", "n", "service_max", "n_max"]);
+    assert_eq!(rows(&out[1].1), 20);
+    let e = compile(
+        "import px\ndf = px.DataFrame('http_events')\nx = df.merge(df, how='sideways', left_on='service', right_on='service')\n",
+        &Catalog(table()),
+        &CompileOptions::at(NOW),
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("is not one of inner, left, right, outer"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn quantiles_and_pluck() {
+    let script = "import px
+df = px.DataFrame('http_events')
+q = df.groupby('service').agg(lat=('latency', px.quantiles), n=('latency', px.count))
+q.p50 = px.pluck_float64(q.lat, 'p50')
+q.p99 = px.pluck_float64(q.lat, 'p99')
+px.display(q[['service', 'lat', 'p50', 'p99', 'n']])
+";
+    let out = run(script).await;
+    let batches = &out[0].1;
+    assert_eq!(rows(batches), 3);
+    let batch = &batches[0];
+    let lat = batch
+        .column_by_name("lat")
+        .unwrap()
+        .as_string::<i32>()
+        .value(0)
+        .to_owned();
+    assert!(
+        lat.starts_with("{\"p01\":") && lat.contains("\"p99\":"),
+        "{lat}"
+    );
+    let p50 = batch
+        .column_by_name("p50")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let p99 = batch
+        .column_by_name("p99")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    for i in 0..batch.num_rows() {
+        // Latencies are 0..99,000 in steps of 1,000 spread over three services.
+        assert!(
+            (40_000.0..60_000.0).contains(&p50.value(i)),
+            "{}",
+            p50.value(i)
+        );
+        assert!(p99.value(i) >= 95_000.0, "{}", p99.value(i));
+    }
+}
