@@ -37,7 +37,12 @@ fn fill(rows: usize) -> Arc<TableStore> {
         vec![
             ColumnSchema::new("time_", DataType::Time64Ns, SemanticType::None, ""),
             ColumnSchema::new("req_path", DataType::String, SemanticType::None, ""),
-            ColumnSchema::new("resp_status", DataType::Int64, SemanticType::HttpRespStatus, ""),
+            ColumnSchema::new(
+                "resp_status",
+                DataType::Int64,
+                SemanticType::HttpRespStatus,
+                "",
+            ),
             ColumnSchema::new("latency", DataType::Int64, SemanticType::DurationNs, ""),
         ],
     );
@@ -84,10 +89,16 @@ async fn direct(store: &TableStore) -> usize {
     let mut aggregates = vec![count(col("latency")).alias("n")];
     for (i, p) in [0.01, 0.1, 0.5, 0.9, 0.99].into_iter().enumerate() {
         aggregates.push(
-            approx_percentile_cont(col("latency").sort(true, false), lit(p), None).alias(format!("q{i}")),
+            approx_percentile_cont(col("latency").sort(true, false), lit(p), None)
+                .alias(format!("q{i}")),
         );
     }
-    let batches = df.aggregate(vec![col("resp_status")], aggregates).unwrap().collect().await.unwrap();
+    let batches = df
+        .aggregate(vec![col("resp_status")], aggregates)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
@@ -98,7 +109,10 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let rows: usize = std::env::var("ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1_000_000);
     let store = fill(rows);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -129,7 +143,18 @@ async fn main() {
     let (api, raw) = (median(api), median(raw));
     let per_sec = |d: Duration| rows as f64 / d.as_secs_f64();
     println!("rows: {rows}; groupby(resp_status) with count and quantiles; median of 5 runs");
-    println!("PxL through the API (gRPC, loopback): {:>12.0} rows/s ({:?})", per_sec(api), api);
-    println!("DataFusion directly, same batches:    {:>12.0} rows/s ({:?})", per_sec(raw), raw);
-    println!("API time / direct time: {:.2}", api.as_secs_f64() / raw.as_secs_f64());
+    println!(
+        "PxL through the API (gRPC, loopback): {:>12.0} rows/s ({:?})",
+        per_sec(api),
+        api
+    );
+    println!(
+        "DataFusion directly, same batches:    {:>12.0} rows/s ({:?})",
+        per_sec(raw),
+        raw
+    );
+    println!(
+        "API time / direct time: {:.2}",
+        api.as_secs_f64() / raw.as_secs_f64()
+    );
 }
