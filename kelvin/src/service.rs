@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::datasource::provider_as_source;
@@ -36,6 +37,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Kelvin {
     store: Arc<TableStore>,
+    running: Arc<AtomicUsize>,
     hostname: String,
     cmdlines: Option<Arc<dyn pxl::CmdlineLookup>>,
     agents: Vec<pxl::AgentInfo>,
@@ -47,10 +49,18 @@ impl Kelvin {
     pub fn new(store: Arc<TableStore>) -> Self {
         Self {
             store,
+            running: Arc::new(AtomicUsize::new(0)),
             hostname: String::new(),
             cmdlines: None,
             agents: Vec::new(),
         }
+    }
+
+    /// Queries executing now. A query ends when its results are sent, or as soon as its
+    /// client goes away.
+    #[must_use]
+    pub fn running_queries(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// The host the data comes from (`df.ctx['hostname']`, `df.ctx['node']`).
@@ -183,7 +193,11 @@ impl VizierService for Kelvin {
                 let _ = tx.try_send(Ok(response));
             }
             Ok(script) => {
-                tokio::spawn(execute(script, query_id, compilation_ns, tx));
+                let running = Running::start(Arc::clone(&self.running));
+                tokio::spawn(async move {
+                    execute(script, query_id, compilation_ns, tx).await;
+                    drop(running);
+                });
             }
         }
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -210,6 +224,22 @@ impl VizierService for Kelvin {
         Err(tonic::Status::unimplemented(
             "GenerateOTelScript is not supported by this Vizier yet",
         ))
+    }
+}
+
+/// Counts a query as running until dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -51,9 +51,13 @@ fn store() -> Arc<TableStore> {
 }
 
 async fn serve() -> Channel {
+    serve_kelvin(Kelvin::new(store())).await
+}
+
+async fn serve_kelvin(kelvin: Kelvin) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Kelvin::new(store()).into_server(Some(KEY.to_owned()));
+    let server = kelvin.into_server(Some(KEY.to_owned()));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
@@ -264,4 +268,37 @@ def latest(start_time: str, n: int):
         })
         .sum();
     assert_eq!(rows, 7);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_query() {
+    let kelvin = Kelvin::new(store());
+    let channel = serve_kelvin(kelvin.clone()).await;
+    // Far more than fits in the response buffer: the query waits on the client.
+    let script = "#px:set max_output_rows_per_table=10000000
+import px
+d1 = px.DataFrame('http_events')
+d2 = d1.append(d1)
+d4 = d2.append(d2)
+d8 = d4.append(d4)
+d16 = d8.append(d8)
+d32 = d16.append(d16)
+px.display(d32)
+";
+    let mut stream = VizierServiceClient::new(channel)
+        .execute_script(request(script, Some(("pixie-api-key", KEY))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    assert_eq!(kelvin.running_queries(), 1, "still sending");
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kelvin.running_queries() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query kept running after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
