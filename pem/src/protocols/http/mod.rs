@@ -157,6 +157,20 @@ fn append_record(
     rows.finish_row();
 }
 
+/// A connection with no addresses, for tests that look only at the per-record columns.
+#[cfg(test)]
+fn blank_conn(role: Role, boot_to_epoch_ns: i64) -> ConnMeta {
+    ConnMeta {
+        upid: 0,
+        remote_addr: String::new(),
+        remote_port: 0,
+        local_addr: String::new(),
+        local_port: 0,
+        role,
+        boot_to_epoch_ns,
+    }
+}
+
 /// One `http_events` row read back from a batch, for tests.
 #[cfg(test)]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,15 +398,7 @@ impl HttpConnection {
     /// Takes the completed records as rows (without the connection columns).
     #[cfg(test)]
     pub(crate) fn take_rows(&mut self, boot_to_epoch_ns: i64) -> Vec<HttpRow> {
-        let conn = ConnMeta {
-            upid: 0,
-            remote_addr: String::new(),
-            remote_port: 0,
-            local_addr: String::new(),
-            local_port: 0,
-            role: self.role,
-            boot_to_epoch_ns,
-        };
+        let conn = blank_conn(self.role, boot_to_epoch_ns);
         let mut rows = RowBuilder::new(&http_events_schema());
         self.drain(&conn, &mut rows);
         HttpRow::from_batch(&rows.finish())
@@ -956,15 +962,7 @@ mod tests {
                 ..HttpMessage::default()
             },
         };
-        let conn = ConnMeta {
-            upid: 0,
-            remote_addr: String::new(),
-            remote_port: 0,
-            local_addr: String::new(),
-            local_port: 0,
-            role: Role::Server,
-            boot_to_epoch_ns: i64::MAX,
-        };
+        let conn = blank_conn(Role::Server, i64::MAX);
         let mut rows = RowBuilder::new(&http_events_schema());
         append_record(&record, &conn, Role::Server, &mut rows, &mut String::new());
         let row = &HttpRow::from_batch(&rows.finish())[0];
