@@ -14,6 +14,8 @@
 //! `new()`.
 
 /// Pixie's public API, package `px.api.vizierpb`.
+pub mod process;
+
 #[allow(
     missing_docs,
     unreachable_pub,

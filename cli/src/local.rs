@@ -6,37 +6,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use px_tablestore::TableStore;
-use tokio::signal::unix::{SignalKind, signal};
-use vizier_pem::{Pem, PemConfig, tables};
+use vizier_pem::{Pem, tables};
 
 use crate::live_view::{HttpRowFormatter, header};
-use crate::quantity::{human_bytes, parse_bytes};
+use crate::quantity::human_bytes;
 
 /// How `px local` runs.
 #[derive(clap::Args)]
 pub(crate) struct LocalArgs {
-    /// Memory limit of the PEM, as a Kubernetes quantity. Tables get 60% of it.
-    #[arg(long, default_value = "2Gi", value_parser = parse_bytes)]
-    memory_limit: u64,
-    /// Bytes for all tables together [default: 60% of --memory-limit].
-    #[arg(long, value_parser = parse_bytes)]
-    table_store_limit: Option<u64>,
-    /// Share of the tables' memory given to http_events, in percent.
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u8).range(0..=100))]
-    http_events_percent: u8,
-    /// A fixed budget for one table, as TABLE=QUANTITY (e.g. conn_stats=16Mi); repeatable.
-    /// Taken out of the tables' memory before the rest is shared.
-    #[arg(long = "table-limit", value_name = "TABLE=QUANTITY", value_parser = parse_table_limit)]
-    table_limits: Vec<(String, u64)>,
-    /// Payload bytes copied from the kernel per syscall (1 to 8192).
-    #[arg(long, default_value_t = 8192)]
-    chunk_limit: u32,
-    /// Body bytes kept per HTTP message; the real size is recorded as well.
-    #[arg(long, default_value_t = 512)]
-    max_body_bytes: usize,
-    /// Size of the kernel-to-PEM ring buffer (a power of two).
-    #[arg(long, default_value = "8Mi", value_parser = parse_bytes)]
-    ring_buffer: u64,
+    #[command(flatten)]
+    pem: vizier_pem::PemArgs,
     /// Do not print requests; trace only.
     #[arg(long)]
     quiet: bool,
@@ -55,40 +34,12 @@ pub(crate) struct LocalArgs {
     stats_file: Option<PathBuf>,
 }
 
-impl LocalArgs {
-    fn pem_config(&self) -> anyhow::Result<PemConfig> {
-        let mut config = PemConfig::for_memory_limit(self.memory_limit);
-        config.budgets.table_store_bytes = self.table_store_limit;
-        config.budgets.http_events_percent = self.http_events_percent;
-        config.budgets.table_bytes = self.table_limits.iter().cloned().collect();
-        config.chunk_limit = self.chunk_limit;
-        config.max_body_bytes = self.max_body_bytes;
-        config.ring_buffer_bytes =
-            u32::try_from(self.ring_buffer).context("--ring-buffer must be below 4Gi")?;
-        Ok(config)
-    }
-}
-
-fn parse_table_limit(text: &str) -> Result<(String, u64), String> {
-    let (table, quantity) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} must be TABLE=QUANTITY, like conn_stats=16Mi"))?;
-    Ok((table.to_owned(), parse_bytes(quantity)?))
-}
-
 pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    let config = args.pem_config()?;
+    let config = args.pem.to_config()?;
     let pem = Pem::start(config)?;
     let store = pem.store();
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve the query API on {}; choose another with --addr",
-                args.addr
-            )
-        })?;
+    let incoming = px_api::process::listen(args.addr, "--addr").await?;
     let api = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -98,14 +49,11 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
                     .with_agents(vec![local_agent()])
                     .into_server(args.api_key.clone()),
             )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = api_stopped.await;
-                },
-            ),
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = api_stopped.await;
+            }),
     );
-    eprintln!("{}", describe_storage(&store, args.memory_limit));
+    eprintln!("{}", describe_storage(&store, args.pem.memory_limit));
     eprintln!(
         "Query API (Pixie's VizierService, no TLS, {}) on {}: try `px run px/http_data`.",
         if args.api_key.is_some() {
@@ -124,14 +72,13 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let deadline = args.duration_secs.map(Duration::from_secs);
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let shutdown = px_api::process::shutdown_signal()?;
+    tokio::pin!(shutdown);
     let mut view = LiveView::new(&store, HttpRowFormatter::new(pem.processes()), args.quiet);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            () = &mut shutdown => break,
             _ = tick.tick() => {
                 view.refresh(&store, &pem);
                 if deadline.is_some_and(|d| started.elapsed() >= d) {

@@ -143,12 +143,17 @@ static __always_inline struct px_config *get_config(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
-/* The tgid of the caller, or 0 when it must not be traced (the PEM itself). */
+/* The tgid of the caller, or 0 when it must not be traced (the PEM itself, or a
+ * process outside the configured cgroup). */
 static __always_inline __u32 traced_tgid(__u64 pid_tgid)
 {
 	__u32 tgid = pid_tgid >> 32;
 	struct px_config *cfg = get_config();
 	if (!cfg || cfg->self_tgid == tgid)
+		return 0;
+	/* A PEM scoped to one cgroup (a node's, when several share a machine) sees only
+	 * the processes under it. */
+	if (cfg->cgroup_id && bpf_get_current_ancestor_cgroup_id(cfg->cgroup_level) != cfg->cgroup_id)
 		return 0;
 	return tgid;
 }

@@ -46,7 +46,8 @@ struct px_config {
 	__u32 self_tgid;    /* the PEM itself: never traced */
 	__u32 chunk_limit;  /* bytes of payload copied per event, <= PX_MAX_CHUNK */
 	__u32 wakeup_bytes; /* wake the PEM only once this much is queued; it also polls */
-	__u32 _pad;
+	__u32 cgroup_level; /* depth of cgroup_id in the cgroup v2 hierarchy */
+	__u64 cgroup_id;    /* trace only this cgroup v2 and its descendants; 0 = all */
 };
 
 /* Both ends of a connection, read from the kernel's socket when it is opened. */

@@ -45,8 +45,10 @@ pub struct Config {
     pub chunk_limit: u32,
     /// Bytes queued in the ring buffer before the kernel wakes the PEM early.
     pub wakeup_bytes: u32,
-    /// Padding.
-    pub pad: u32,
+    /// Depth of `cgroup_id` in the cgroup v2 hierarchy (the root is 0).
+    pub cgroup_level: u32,
+    /// Trace only processes in this cgroup v2 or below it; 0 traces every process.
+    pub cgroup_id: u64,
 }
 
 /// `struct px_endpoints`: both ends of a connection, read from the kernel's socket.
@@ -158,7 +160,7 @@ unsafe impl aya::Pod for ConnInfo {}
 
 const _: () = {
     assert!(size_of::<ConnId>() == 16);
-    assert!(size_of::<Config>() == 16);
+    assert!(size_of::<Config>() == 24);
     assert!(size_of::<Endpoints>() == 40);
     assert!(size_of::<ConnInfo>() == 72);
     assert!(size_of::<EventHeader>() == 32);

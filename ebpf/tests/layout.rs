@@ -96,7 +96,8 @@ fn rust_mirrors_match_the_object_btf() {
     });
     check!(structs, "px_config", Config, {
         "self_tgid" => self_tgid, "chunk_limit" => chunk_limit,
-        "wakeup_bytes" => wakeup_bytes, "_pad" => pad,
+        "wakeup_bytes" => wakeup_bytes, "cgroup_level" => cgroup_level,
+        "cgroup_id" => cgroup_id,
     });
     check!(structs, "px_endpoints", Endpoints, {
         "raddr" => raddr, "laddr" => laddr, "family" => family, "rport" => rport,

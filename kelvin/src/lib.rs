@@ -4,13 +4,17 @@
 //! per output table, then its row batches (at most about 1 MB each, the last marked
 //! end-of-stream), then execution statistics.
 //!
-//! In `px local` Kelvin reads the PEM's table store in the same process.
+//! In `px local` Kelvin reads the PEM's table store in the same process; in a cluster it
+//! fans each query out to the PEMs' table services ([`RemotePems`]), pushing down the
+//! columns, time window and filters each scan needs.
 
 mod auth;
+mod remote;
 mod results;
 mod service;
 
 pub use auth::TokenCheck;
+pub use remote::{PemError, RemotePem, RemotePems};
 pub use service::Kelvin;
 
 /// The generated server type, behind the token check, ready for

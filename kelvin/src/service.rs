@@ -1,10 +1,12 @@
 //! The `VizierService` implementation: compile, execute, stream in Pixie's order.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::TableSource;
 use datafusion::prelude::SessionContext;
@@ -16,6 +18,8 @@ use px_api::vizierpb::{
     execute_script_response, vizier_service_server::VizierService,
 };
 use px_tablestore::{TableScan, TableStore};
+
+use crate::remote::{PemError, RemotePems};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -28,6 +32,8 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + S
 const INVALID_ARGUMENT: i32 = 3;
 /// gRPC code for a failure while running a script.
 const INTERNAL: i32 = 13;
+/// gRPC code for a PEM that cannot be reached.
+const UNAVAILABLE: i32 = 14;
 /// Responses buffered ahead of a slow client before execution waits for it.
 const RESPONSE_BUFFER: usize = 16;
 /// How often a health check reports.
@@ -36,7 +42,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// The query node over one table store.
 #[derive(Clone)]
 pub struct Kelvin {
-    store: Arc<TableStore>,
+    source: DataSource,
     running: Arc<AtomicUsize>,
     hostname: String,
     cmdlines: Option<Arc<dyn pxl::CmdlineLookup>>,
@@ -47,8 +53,18 @@ impl Kelvin {
     /// A query node answering from `store`.
     #[must_use]
     pub fn new(store: Arc<TableStore>) -> Self {
+        Self::with_source(DataSource::Local(store))
+    }
+
+    /// A query node fanning each query out to `pems`, over the network.
+    #[must_use]
+    pub fn over_pems(pems: RemotePems) -> Self {
+        Self::with_source(DataSource::Pems(pems))
+    }
+
+    fn with_source(source: DataSource) -> Self {
         Self {
-            store,
+            source,
             running: Arc::new(AtomicUsize::new(0)),
             hostname: String::new(),
             cmdlines: None,
@@ -94,24 +110,51 @@ impl Kelvin {
     }
 }
 
-struct StoreCatalog<'a>(&'a TableStore, &'a [pxl::AgentInfo]);
+/// Where a query's tables come from.
+#[derive(Clone)]
+enum DataSource {
+    /// The table store of a PEM in this process (`px local`): no network hop.
+    Local(Arc<TableStore>),
+    /// PEMs elsewhere, through their table service.
+    Pems(RemotePems),
+}
 
-impl pxl::TableCatalog for StoreCatalog<'_> {
+impl DataSource {
+    /// The tables as one query sees them.
+    async fn tables(&self) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, PemError> {
+        match self {
+            Self::Local(store) => Ok(store
+                .tables()
+                .into_iter()
+                .map(|t| {
+                    let provider: Arc<dyn TableProvider> = Arc::new(TableScan::new(Arc::clone(&t)));
+                    (t.schema().name.clone(), provider)
+                })
+                .collect()),
+            Self::Pems(pems) => pems.tables().await,
+        }
+    }
+}
+
+/// The tables and agents one compilation sees.
+struct QueryCatalog<'a> {
+    tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    agents: &'a [pxl::AgentInfo],
+}
+
+impl pxl::TableCatalog for QueryCatalog<'_> {
     fn table(&self, name: &str) -> Option<Arc<dyn TableSource>> {
-        let table = self.0.table(name)?;
-        Some(provider_as_source(Arc::new(TableScan::new(table))))
+        self.tables
+            .get(name)
+            .map(|t| provider_as_source(Arc::clone(t)))
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.0
-            .tables()
-            .iter()
-            .map(|t| t.schema().name.clone())
-            .collect()
+        self.tables.keys().cloned().collect()
     }
 
     fn agents(&self) -> Vec<pxl::AgentInfo> {
-        self.1.to_vec()
+        self.agents.to_vec()
     }
 }
 
@@ -174,10 +217,23 @@ impl VizierService for Kelvin {
             .collect();
         options.hostname.clone_from(&self.hostname);
         options.cmdlines = self.cmdlines.clone();
-        let catalog = StoreCatalog(&self.store, &self.agents);
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let tables = match self.source.tables().await {
+            Ok(tables) => tables,
+            Err(error) => {
+                let response =
+                    status_response(&query_id, UNAVAILABLE, error.to_string(), Vec::new());
+                // The receiver is right here: this cannot fail.
+                let _ = tx.try_send(Ok(response));
+                return Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+        };
+        let catalog = QueryCatalog {
+            tables,
+            agents: &self.agents,
+        };
         let compiled = pxl::compile(&request.query_str, &catalog, &options);
         let compilation_ns = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         match compiled {
             Err(error) => {
                 let details = vec![ErrorDetails {

@@ -32,6 +32,9 @@ pub struct PemConfig {
     pub idle_timeout: Duration,
     /// Connections tracked at once; beyond it the least recently active are released.
     pub max_connections: usize,
+    /// Trace only the processes in this cgroup v2 directory and below it (a node's
+    /// cgroup where several simulated nodes share a machine); `None` traces the host.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl PemConfig {
@@ -49,6 +52,7 @@ impl PemConfig {
             flush_interval: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(120),
             max_connections: 65_536,
+            cgroup: None,
         }
     }
 

@@ -9,6 +9,9 @@
 //! `events` (decode) -> `tracker` (connections, streams) -> `protocols` (parsers) ->
 //! the table store.
 
+pub mod allocator;
+mod args;
+mod cgroup;
 mod clock;
 mod config;
 mod conn_stats;
@@ -19,12 +22,15 @@ mod pem;
 mod privileges;
 mod process;
 mod protocols;
+mod table_service;
 mod tracker;
 
+pub use args::{PemArgs, parse_bytes};
 pub use config::PemConfig;
 pub use error::Error;
 pub use pem::{Pem, PemStatus};
 pub use process::{ProcessInfo, ProcessTable};
+pub use table_service::TableScanService;
 pub use tracker::TrackerCounters;
 
 /// Names of the tables the PEM fills.

@@ -8,6 +8,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use px_ebpf::socket_trace::{Config, ConnInfo};
 
+use crate::cgroup::CgroupScope;
 use crate::config::PemConfig;
 use crate::error::Error;
 use crate::privileges;
@@ -32,6 +33,11 @@ impl SocketTracer {
     /// # Minimum kernel version
     /// 5.12 (ring buffer, atomic fetch-and-add in BPF), with BTF for the CO-RE socket reads.
     pub(crate) fn load(config: &PemConfig) -> Result<Self, Error> {
+        let scope = config
+            .cgroup
+            .as_deref()
+            .map(CgroupScope::resolve)
+            .transpose()?;
         privileges::check_capabilities()?;
         privileges::ensure_tracefs()?;
         raise_memlock_limit();
@@ -54,7 +60,8 @@ impl SocketTracer {
                     chunk_limit: config.chunk_limit,
                     // An eighth full: the poll timer normally drains long before that.
                     wakeup_bytes: config.ring_buffer_bytes / 8,
-                    pad: 0,
+                    cgroup_level: scope.map_or(0, |s| s.level),
+                    cgroup_id: scope.map_or(0, |s| s.id),
                 },
                 0,
             )

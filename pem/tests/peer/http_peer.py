@@ -5,7 +5,7 @@ The PEM does not trace its own process, so the traffic it is tested on must come
 other processes: this script, run as a server and as a client.
 
     http_peer.py server [--bind ADDR]        prints its port, then serves until killed
-    http_peer.py client SCENARIO --port P [--host ADDR] [--count N]
+    http_peer.py client SCENARIO --port P [--host ADDR] [--count N] [--tag T]
 
 Each client scenario prints one JSON line describing what it sent and received.
 """
@@ -72,6 +72,10 @@ class Handler(BaseHTTPRequestHandler):
             for part in (b"first chunk;", b"second chunk;", b"third"):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
+        elif path.startswith("/tag/"):
+            # A body that is easy to recognise wherever it travels (the tests look for it
+            # on the wire between Kelvin and the PEMs).
+            self._send(200, b"TAGGED-RESPONSE-BODY " + b"t" * 400)
         elif path == "/nocontent":
             self.send_response(204)
             self.end_headers()
@@ -166,6 +170,12 @@ def client(args):
             ok += status == 201
         conn.close()
         out["ok"] = ok
+    elif args.scenario == "tagged":
+        # GET /tag/TAG/0 .. /tag/TAG/4, round robin, on one keep-alive connection.
+        conn = http.client.HTTPConnection(host, port)
+        out["ok"] = sum(
+            request(conn, "GET", f"/tag/{args.tag}/{i % 5}")[0] == 200 for i in range(args.count))
+        conn.close()
     elif args.scenario == "exact":
         # Known byte counts, for conn_stats.
         with socket.create_connection((host, port)) as sock:
@@ -206,6 +216,7 @@ def main():
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--count", type=int, default=100)
+    c.add_argument("--tag", default="t")
     args = parser.parse_args()
     if args.mode == "server":
         serve(args.bind)

@@ -1,0 +1,62 @@
+//! `kelvin`: the query node as its own process, as the Kelvin Deployment runs it. It
+//! serves Pixie's public API and fans every query out to the PEMs it is given.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kelvin::{Kelvin, RemotePem, RemotePems};
+
+/// The query node: serves Pixie's API (VizierService) and runs each query on the PEMs.
+#[derive(Parser)]
+#[command(name = "kelvin", version, about)]
+struct Args {
+    /// Serve the query API here.
+    #[arg(long, env = "PX_KELVIN_LISTEN", default_value = "0.0.0.0:50300")]
+    listen: SocketAddr,
+    /// A PEM to query, as NAME=URL (e.g. node-a=http://10.0.0.7:50400); repeatable,
+    /// or comma-separated in the environment variable.
+    #[arg(long = "pem", value_name = "NAME=URL", env = "PX_KELVIN_PEMS", value_delimiter = ',', required = true, value_parser = parse_pem)]
+    pems: Vec<(String, String)>,
+    /// Require this key on every request (`pixie-api-key` metadata or a bearer token).
+    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Serve without an API key: anyone who reaches the port may query every node.
+    #[arg(long, conflicts_with = "api_key")]
+    allow_unauthenticated: bool,
+}
+
+fn parse_pem(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} must be NAME=URL, like node-a=http://10.0.0.7:50400"))?;
+    Ok((name.to_owned(), url.to_owned()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    px_api::process::run_main("kelvin", "info", 2, run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.api_key.is_none() && !args.allow_unauthenticated {
+        anyhow::bail!(
+            "no API key: set --api-key (or PX_API_KEY), or pass --allow-unauthenticated to serve anyone who can reach {}",
+            args.listen
+        );
+    }
+    let pems = args
+        .pems
+        .iter()
+        .map(|(name, url)| RemotePem::new(name, url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let incoming = px_api::process::listen(args.listen, "--listen").await?;
+    tracing::info!(listen = %args.listen, pems = ?args.pems, "serving the query API");
+    let shutdown = px_api::process::shutdown_signal()?;
+    tonic::transport::Server::builder()
+        .add_service(Kelvin::over_pems(RemotePems::new(pems)).into_server(args.api_key))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("query API failed")
+}
