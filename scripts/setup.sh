@@ -4,7 +4,7 @@
 # python3-venv holds Pixie's Python client (pxapi) for the API compatibility test.
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev python3 python3-venv)
+packages=(clang llvm libbpf-dev python3 python3-venv openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

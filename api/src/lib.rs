@@ -15,6 +15,7 @@
 
 /// Pixie's public API, package `px.api.vizierpb`.
 pub mod process;
+pub mod tls;
 
 #[allow(
     missing_docs,

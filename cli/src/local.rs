@@ -32,16 +32,32 @@ pub(crate) struct LocalArgs {
     /// On exit, write counters (rows, bytes, CPU time, peak memory) as JSON to this file.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// TLS for the API. On a loopback --addr the API may go without it (nothing leaves
+    /// this machine); on any other address it needs a certificate or --disable-tls.
+    #[command(flatten)]
+    tls: px_api::tls::ServerTlsArgs,
+}
+
+impl LocalArgs {
+    fn api_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        if self.tls.tls_cert.is_none() && self.addr.ip().is_loopback() {
+            return Ok(None);
+        }
+        self.tls.server_config()
+    }
 }
 
 pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let config = args.pem.to_config()?;
+    let tls = args.api_tls()?;
+    let tls_note = if tls.is_some() { "TLS" } else { "no TLS" };
+    let mut server = px_api::tls::server(tls)?;
     let pem = Pem::start(config)?;
     let store = pem.store();
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = px_api::process::listen(args.addr, "--addr").await?;
     let api = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(
                 kelvin::Kelvin::new(std::sync::Arc::clone(&store))
                     .with_hostname(hostname())
@@ -55,7 +71,7 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     );
     eprintln!("{}", describe_storage(&store, args.pem.memory_limit));
     eprintln!(
-        "Query API (Pixie's VizierService, no TLS, {}) on {}: try `px run px/http_data`.",
+        "Query API (Pixie's VizierService, {tls_note}, {}) on {}: try `px run px/http_data`.",
         if args.api_key.is_some() {
             "API key required"
         } else {

@@ -62,9 +62,16 @@ pub(crate) struct RunArgs {
     /// Run the PxL script in this file instead.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
-    /// Address of the API (Kelvin; `px local` serves it there).
+    /// Address of the API (Kelvin; `px local` serves it there): HOST:PORT, or a URL;
+    /// https:// (or --tls-ca) connects with TLS.
     #[arg(long, default_value = DEFAULT_ADDR)]
     addr: String,
+    /// Trust the API's certificate when this CA (PEM file) signed it; implies TLS.
+    #[arg(long, env = "PX_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the API's certificate carries, when not the host of --addr.
+    #[arg(long)]
+    tls_server_name: Option<String>,
     /// API key, when the API requires one.
     #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -87,6 +94,33 @@ struct OutputTable {
     rows: Vec<Vec<Value>>,
 }
 
+/// A connection to the API at `--addr`, with TLS when asked for.
+async fn connect(args: &RunArgs) -> anyhow::Result<tonic::transport::Channel> {
+    let tls = args.tls_ca.is_some() || args.addr.starts_with("https://");
+    let url = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("{}://{}", if tls { "https" } else { "http" }, args.addr)
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url)
+        .with_context(|| format!("{:?} is not an address like 127.0.0.1:50300", args.addr))?;
+    if tls {
+        let config = px_api::tls::ClientTls {
+            ca: args.tls_ca.clone(),
+            identity: None,
+            server_name: args.tls_server_name.clone(),
+        }
+        .config()?;
+        endpoint = endpoint.tls_config(config)?;
+    }
+    endpoint.connect().await.with_context(|| {
+        format!(
+            "cannot reach the API at {}; is `px local` running?",
+            args.addr
+        )
+    })
+}
+
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let source = match (&args.script, &args.file) {
         (_, Some(path)) => std::fs::read_to_string(path)
@@ -97,16 +131,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         (None, None) => bail!("name a script or give one with -f FILE"),
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))
-        .with_context(|| format!("{:?} is not an address like 127.0.0.1:50300", args.addr))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the API at {}; is `px local` running?",
-                args.addr
-            )
-        })?;
+    let channel = connect(&args).await?;
     let mut client = VizierServiceClient::new(channel);
     let mut request = tonic::Request::new(ExecuteScriptRequest {
         query_str: source,

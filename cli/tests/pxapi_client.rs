@@ -57,7 +57,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_px(addr: &str) -> Guarded {
+fn start_px(addr: &str, extra: &[&str]) -> Guarded {
     let mut child = Command::new(PX)
         .args([
             "local",
@@ -67,6 +67,7 @@ fn start_px(addr: &str) -> Guarded {
             "--addr",
             addr,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,11 +105,23 @@ fn traffic() -> (Guarded, u32) {
 }
 
 fn run_pxapi(python: &Path, addr: &str, script: &str, table: &str) -> Vec<serde_json::Value> {
+    run_pxapi_with(python, addr, script, table, None)
+}
+
+/// Runs a script with pxapi; over TLS trusting `ca` when given.
+fn run_pxapi_with(
+    python: &Path,
+    addr: &str,
+    script: &str,
+    table: &str,
+    ca: Option<&Path>,
+) -> Vec<serde_json::Value> {
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pxapi-{table}.pxl"));
     std::fs::write(&file, script).unwrap();
     let output = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pxapi/run_script.py"))
         .args([addr, file.to_str().unwrap(), table])
+        .args(ca)
         .output()
         .unwrap();
     assert!(
@@ -132,7 +145,7 @@ fn pixies_python_client_reads_every_column_type_and_compiler_errors() {
     }
     let Some(python) = pxapi_python() else { return };
     let addr = format!("127.0.0.1:{}", free_port());
-    let _px = start_px(&addr);
+    let _px = start_px(&addr, &[]);
     let (_server, server_pid) = traffic();
 
     let script = "import px
@@ -179,4 +192,128 @@ px.display(df, 'requests')
     let message = out[0]["message"].as_str().unwrap();
     assert!(message.contains("PxL, line 3"), "{message}");
     assert!(message.contains("column 'nope' not found"), "{message}");
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with the openssl CLI:
+/// (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=px test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[test]
+fn with_a_certificate_the_api_speaks_only_tls() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!ci(), "CI=true: this test must run as root");
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let Some(python) = pxapi_python() else { return };
+    let (ca, cert, key) = certificates(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _px = start_px(
+        &addr,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let script = "import px\npx.display(px.GetTables(), 'tables')\n";
+
+    // Pixie's client, over TLS, trusting the CA.
+    let rows = run_pxapi_with(&python, &addr, script, "tables", Some(&ca));
+    assert!(
+        rows.iter()
+            .any(|r| r["row"]["table_name"][1] == "b'http_events'"),
+        "{rows:?}"
+    );
+
+    // `px run`, over TLS with --tls-ca; and without TLS, refused.
+    let px_run = |extra: &[&str]| {
+        Command::new(PX)
+            .args(["run", "px/schemas", "-o", "json", "--addr", &addr])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = px_run(&["--tls-ca", ca.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("http_events"));
+    let plain = px_run(&[]);
+    assert!(
+        !plain.status.success(),
+        "a plaintext client must not get an answer"
+    );
 }

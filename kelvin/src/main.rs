@@ -25,6 +25,41 @@ struct Args {
     /// Serve without an API key: anyone who reaches the port may query every node.
     #[arg(long, conflicts_with = "api_key")]
     allow_unauthenticated: bool,
+    #[command(flatten)]
+    tls: px_api::tls::ServerTlsArgs,
+    /// The CA that signed the PEMs' certificates (PEM), for PEMs at https:// URLs.
+    #[arg(long, env = "PX_PEM_TLS_CA", value_name = "FILE")]
+    pem_tls_ca: Option<std::path::PathBuf>,
+    /// Kelvin's client certificate for PEMs that require one (mutual TLS).
+    #[arg(
+        long,
+        env = "PX_PEM_TLS_CERT",
+        value_name = "FILE",
+        requires = "pem_tls_key"
+    )]
+    pem_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --pem-tls-cert.
+    #[arg(
+        long,
+        env = "PX_PEM_TLS_KEY",
+        value_name = "FILE",
+        requires = "pem_tls_cert"
+    )]
+    pem_tls_key: Option<std::path::PathBuf>,
+    /// The name the PEMs' certificates carry, when not the host of their URLs.
+    #[arg(long, env = "PX_PEM_TLS_SERVER_NAME")]
+    pem_tls_server_name: Option<String>,
+}
+
+impl Args {
+    /// How Kelvin reaches PEMs at https:// URLs.
+    fn pem_tls(&self) -> px_api::tls::ClientTls {
+        px_api::tls::ClientTls {
+            ca: self.pem_tls_ca.clone(),
+            identity: self.pem_tls_cert.clone().zip(self.pem_tls_key.clone()),
+            server_name: self.pem_tls_server_name.clone(),
+        }
+    }
 }
 
 fn parse_pem(text: &str) -> Result<(String, String), String> {
@@ -46,15 +81,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.listen
         );
     }
+    let tls = args.tls.server_config()?;
+    let pem_tls = args.pem_tls().config()?;
     let pems = args
         .pems
         .iter()
-        .map(|(name, url)| RemotePem::new(name, url))
+        .map(|(name, url)| {
+            let tls = url.starts_with("https://").then(|| pem_tls.clone());
+            RemotePem::new(name, url, tls)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
     tracing::info!(listen = %args.listen, pems = ?args.pems, "serving the query API");
     let shutdown = px_api::process::shutdown_signal()?;
-    tonic::transport::Server::builder()
+    let mut server = px_api::tls::server(tls)?;
+    server
         .add_service(Kelvin::over_pems(RemotePems::new(pems)).into_server(args.api_key))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

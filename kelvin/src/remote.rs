@@ -35,7 +35,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use px_api::pem::table_service_client::TableServiceClient;
 use px_api::pem::{ListTablesRequest, ScanRequest};
 use px_tablestore::TimeRange;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How long Kelvin waits for a PEM to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -95,25 +95,27 @@ impl fmt::Debug for RemotePem {
 }
 
 impl RemotePem {
-    /// A PEM named `name` serving at `addr` (`http://host:port`). Connects lazily: a
-    /// PEM that is down is reported by the first query that needs it.
+    /// A PEM named `name` serving at `addr` (`http://host:port`, or `https://` with
+    /// `tls`). Connects lazily: a PEM that is down is reported by the first query that
+    /// needs it.
     ///
     /// # Errors
-    /// [`PemError::BadAddress`] when `addr` is not a URI.
-    pub fn new(name: &str, addr: &str) -> Result<Self, PemError> {
-        let endpoint =
-            Endpoint::from_shared(addr.to_owned()).map_err(|e| PemError::BadAddress {
-                name: name.to_owned(),
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?;
+    /// [`PemError::BadAddress`] when `addr` is not a URI or TLS cannot be set up.
+    pub fn new(name: &str, addr: &str, tls: Option<ClientTlsConfig>) -> Result<Self, PemError> {
+        let bad = |e: tonic::transport::Error| PemError::BadAddress {
+            name: name.to_owned(),
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(addr.to_owned()).map_err(bad)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
+        }
         let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
         Ok(Self::with_channel(name, addr, channel))
     }
 
-    /// A PEM reached through an existing channel (for instance one with TLS).
-    #[must_use]
-    pub fn with_channel(name: &str, addr: &str, channel: Channel) -> Self {
+    fn with_channel(name: &str, addr: &str, channel: Channel) -> Self {
         Self {
             name: name.to_owned(),
             addr: addr.to_owned(),

@@ -36,3 +36,25 @@ fn a_pem_must_be_named_with_its_address() {
     assert!(!ok);
     assert!(stderr.contains("--pem"), "{stderr}");
 }
+
+#[test]
+fn without_a_certificate_it_refuses_to_serve_in_the_clear_unless_told() {
+    let (ok, stderr) = kelvin(&["--api-key", "k", "--pem", "a=http://127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--tls-cert") && stderr.contains("--disable-tls"),
+        "{stderr}"
+    );
+    let (ok, stderr) = kelvin(&[
+        "--api-key",
+        "k",
+        "--pem",
+        "a=http://127.0.0.1:1",
+        "--tls-cert",
+        "/no/such/cert.pem",
+        "--tls-key",
+        "/no/such/key.pem",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("/no/such/cert.pem"), "{stderr}");
+}

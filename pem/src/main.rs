@@ -21,6 +21,8 @@ struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     pem: PemArgs,
+    #[command(flatten)]
+    tls: px_api::tls::ServerTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let tls = args.tls.server_config()?;
     let pem = Pem::start(args.pem.to_config()?)?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
     tracing::info!(
@@ -38,7 +41,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "tracing; serving the table service"
     );
     let shutdown = px_api::process::shutdown_signal()?;
-    tonic::transport::Server::builder()
+    let mut server = px_api::tls::server(tls)?;
+    server
         .add_service(TableScanService::new(pem.store()).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -136,6 +136,7 @@ impl Node {
         let pem_addr = free_addr();
         let pem = Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
             .args(["--listen", &pem_addr.to_string(), "--memory-limit", "256Mi"])
+            .arg("--disable-tls")
             .arg("--cgroup")
             .arg(&cgroup.0)
             .env("RUST_LOG", "warn")
@@ -361,7 +362,7 @@ async fn one_query_spans_two_pems_and_only_what_it_needs_crosses_the_wire() {
     let mut pems = Vec::new();
     for node in &nodes {
         let proxy = CountingProxy::start(node.pem_addr).await;
-        pems.push(RemotePem::new(node.name, &format!("http://{}", proxy.addr)).unwrap());
+        pems.push(RemotePem::new(node.name, &format!("http://{}", proxy.addr), None).unwrap());
         proxies.push(proxy);
     }
     let kelvin = serve_kelvin(Kelvin::over_pems(RemotePems::new(pems))).await;
@@ -462,7 +463,13 @@ async fn one_query_spans_two_pems_and_only_what_it_needs_crosses_the_wire() {
 #[test]
 fn a_cgroup_that_is_not_one_is_refused_by_name() {
     let output = Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
-        .args(["--listen", "127.0.0.1:0", "--cgroup", "/tmp"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--disable-tls",
+            "--cgroup",
+            "/tmp",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
