@@ -49,6 +49,17 @@ fn pxapi_python() -> Option<PathBuf> {
     None
 }
 
+/// pxapi's python when this test can run (as root); None, after saying why, outside CI.
+fn root_and_pxapi() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!ci(), "CI=true: this test must run as root");
+        eprintln!("skipping: needs root");
+        return None;
+    }
+    pxapi_python()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -137,13 +148,9 @@ fn run_pxapi_with(
 
 #[test]
 fn pixies_python_client_reads_every_column_type_and_compiler_errors() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci(), "CI=true: this test must run as root");
-        eprintln!("skipping: needs root");
+    let Some(python) = root_and_pxapi() else {
         return;
-    }
-    let Some(python) = pxapi_python() else { return };
+    };
     let addr = format!("127.0.0.1:{}", free_port());
     let _px = start_px(&addr, &[]);
     let (_server, server_pid) = traffic();
@@ -268,13 +275,9 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn with_a_certificate_the_api_speaks_only_tls() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci(), "CI=true: this test must run as root");
-        eprintln!("skipping: needs root");
+    let Some(python) = root_and_pxapi() else {
         return;
-    }
-    let Some(python) = pxapi_python() else { return };
+    };
     let (ca, cert, key) = certificates(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls"));
     let addr = format!("127.0.0.1:{}", free_port());
     let _px = start_px(
