@@ -489,10 +489,16 @@ impl<'a> Compiler<'a> {
                 }),
                 _ => Err(self.error(at, "px.parse_duration needs a string such as '-5m'")),
             },
-            // Semantic-type wrappers: the value is unchanged.
-            "DurationNanos" | "Percent" | "Bytes" => args
-                .take(0, "value")
-                .ok_or_else(|| self.error(at, format!("px.{name} needs a value"))),
+            // Semantic-type wrappers: the value is unchanged, its column is marked.
+            "DurationNanos" | "Percent" | "Bytes" => {
+                let value = args
+                    .take(0, "value")
+                    .ok_or_else(|| self.error(at, format!("px.{name} needs a value")))?;
+                match (value, crate::functions::SemanticTag::udf(name)) {
+                    (Value::Column(expr), Some(tag)) => Ok(Value::Column(tag.call(vec![expr]))),
+                    (other, _) => Ok(other),
+                }
+            }
             "select" => {
                 let (cond, then, otherwise) =
                     (args.take(0, "cond"), args.take(1, "a"), args.take(2, "b"));

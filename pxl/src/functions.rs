@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
+use px_tablestore::{META_SEMANTIC_TYPE, SemanticType};
 
 /// `px.upid_to_pid(upid)`: the PID inside a UPID (bits 64..96 of the 128-bit value,
 /// stored big-endian as 16 bytes: bytes 4..8).
@@ -281,5 +283,71 @@ mod tests {
         let upid: u128 = (3u128 << 96) | (0x0023_9267u128 << 64) | 0x08e6_0831;
         assert_eq!(pid_of(&upid.to_be_bytes()), Some(0x0023_9267));
         assert_eq!(pid_of(&[0; 3]), None);
+    }
+}
+
+/// `px.DurationNanos(x)`, `px.Percent(x)`, `px.Bytes(x)`: the value unchanged, its
+/// column marked with a semantic type (in the field's metadata, where the table store
+/// keeps it too) so clients format it: `1.2 ms`, `45 %`, `3.1 KiB`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SemanticTag {
+    name: &'static str,
+    semantic_type: SemanticType,
+    signature: Signature,
+}
+
+impl SemanticTag {
+    /// The wrapper `px.<px_name>`, if there is one of that name.
+    pub(crate) fn udf(px_name: &str) -> Option<Arc<ScalarUDF>> {
+        let (name, semantic_type) = match px_name {
+            "DurationNanos" => ("px_duration_nanos", SemanticType::DurationNs),
+            "Percent" => ("px_percent", SemanticType::Percent),
+            "Bytes" => ("px_bytes", SemanticType::Bytes),
+            _ => return None,
+        };
+        Some(Arc::new(ScalarUDF::new_from_impl(Self {
+            name,
+            semantic_type,
+            signature: Signature::any(1, Volatility::Immutable),
+        })))
+    }
+}
+
+impl ScalarUDFImpl for SemanticTag {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args {
+            [arg] => Ok(arg.clone()),
+            _ => exec_err!("{} takes one value", self.name),
+        }
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs<'_>) -> Result<FieldRef> {
+        let [arg] = args.arg_fields else {
+            return exec_err!("{} takes one value", self.name);
+        };
+        let mut metadata = arg.metadata().clone();
+        metadata.insert(
+            META_SEMANTIC_TYPE.to_owned(),
+            self.semantic_type.pixie().1.to_owned(),
+        );
+        Ok(Arc::new(
+            Field::new(self.name, arg.data_type().clone(), arg.is_nullable())
+                .with_metadata(metadata),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match args.args.as_slice() {
+            [arg] => Ok(arg.clone()),
+            _ => exec_err!("{} takes one value", self.name),
+        }
     }
 }

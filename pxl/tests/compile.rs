@@ -509,3 +509,32 @@ px.display(q[['service', 'lat', 'p50', 'p99', 'n']])
         assert!(p99.value(i) >= 95_000.0, "{}", p99.value(i));
     }
 }
+
+#[tokio::test]
+async fn semantic_type_wrappers_mark_the_output_columns() {
+    let out = run("import px
+df = px.DataFrame('http_events')
+df = df.groupby('service').agg(lat=('latency', px.mean), n=('latency', px.count))
+df.lat = px.DurationNanos(df.lat)
+df.share = px.Percent(df.n / 100.0)
+df.size = px.Bytes(df.n * 1024)
+df.plain = df.n
+px.display(df, 'out')
+")
+    .await;
+    let schema = out[0].1[0].schema();
+    let semantic = |column: &str| {
+        schema
+            .field_with_name(column)
+            .unwrap()
+            .metadata()
+            .get("px.semantic_type")
+            .cloned()
+    };
+    assert_eq!(semantic("lat").as_deref(), Some("ST_DURATION_NS"));
+    assert_eq!(semantic("share").as_deref(), Some("ST_PERCENT"));
+    assert_eq!(semantic("size").as_deref(), Some("ST_BYTES"));
+    assert_eq!(semantic("plain"), None);
+    // The values are unchanged.
+    assert_eq!(ints(&out[0].1, "size").iter().sum::<i64>(), 100 * 1024);
+}
