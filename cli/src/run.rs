@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::NOTHING};
 use px_api::vizierpb::{
-    Column, ExecuteScriptRequest, RowBatchData, column::ColData, execute_script_response,
+    Column, ExecuteScriptRequest, RowBatchData,
+    column::ColData,
+    execute_script_request::{FuncToExecute, func_to_execute::ArgValue},
+    execute_script_response,
     vizier_service_client::VizierServiceClient,
 };
 use serde_json::{Map, Value};
@@ -78,6 +81,59 @@ pub(crate) struct RunArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Format,
+    /// The script's function that `-- ARGS` are passed to [default: the script's name
+    /// without its folder, e.g. http_data].
+    #[arg(long)]
+    func: Option<String>,
+    /// Arguments of the script's function, after `--`: `--start_time=-30m` or
+    /// `--start_time -30m`, parsed to the types its parameters are annotated with.
+    #[arg(last = true, value_name = "ARGS")]
+    script_args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The function call `-- ARGS` ask for, if any (`ExecuteScriptRequest.exec_funcs`).
+    fn exec_funcs(&self) -> anyhow::Result<Vec<FuncToExecute>> {
+        if self.script_args.is_empty() && self.func.is_none() {
+            return Ok(Vec::new());
+        }
+        let name = match (&self.func, &self.script, &self.file) {
+            (Some(func), _, _) => func.clone(),
+            (None, Some(script), _) => script.rsplit('/').next().unwrap_or(script).to_owned(),
+            (None, None, Some(file)) => file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            (None, None, None) => bail!("name a script or give one with -f FILE"),
+        };
+        Ok(vec![FuncToExecute {
+            func_name: name.clone(),
+            arg_values: parse_script_args(&self.script_args)?,
+            output_table_prefix: name,
+        }])
+    }
+}
+
+/// `--name=value` and `--name value` pairs.
+fn parse_script_args(args: &[String]) -> anyhow::Result<Vec<ArgValue>> {
+    let mut values = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            bail!("script argument {arg:?} must be --NAME=VALUE or --NAME VALUE");
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((name, value)) => (name.to_owned(), value.to_owned()),
+            None => {
+                let value = rest
+                    .next()
+                    .with_context(|| format!("script argument --{flag} has no value"))?;
+                (flag.to_owned(), value.clone())
+            }
+        };
+        values.push(ArgValue { name, value });
+    }
+    Ok(values)
 }
 
 /// `px scripts`: the bundled scripts with one line each.
@@ -135,6 +191,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut client = VizierServiceClient::new(channel);
     let mut request = tonic::Request::new(ExecuteScriptRequest {
         query_str: source,
+        exec_funcs: args.exec_funcs()?,
         ..ExecuteScriptRequest::default()
     });
     if let Some(key) = &args.api_key {
@@ -318,5 +375,126 @@ mod tests {
         for (name, source) in SCRIPTS {
             assert!(!description(source).is_empty(), "{name}");
         }
+    }
+
+    /// The PEM's tables, empty, as a compiler catalog.
+    struct PemTables(Vec<std::sync::Arc<px_tablestore::Table>>);
+
+    impl pxl::TableCatalog for PemTables {
+        fn table(
+            &self,
+            name: &str,
+        ) -> Option<std::sync::Arc<dyn datafusion::logical_expr::TableSource>> {
+            let table = self.0.iter().find(|t| t.schema().name == name)?;
+            Some(datafusion::datasource::provider_as_source(
+                std::sync::Arc::new(px_tablestore::TableScan::new(std::sync::Arc::clone(table))),
+            ))
+        }
+
+        fn table_names(&self) -> Vec<String> {
+            self.0.iter().map(|t| t.schema().name.clone()).collect()
+        }
+    }
+
+    fn pem_tables() -> PemTables {
+        PemTables(
+            vizier_pem::tables::schemas()
+                .into_iter()
+                .map(|schema| std::sync::Arc::new(px_tablestore::Table::new(schema, 1 << 20)))
+                .collect(),
+        )
+    }
+
+    fn run_args(script: &str, script_args: &[&str]) -> RunArgs {
+        RunArgs {
+            script: Some(script.to_owned()),
+            file: None,
+            addr: DEFAULT_ADDR.to_owned(),
+            tls_ca: None,
+            tls_server_name: None,
+            api_key: None,
+            output: Format::Json,
+            func: None,
+            script_args: script_args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_bundled_script_compiles_against_the_pems_tables() {
+        for (name, source) in SCRIPTS {
+            let options = pxl::CompileOptions::at(1_800_000_000_000_000_000);
+            let script = pxl::compile(source, &pem_tables(), &options)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            // One of its tables is named after it.
+            assert!(
+                script
+                    .outputs
+                    .iter()
+                    .any(|o| format!("px/{}", o.name) == *name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn script_arguments_call_the_scripts_function() {
+        let args = run_args(
+            "px/http_data",
+            &[
+                "--start_time=-30m",
+                "--path_contains",
+                "/api",
+                "--max_rows=5",
+            ],
+        );
+        let funcs = args.exec_funcs().unwrap();
+        assert_eq!(funcs[0].func_name, "http_data");
+        let pairs: Vec<(&str, &str)> = funcs[0]
+            .arg_values
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("start_time", "-30m"),
+                ("path_contains", "/api"),
+                ("max_rows", "5")
+            ]
+        );
+        let mut options = pxl::CompileOptions::at(1_800_000_000_000_000_000);
+        options.exec_funcs = funcs
+            .iter()
+            .map(|f| pxl::FuncCall {
+                name: f.func_name.clone(),
+                args: f
+                    .arg_values
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+                output_prefix: f.output_table_prefix.clone(),
+            })
+            .collect();
+        let script = pxl::compile(SCRIPTS[2].1, &pem_tables(), &options).unwrap();
+        assert_eq!(script.outputs[0].name, "http_data");
+
+        let bad = run_args("px/http_data", &["start_time=-30m"]);
+        assert!(
+            bad.exec_funcs()
+                .unwrap_err()
+                .to_string()
+                .contains("--NAME=VALUE")
+        );
+        let missing = run_args("px/http_data", &["--start_time"]);
+        assert!(
+            missing
+                .exec_funcs()
+                .unwrap_err()
+                .to_string()
+                .contains("has no value")
+        );
+        options.exec_funcs[0].args = vec![("max_rows".to_owned(), "many".to_owned())];
+        let error = pxl::compile(SCRIPTS[2].1, &pem_tables(), &options).unwrap_err();
+        assert!(error.message.contains("must be an integer"), "{error}");
     }
 }

@@ -39,6 +39,15 @@ pub mod tables {
     pub const HTTP_EVENTS: &str = "http_events";
     /// Per-endpoint connection counters.
     pub const CONN_STATS: &str = "conn_stats";
+
+    /// The schemas of the tables the PEM fills.
+    #[must_use]
+    pub fn schemas() -> Vec<px_tablestore::TableSchema> {
+        vec![
+            crate::protocols::http::http_events_schema(),
+            crate::conn_stats::schema(),
+        ]
+    }
 }
 
 /// Entry points for `cargo fuzz` (see `fuzz/`); not part of the API.

@@ -1,5 +1,6 @@
-//! Pixie's own Python client (`pxapi` 0.9.0 from PyPI) against `px local`'s API, over
-//! real captured traffic: every column type decodes, and a script error arrives as the
+//! Clients of `px local`'s API over real captured traffic: `px run` with a bundled
+//! script and its arguments, and Pixie's own Python client (`pxapi` 0.9.0 from PyPI),
+//! with and without TLS: every column type decodes, and a script error arrives as the
 //! client's own exception type with the line it points at.
 //!
 //! Needs root (the PEM) and PyPI (pxapi); under `CI=true` it fails rather than skips.
@@ -51,13 +52,21 @@ fn pxapi_python() -> Option<PathBuf> {
 
 /// pxapi's python when this test can run (as root); None, after saying why, outside CI.
 fn root_and_pxapi() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(!ci(), "CI=true: this test must run as root");
-        eprintln!("skipping: needs root");
+    if !is_root() {
         return None;
     }
     pxapi_python()
+}
+
+/// Whether the test runs as root (the PEM needs it); outside CI it may skip, saying so.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(!ci(), "CI=true: this test must run as root");
+        eprintln!("skipping: needs root");
+    }
+    root
 }
 
 fn free_port() -> u16 {
@@ -173,10 +182,18 @@ px.display(df, 'requests')
         std::thread::sleep(Duration::from_millis(300));
     };
     assert!(rows.len() >= 5, "{rows:#?}");
+    // The UPID's middle holds the PID, as Pixie prints it: 00000000-PPPP-PPPP-....
+    // (Other tests' servers may answer /hello at the same time: find this one's rows.)
+    let pid_of = |upid: &serde_json::Value| {
+        let hex = upid.as_str().unwrap().replace('-', "");
+        u32::from_str_radix(&hex[8..16], 16).unwrap()
+    };
     let row = &rows
         .iter()
-        .find(|r| r["row"]["req_path"][1] == "b'/hello'")
-        .unwrap()["row"];
+        .find(|r| {
+            r["row"]["req_path"][1] == "b'/hello'" && pid_of(&r["row"]["upid"][1]) == server_pid
+        })
+        .unwrap_or_else(|| panic!("no /hello row with pid {server_pid} in the UPID: {rows:#?}"))["row"];
     // The Python types pxapi gives each Pixie type.
     assert_eq!(row["time_"][0], "int", "TIME64NS");
     assert_eq!(row["upid"][0], "UUID", "UINT128");
@@ -188,9 +205,6 @@ px.display(df, 'requests')
     assert_eq!(row["failed"][1], "False");
     let time: i64 = row["time_"][1].as_str().unwrap().parse().unwrap();
     assert!(time > 1_600_000_000_000_000_000);
-    // The UPID's middle holds the PID, as Pixie prints it: 00000000-PPPP-PPPP-....
-    let upid = row["upid"][1].as_str().unwrap().replace('-', "");
-    assert_eq!(u32::from_str_radix(&upid[8..16], 16).unwrap(), server_pid);
 
     let bad =
         "import px\ndf = px.DataFrame(table='http_events')\ndf = df[df.nope > 1]\npx.display(df)\n";
@@ -319,4 +333,58 @@ fn with_a_certificate_the_api_speaks_only_tls() {
         !plain.status.success(),
         "a plaintext client must not get an answer"
     );
+}
+
+#[test]
+fn px_run_prints_the_requests_px_local_captured() {
+    if !is_root() {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _px = start_px(&addr, &[]);
+    let (_server, server_pid) = traffic();
+    let px_run = |script_args: &[&str]| {
+        let output = Command::new(PX)
+            .args(["run", "px/http_data", "-o", "json", "--addr", &addr, "--"])
+            .args(script_args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // GET and HEAD /hello reach this test's server (other tests' servers may be traced
+    // too: this one's rows carry its pid).
+    let served_methods = |rows: &[serde_json::Value]| -> std::collections::BTreeSet<String> {
+        rows.iter()
+            .filter(|r| r["pid"] == u64::from(server_pid))
+            .map(|r| r["req_method"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want: std::collections::BTreeSet<String> = ["GET".to_owned(), "HEAD".to_owned()].into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = px_run(&["--path_contains=/hello", "--start_time", "-1m"]);
+        if served_methods(&rows) == want || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(served_methods(&rows), want, "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r["_table"] == "http_data"
+            && r["req_path"] == "/hello"
+            && r["resp_status"] == 200),
+        "{rows:#?}"
+    );
+
+    // The script's argument limits the rows.
+    let one = px_run(&["--max_rows=1"]);
+    assert_eq!(one.len(), 1, "{one:#?}");
 }
