@@ -463,18 +463,7 @@ mod tests {
             ]
         );
         let mut options = pxl::CompileOptions::at(1_800_000_000_000_000_000);
-        options.exec_funcs = funcs
-            .iter()
-            .map(|f| pxl::FuncCall {
-                name: f.func_name.clone(),
-                args: f
-                    .arg_values
-                    .iter()
-                    .map(|a| (a.name.clone(), a.value.clone()))
-                    .collect(),
-                output_prefix: f.output_table_prefix.clone(),
-            })
-            .collect();
+        options.exec_funcs = kelvin::func_calls(&funcs);
         let script = pxl::compile(SCRIPTS[2].1, &pem_tables(), &options).unwrap();
         assert_eq!(script.outputs[0].name, "http_data");
 

@@ -15,7 +15,7 @@ mod service;
 
 pub use auth::TokenCheck;
 pub use remote::{PemError, RemotePem, RemotePems};
-pub use service::Kelvin;
+pub use service::{Kelvin, func_calls};
 
 /// The generated server type, behind the token check, ready for
 /// `tonic::transport::Server::add_service`.

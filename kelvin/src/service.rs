@@ -158,6 +158,25 @@ impl pxl::TableCatalog for QueryCatalog<'_> {
     }
 }
 
+/// The API's `exec_funcs` as the compiler takes them.
+#[must_use]
+pub fn func_calls(
+    funcs: &[px_api::vizierpb::execute_script_request::FuncToExecute],
+) -> Vec<pxl::FuncCall> {
+    funcs
+        .iter()
+        .map(|f| pxl::FuncCall {
+            name: f.func_name.clone(),
+            args: f
+                .arg_values
+                .iter()
+                .map(|a| (a.name.clone(), a.value.clone()))
+                .collect(),
+            output_prefix: f.output_table_prefix.clone(),
+        })
+        .collect()
+}
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -202,19 +221,7 @@ impl VizierService for Kelvin {
         let query_id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
         let mut options = pxl::CompileOptions::at(now_ns());
-        options.exec_funcs = request
-            .exec_funcs
-            .iter()
-            .map(|f| pxl::FuncCall {
-                name: f.func_name.clone(),
-                args: f
-                    .arg_values
-                    .iter()
-                    .map(|a| (a.name.clone(), a.value.clone()))
-                    .collect(),
-                output_prefix: f.output_table_prefix.clone(),
-            })
-            .collect();
+        options.exec_funcs = func_calls(&request.exec_funcs);
         options.hostname.clone_from(&self.hostname);
         options.cmdlines = self.cmdlines.clone();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
