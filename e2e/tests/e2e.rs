@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e {
-    pub mod binary;
-    pub mod fixtures;
-    pub mod kubectl;
+    mod binary;
+    mod fixtures;
+    mod kubectl;
 }

@@ -6,17 +6,17 @@ use px_e2e::{Cluster, ClusterConfig, KubectlOutput};
 
 /// A CRD shaped like the project's Tracepoint: printer columns, a status subresource,
 /// a pattern, an enum, a minimum, a default and a CEL rule.
-pub const TRACEPOINT_CRD: &str = include_str!("tracepoint-crd.yaml");
+pub(crate) const TRACEPOINT_CRD: &str = include_str!("tracepoint-crd.yaml");
 
 /// A valid Tracepoint named `name` with `replicas`.
-pub fn tracepoint(name: &str, replicas: i64) -> String {
+pub(crate) fn tracepoint(name: &str, replicas: i64) -> String {
     format!(
         "apiVersion: px.dev/v1alpha1\nkind: Tracepoint\nmetadata:\n  name: {name}\nspec:\n  probe: http_events\n  mode: http\n  replicas: {replicas}\n"
     )
 }
 
 /// A cluster with the Tracepoint CRD applied.
-pub async fn cluster_with_crd() -> Cluster {
+pub(crate) async fn cluster_with_crd() -> Cluster {
     let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
     let out = apply(&cluster, TRACEPOINT_CRD).await;
     assert_eq!(
@@ -27,7 +27,7 @@ pub async fn cluster_with_crd() -> Cluster {
 }
 
 /// `kubectl apply -f -` with `yaml`.
-pub async fn apply(cluster: &Cluster, yaml: &str) -> KubectlOutput {
+pub(crate) async fn apply(cluster: &Cluster, yaml: &str) -> KubectlOutput {
     cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
         .await
@@ -35,14 +35,14 @@ pub async fn apply(cluster: &Cluster, yaml: &str) -> KubectlOutput {
 }
 
 /// kubectl that must succeed; returns stdout.
-pub async fn ok(cluster: &Cluster, args: &[&str]) -> String {
+pub(crate) async fn ok(cluster: &Cluster, args: &[&str]) -> String {
     let out = cluster.kubectl(args).await.unwrap();
     assert!(out.success(), "kubectl {args:?} failed: {out:?}");
     out.stdout
 }
 
 /// The whitespace-separated words of each line of a kubectl table.
-pub fn table(stdout: &str) -> Vec<Vec<String>> {
+pub(crate) fn table(stdout: &str) -> Vec<Vec<String>> {
     stdout
         .lines()
         .map(|l| l.split_whitespace().map(String::from).collect())
@@ -50,4 +50,4 @@ pub fn table(stdout: &str) -> Vec<Vec<String>> {
 }
 
 /// Generous limit for things the emulator's controllers do in the background.
-pub const SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const SETTLE: Duration = Duration::from_secs(10);
