@@ -547,6 +547,21 @@ mod tests {
         let after =
             apply(Some(&forced), &a2, &mgr("alice", true), false, false, "t").unwrap_or_default();
         assert_eq!(after["data"], json!({"k": "2"}));
+        let managers: Vec<&str> = read_entries(&after)
+            .iter()
+            .map(|e| e.manager.as_str())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|_| "")
+            .collect();
+        assert_eq!(
+            read_entries(&after)
+                .iter()
+                .map(|e| e.manager.clone())
+                .collect::<Vec<_>>(),
+            ["bob"],
+            "{managers:?} {after}"
+        );
     }
 
     #[test]
@@ -577,5 +592,51 @@ mod tests {
                     .to_string()
             )
         );
+    }
+}
+
+#[cfg(test)]
+mod force_tests {
+    use super::*;
+
+    #[test]
+    fn force_takes_the_field_from_every_other_owner() {
+        let m = |name| Manager {
+            name,
+            apply: true,
+            subresource: "",
+            api_version: "v1",
+        };
+        let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+        let live = apply(
+            None,
+            &cm(json!({"key": "a", "extra": "x"})),
+            &m("alice"),
+            false,
+            true,
+            "t",
+        )
+        .unwrap_or_default();
+        let live = apply(
+            Some(&live),
+            &cm(json!({"key": "a"})),
+            &m("carol"),
+            false,
+            true,
+            "t",
+        )
+        .unwrap_or_default();
+        let live = apply(
+            Some(&live),
+            &cm(json!({"key": "b"})),
+            &m("bob"),
+            true,
+            true,
+            "t",
+        )
+        .unwrap_or_default();
+        let managers: Vec<String> = read_entries(&live).into_iter().map(|e| e.manager).collect();
+        assert_eq!(managers, ["alice", "bob"]);
+        assert_eq!(live["data"], json!({"key": "b", "extra": "x"}));
     }
 }

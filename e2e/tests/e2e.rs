@@ -5,5 +5,6 @@
 mod e2e {
     mod binary;
     mod fixtures;
+    mod kube_client;
     mod kubectl;
 }
