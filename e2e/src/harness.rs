@@ -2,14 +2,18 @@
 //! a private temporary directory, with a kubeconfig and a `kubectl` runner for it.
 //! Dropping or stopping the [`Cluster`] ends every process and removes what it created.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::cgroup::ClusterCgroup;
 use crate::error::Error;
+use crate::node::{NodeAgent, NodeContext, NodeSpec};
 use crate::server::{Emulator, EmulatorConfig};
 
 /// What a kubectl run printed and how it ended.
@@ -35,6 +39,10 @@ impl KubectlOutput {
 pub struct ClusterConfig {
     /// Emulator settings.
     pub emulator: EmulatorConfig,
+    /// Simulated nodes; each gets a Node object, an agent and a cgroup.
+    pub nodes: Vec<NodeSpec>,
+    /// Container image (`name` or `name:tag`) to the local executable that runs it.
+    pub images: HashMap<String, PathBuf>,
 }
 
 /// A private directory removed on drop.
@@ -68,8 +76,11 @@ impl Drop for TempDir {
     }
 }
 
-/// A running emulator for one test, with a kubeconfig and kubectl.
+/// A running emulator and its simulated nodes for one test, with a kubeconfig and kubectl.
 pub struct Cluster {
+    agents: Vec<NodeAgent>,
+    cgroup: Option<ClusterCgroup>,
+    node_cgroups: BTreeMap<String, PathBuf>,
     emulator: Option<Emulator>,
     kubeconfig: PathBuf,
     cache_dir: PathBuf,
@@ -83,12 +94,55 @@ impl Cluster {
         let emulator = Emulator::start(config.emulator).await?;
         let kubeconfig = dir.path().join("kubeconfig");
         emulator.write_kubeconfig(&kubeconfig)?;
-        Ok(Self {
+        let mut cluster = Self {
+            agents: Vec::new(),
+            cgroup: None,
+            node_cgroups: BTreeMap::new(),
             emulator: Some(emulator),
             kubeconfig,
             cache_dir: dir.path().join("kube-cache"),
             dir,
-        })
+        };
+        if !config.nodes.is_empty() {
+            let name = dir_name(cluster.dir.path());
+            let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
+            let images = Arc::new(config.images);
+            for spec in &config.nodes {
+                let node_dir = cluster.dir.path().join("nodes").join(&spec.name);
+                std::fs::create_dir_all(&node_dir).map_err(|source| Error::WriteFile {
+                    path: node_dir.clone(),
+                    source,
+                })?;
+                let cgroup_dir = cgroup.add_node(&spec.name)?;
+                cluster
+                    .node_cgroups
+                    .insert(spec.name.clone(), cgroup_dir.clone());
+                let ctx = NodeContext {
+                    shared: Arc::clone(cluster.emulator().shared()),
+                    name: spec.name.clone(),
+                    cgroup: cgroup_dir,
+                    images: Arc::clone(&images),
+                    kubeconfig: cluster.kubeconfig.clone(),
+                    dir: node_dir,
+                };
+                cluster.agents.push(NodeAgent::start(ctx, spec)?);
+            }
+            cluster.cgroup = Some(cgroup);
+        }
+        Ok(cluster)
+    }
+
+    /// The absolute path of a simulated node's cgroup v2 directory (what the node's
+    /// processes get as `PX_PEM_CGROUP`).
+    pub fn node_cgroup(&self, node: &str) -> Option<&Path> {
+        self.node_cgroups.get(node).map(PathBuf::as_path)
+    }
+
+    /// The pids currently in a node's cgroup.
+    pub fn node_pids(&self, node: &str) -> Vec<i32> {
+        self.node_cgroup(node)
+            .map(crate::cgroup::pids)
+            .unwrap_or_default()
     }
 
     /// The kubeconfig file for this cluster.
@@ -165,12 +219,36 @@ impl Cluster {
             .map_err(|source| Error::Kubectl { source })
     }
 
-    /// Stops everything and removes the temporary directory.
+    /// Stops the nodes (killing every pod process), removes the cgroups, stops the
+    /// emulator and removes the temporary directory.
     pub async fn stop(mut self) {
+        for agent in self.agents.drain(..) {
+            agent.stop().await;
+        }
+        if let Some(mut cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
         if let Some(e) = self.emulator.take() {
             e.stop().await;
         }
     }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Aborted agents kill their process groups; the cgroup kill catches the rest,
+        // including anything a container started in a new process group.
+        self.agents.clear();
+        if let Some(mut cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+    }
+}
+
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "px-e2e".to_string())
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or gives up after `limit`.

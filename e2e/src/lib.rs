@@ -7,6 +7,7 @@
 //! crate's README for what it leaves out.
 
 mod cel;
+mod cgroup;
 mod controllers;
 mod crd;
 mod discovery;
@@ -15,6 +16,7 @@ mod handlers;
 mod harness;
 mod http;
 mod managed;
+mod node;
 mod openapi;
 mod patch;
 mod resources;
@@ -29,4 +31,5 @@ mod watch;
 
 pub use error::Error;
 pub use harness::{Cluster, ClusterConfig, KubectlOutput, eventually};
+pub use node::NodeSpec;
 pub use server::{Emulator, EmulatorConfig};

@@ -275,6 +275,8 @@ fn builtin_columns(kind: &str) -> Vec<PrinterColumn> {
             age,
             column("IP", "string", ".status.podIP", 1),
             column("Node", "string", ".spec.nodeName", 1),
+            column("Nominated Node", "string", ".status.nominatedNodeName", 1),
+            column("Readiness Gates", "string", ".spec.readinessGates", 1),
         ],
         "Deployment" => vec![
             column("Ready", "string", "", 0),

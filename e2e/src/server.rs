@@ -132,6 +132,10 @@ impl Emulator {
         self.shared.watch_closer.send_modify(|n| *n += 1);
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Stops serving, ends watches and waits for every task to finish.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

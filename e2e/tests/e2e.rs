@@ -7,4 +7,5 @@ mod e2e {
     mod fixtures;
     mod kube_client;
     mod kubectl;
+    mod scenario;
 }

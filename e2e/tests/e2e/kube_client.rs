@@ -136,6 +136,7 @@ async fn watcher_relists_after_410_gone() {
             bookmark_interval: Duration::from_secs(3600),
             ..EmulatorConfig::default()
         },
+        ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config).await.unwrap();
     let client = client(&cluster).await;

@@ -1,0 +1,288 @@
+//! The scenario later issues extend: CRDs applied, a Deployment and a DaemonSet run as
+//! processes on two simulated nodes, one node's process killed and restarted, and
+//! everything torn down with nothing left behind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
+
+use super::fixtures::{SETTLE, TRACEPOINT_CRD, apply, ok, table};
+
+fn workloads(out_dir: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: kelvin
+  namespace: px
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: kelvin}}
+  template:
+    metadata:
+      labels: {{app: kelvin}}
+    spec:
+      containers:
+      - name: kelvin
+        image: px/kelvin:dev
+        args: ["1000"]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: vizier-pem
+  namespace: px
+spec:
+  selector:
+    matchLabels: {{app: pem}}
+  template:
+    metadata:
+      labels: {{app: pem}}
+    spec:
+      containers:
+      - name: pem
+        image: px/pem:dev
+        command: ["sh", "-c"]
+        args: ["echo \"$MY_NODE $MY_POD $MY_NS $MY_IP $GREETING $PX_PEM_CGROUP\" > $(OUT)/pem-$MY_NODE.env; exec sleep 1000"]
+        env:
+        - {{name: OUT, value: "{out_dir}"}}
+        - {{name: GREETING, value: hello}}
+        - name: MY_NODE
+          valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}
+        - name: MY_POD
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: MY_NS
+          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+        - name: MY_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+"#
+    )
+}
+
+/// `kubectl get pods -o wide` rows (without the header) once all are Running and ready.
+async fn running_pods(cluster: &Cluster, count: usize) -> Vec<Vec<String>> {
+    eventually(SETTLE, || async {
+        let rows = table(&ok(cluster, &["get", "pods", "-n", "px", "-o", "wide"]).await);
+        let pods: Vec<Vec<String>> = rows.into_iter().skip(1).collect();
+        (pods.len() == count && pods.iter().all(|r| r[1] == "1/1" && r[2] == "Running"))
+            .then_some(pods)
+    })
+    .await
+    .expect("pods running and ready")
+}
+
+#[tokio::test]
+async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
+    let images = HashMap::from([
+        ("px/kelvin".to_string(), PathBuf::from("/usr/bin/sleep")),
+        ("px/pem:dev".to_string(), PathBuf::from("/bin/sh")),
+    ]);
+    let config = ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let cgroup_a = cluster.node_cgroup("node-a").unwrap().to_path_buf();
+    let cgroup_b = cluster.node_cgroup("node-b").unwrap().to_path_buf();
+    assert_ne!(cgroup_a, cgroup_b);
+
+    let nodes = table(&ok(&cluster, &["get", "nodes"]).await);
+    assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    assert_eq!(nodes[1][..3], ["node-a", "Ready", "<none>"]);
+    assert_eq!(nodes[2][..3], ["node-b", "Ready", "<none>"]);
+
+    assert!(apply(&cluster, TRACEPOINT_CRD).await.success());
+    assert!(
+        apply(
+            &cluster,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: px\n"
+        )
+        .await
+        .success()
+    );
+    let out_dir = cluster.dir().display().to_string();
+    let out = apply(&cluster, &workloads(&out_dir)).await;
+    assert_eq!(
+        out.stdout, "deployment.apps/kelvin created\ndaemonset.apps/vizier-pem created\n",
+        "{out:?}"
+    );
+
+    let pods = running_pods(&cluster, 3).await;
+    let pem_nodes: Vec<&str> = pods
+        .iter()
+        .filter(|r| r[0].starts_with("vizier-pem-"))
+        .map(|r| r[6].as_str())
+        .collect();
+    let mut sorted = pem_nodes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["node-a", "node-b"], "{pods:?}");
+    assert!(pods.iter().any(|r| r[0].starts_with("kelvin-")));
+    let ds = table(&ok(&cluster, &["get", "daemonset", "-n", "px"]).await);
+    assert_eq!(ds[1][..6], ["vizier-pem", "2", "2", "2", "2", "2"]);
+    let deploy = table(&ok(&cluster, &["get", "deployment", "-n", "px"]).await);
+    assert_eq!(deploy[1][..4], ["kelvin", "1/1", "1", "1"]);
+
+    // Each PEM got its pod's environment and its own node's cgroup, and runs in it.
+    for (node, cgroup) in [("node-a", &cgroup_a), ("node-b", &cgroup_b)] {
+        let pod = &pods
+            .iter()
+            .find(|r| r[0].starts_with("vizier-pem-") && r[6] == node)
+            .unwrap()[0];
+        let env = eventually(SETTLE, || async {
+            std::fs::read_to_string(format!("{out_dir}/pem-{node}.env")).ok()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            env.trim(),
+            format!("{node} {pod} px 127.0.0.1 hello {}", cgroup.display())
+        );
+        let pid: i32 = ok(
+            &cluster,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "px",
+                pod,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].containerID}",
+            ],
+        )
+        .await
+        .trim_start_matches("px-e2e://")
+        .parse()
+        .unwrap();
+        assert!(
+            cluster.node_pids(node).contains(&pid),
+            "pid {pid} not in {}",
+            cgroup.display()
+        );
+    }
+
+    // Kill node-b's PEM: the node agent restarts it and reports one restart.
+    let pem_b = pods
+        .iter()
+        .find(|r| r[0].starts_with("vizier-pem-") && r[6] == "node-b")
+        .unwrap()[0]
+        .clone();
+    let id = ok(
+        &cluster,
+        &[
+            "get",
+            "pod",
+            "-n",
+            "px",
+            &pem_b,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ],
+    )
+    .await;
+    let pid = id.trim_start_matches("px-e2e://").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let restarted = eventually(SETTLE, || async {
+        let out = ok(&cluster, &["get", "pod", "-n", "px", &pem_b, "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].containerID}"]).await;
+        (out.starts_with("1 true ") && !out.ends_with(&id)).then_some(out)
+    })
+    .await;
+    assert!(restarted.is_some(), "no restart seen");
+    let row = table(&ok(&cluster, &["get", "pod", "-n", "px", &pem_b]).await).remove(1);
+    assert_eq!(row[1..4], ["1/1", "Running", "1"]);
+    assert!(row[4].starts_with('('), "RESTARTS shows when: {row:?}");
+    let last_exit = ok(
+        &cluster,
+        &[
+            "get",
+            "pod",
+            "-n",
+            "px",
+            &pem_b,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}",
+        ],
+    )
+    .await;
+    assert_eq!(last_exit, "137");
+    // node-a's PEM was left alone.
+    let pem_a_restarts = ok(
+        &cluster,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "px",
+            "-l",
+            "app=pem",
+            "--field-selector",
+            "spec.nodeName=node-a",
+            "-o",
+            "jsonpath={.items[0].status.containerStatuses[0].restartCount}",
+        ],
+    )
+    .await;
+    assert_eq!(pem_a_restarts, "0");
+
+    // Tear down through the API: pods go, their processes with them.
+    ok(&cluster, &["delete", "namespace", "px"]).await;
+    ok(&cluster, &["delete", "crd", "tracepoints.px.dev"]).await;
+    let emptied = eventually(SETTLE, || async {
+        (cluster.node_pids("node-a").is_empty() && cluster.node_pids("node-b").is_empty())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        emptied.is_some(),
+        "processes left: {:?} {:?}",
+        cluster.node_pids("node-a"),
+        cluster.node_pids("node-b")
+    );
+    let out = cluster.kubectl(&["get", "pods", "-A"]).await.unwrap();
+    assert_eq!(out.stderr, "No resources found\n");
+    let dir = cluster.dir().to_path_buf();
+    cluster.stop().await;
+    assert!(
+        !cgroup_a.exists() && !cgroup_b.exists(),
+        "cgroups left behind"
+    );
+    assert!(
+        !cgroup_a.parent().unwrap().exists(),
+        "cluster cgroup left behind"
+    );
+    assert!(!dir.exists(), "temporary directory left behind");
+}
+
+#[tokio::test]
+async fn dropping_the_cluster_kills_every_pod_process() {
+    let images = HashMap::from([("sleeper".to_string(), PathBuf::from("/usr/bin/sleep"))]);
+    let config = ClusterConfig {
+        nodes: vec![NodeSpec::named("only")],
+        images,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: sleeper\n    args: [\"1000\"]\n";
+    assert!(apply(&cluster, pod).await.success());
+    let pid = eventually(SETTLE, || async {
+        cluster.node_pids("only").first().copied()
+    })
+    .await
+    .unwrap();
+    let cgroup = cluster.node_cgroup("only").unwrap().to_path_buf();
+    drop(cluster);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z "),
+        "process {pid} survived"
+    );
+    assert!(!cgroup.exists());
+}
