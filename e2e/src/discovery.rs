@@ -117,6 +117,20 @@ pub(crate) fn resource_list(
             entry["categories"] = json!(r.categories);
         }
         list.push(entry);
+        if r.group == "apps" && r.kind == "Deployment" {
+            list.push(json!({
+                "name": format!("{}/scale", r.plural),
+                "singularName": "",
+                "namespaced": true,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if r.group.is_empty() && r.kind == "Pod" {
+            list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+        }
         if r.has_status {
             list.push(json!({
                 "name": format!("{}/status", r.plural),

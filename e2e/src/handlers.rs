@@ -137,6 +137,7 @@ fn resolve(shared: &Arc<Shared>, group: &str, version: &str, rest: &[&str]) -> A
         let sub = tail.get(1).map(|s| s.to_string());
         if let Some(s) = &sub
             && !(s == "status" && res.has_status)
+            && !crate::subresources::has(&res, s)
         {
             return Err(ApiError::not_found_path());
         }
@@ -213,6 +214,18 @@ fn written(w: Written, code_if_created: u16) -> Response<ResponseBody> {
     r
 }
 
+fn patch_kind(content_type: &str) -> ApiResult<PatchKind> {
+    Ok(
+        match content_type.split(';').next().unwrap_or_default().trim() {
+            "application/json-patch+json" => PatchKind::Json,
+            "application/merge-patch+json" => PatchKind::Merge,
+            "application/strategic-merge-patch+json" => PatchKind::Strategic,
+            "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        },
+    )
+}
+
 fn resource_request(
     shared: &Arc<Shared>,
     req: &Request<'_>,
@@ -229,6 +242,35 @@ fn resource_request(
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())?;
     let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())?;
     let include = IncludeObject::parse(req.q("includeObject"));
+    if let (Some(sub), Some(name)) = (t.subresource.as_deref(), t.name.as_deref()) {
+        let ns = ns_key.as_deref().unwrap_or_default();
+        match sub {
+            "log" if req.method == Method::GET => {
+                let tail = req.q("tailLines").and_then(|t| t.parse().ok());
+                return crate::subresources::log(
+                    shared,
+                    &t.res,
+                    ns,
+                    name,
+                    req.q("container"),
+                    tail,
+                    req.flag("follow"),
+                );
+            }
+            "scale" => {
+                let opts = write_options(req, None);
+                let change = match req.method {
+                    Method::GET => None,
+                    Method::PUT => Some((None, req.json_body()?)),
+                    Method::PATCH => Some((Some(patch_kind(req.content_type)?), req.json_body()?)),
+                    _ => return Err(ApiError::method_not_allowed()),
+                };
+                return crate::subresources::scale(shared, &t.res, ns, name, change, &opts);
+            }
+            "status" => {}
+            _ => return Err(ApiError::method_not_allowed()),
+        }
+    }
     match (&req.method, &t.name) {
         (&Method::GET, None) if req.flag("watch") => {
             let timeout = req
@@ -321,19 +363,7 @@ fn resource_request(
             Ok(written(w, 201))
         }
         (&Method::PATCH, Some(name)) => {
-            let kind = match req
-                .content_type
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-            {
-                "application/json-patch+json" => PatchKind::Json,
-                "application/merge-patch+json" => PatchKind::Merge,
-                "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
-                other => return Err(ApiError::unsupported_media_type(other)),
-            };
+            let kind = patch_kind(req.content_type)?;
             let body = req.json_body()?;
             let opts = write_options(req, t.subresource.clone());
             let w = shared.lock().patch(

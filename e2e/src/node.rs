@@ -350,6 +350,14 @@ fn spawn(
         s(pod, "/metadata/namespace"),
         s(pod, "/metadata/name")
     ));
+    ctx.shared.set_log_path(
+        (
+            s(pod, "/metadata/namespace").to_string(),
+            s(pod, "/metadata/name").to_string(),
+            container_name.to_string(),
+        ),
+        log_path.clone(),
+    );
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,8 +1,9 @@
 //! The HTTP server: a loopback listener, one task per connection, and the kubeconfig
 //! that points kubectl and `kube` at it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::handlers::{self, Request};
 use crate::http::{ResponseBody, error_response, parse_query};
 use crate::status::ApiError;
 use crate::store::Store;
+use crate::subresources::LogKey;
 
 /// Largest request body accepted; bigger ones get 413.
 const MAX_BODY: usize = 16 << 20;
@@ -49,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) bookmark_interval: Duration,
     /// Bumped to end every open watch (stop, or a test forcing reconnects).
     pub(crate) watch_closer: watch::Sender<u64>,
+    /// Container output files, registered by node agents for `kubectl logs`.
+    logs: Mutex<HashMap<LogKey, PathBuf>>,
 }
 
 impl Shared {
@@ -57,6 +61,23 @@ impl Shared {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records where a container's output goes.
+    pub(crate) fn set_log_path(&self, key: LogKey, path: PathBuf) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, path);
+    }
+
+    /// Where a container's output went, if it ever ran.
+    pub(crate) fn log_path(&self, key: &LogKey) -> Option<PathBuf> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 }
 
@@ -82,6 +103,7 @@ impl Emulator {
             addr,
             bookmark_interval: config.bookmark_interval,
             watch_closer,
+            logs: Mutex::new(HashMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -134,15 +134,22 @@ fn pod_cells(obj: &Value, name: &str) -> Option<Value> {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return Some(json!("Terminating"));
             }
-            let waiting = statuses.and_then(|s| {
-                s.iter()
-                    .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str))
+            // As the pod printer does: a waiting reason wins, then the reason of a
+            // container that terminated while none runs, then the phase.
+            let all = statuses.map(Vec::as_slice).unwrap_or_default();
+            let waiting = all
+                .iter()
+                .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str));
+            let running = all.iter().any(|c| c.pointer("/state/running").is_some());
+            let terminated = all.iter().find_map(|c| {
+                c.pointer("/state/terminated/reason")
+                    .and_then(Value::as_str)
             });
             let phase = obj
                 .pointer("/status/phase")
                 .and_then(Value::as_str)
                 .unwrap_or("Unknown");
-            json!(waiting.unwrap_or(phase))
+            json!(waiting.or(terminated.filter(|_| !running)).unwrap_or(phase))
         }
         "Restarts" => {
             let restarts: i64 = statuses.map_or(0, |s| {

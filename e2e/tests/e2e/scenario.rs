@@ -286,3 +286,120 @@ async fn dropping_the_cluster_kills_every_pod_process() {
     );
     assert!(!cgroup.exists());
 }
+
+#[tokio::test]
+async fn node_selectors_logs_exits_and_scaling() {
+    let images = HashMap::from([
+        ("shell".to_string(), PathBuf::from("/bin/sh")),
+        ("sleeper".to_string(), PathBuf::from("/usr/bin/sleep")),
+    ]);
+    let edge = NodeSpec {
+        name: "edge".to_string(),
+        labels: [("role".to_string(), "edge".to_string())].into(),
+    };
+    let config = ClusterConfig {
+        nodes: vec![edge, NodeSpec::named("core")],
+        images,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let daemonset = r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: edge-only
+spec:
+  selector:
+    matchLabels: {app: edge-only}
+  template:
+    metadata:
+      labels: {app: edge-only}
+    spec:
+      nodeSelector: {role: edge}
+      containers:
+      - name: main
+        image: shell
+        command: ["sh", "-c", "echo started on $MY_NODE; exec sleep 1000"]
+        env:
+        - name: MY_NODE
+          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+"#;
+    assert!(apply(&cluster, daemonset).await.success());
+    let pod = eventually(SETTLE, || async {
+        let rows = table(
+            &ok(
+                &cluster,
+                &["get", "pods", "-l", "app=edge-only", "-o", "wide"],
+            )
+            .await,
+        );
+        (rows.len() == 2 && rows[1][2] == "Running").then(|| rows[1].clone())
+    })
+    .await
+    .expect("one running pod");
+    assert_eq!(pod[6], "edge");
+    let logs = eventually(SETTLE, || async {
+        let out = ok(&cluster, &["logs", &pod[0]]).await;
+        (!out.is_empty()).then_some(out)
+    })
+    .await;
+    assert_eq!(logs.as_deref(), Some("started on edge\n"));
+    let ds = table(&ok(&cluster, &["get", "ds", "edge-only"]).await);
+    assert_eq!(
+        ds[1][..7],
+        ["edge-only", "1", "1", "1", "1", "1", "role=edge"]
+    );
+
+    // A container that exits with restartPolicy Never is not restarted.
+    let failing = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: once\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"exit 3\"]\n";
+    assert!(apply(&cluster, failing).await.success());
+    let row = eventually(SETTLE, || async {
+        let rows = table(&ok(&cluster, &["get", "pod", "once"]).await);
+        (rows[1][2] == "Error").then(|| rows[1].clone())
+    })
+    .await
+    .expect("pod shown as Error");
+    assert_eq!(row[1..4], ["0/1", "Error", "0"]);
+    let phase = ok(
+        &cluster,
+        &[
+            "get",
+            "pod",
+            "once",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+    )
+    .await;
+    assert_eq!(phase, "Failed 3");
+
+    // An image nobody mapped cannot start.
+    let unmapped = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nope\nspec:\n  containers:\n  - name: main\n    image: not/mapped\n";
+    assert!(apply(&cluster, unmapped).await.success());
+    let shown = eventually(SETTLE, || async {
+        let rows = table(&ok(&cluster, &["get", "pod", "nope"]).await);
+        (rows[1][2] == "ErrImagePull").then_some(())
+    })
+    .await;
+    assert!(shown.is_some());
+
+    // kubectl scale goes through the Deployment's scale subresource.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: c\n        image: sleeper\n        args: [\"1000\"]\n";
+    assert!(apply(&cluster, deployment).await.success());
+    assert_eq!(
+        ok(&cluster, &["scale", "deployment", "web", "--replicas=3"]).await,
+        "deployment.apps/web scaled\n"
+    );
+    let ready = eventually(SETTLE, || async {
+        let rows = table(&ok(&cluster, &["get", "deployment", "web"]).await);
+        (rows[1][1] == "3/3").then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "deployment not scaled to 3 ready pods");
+    let status = ok(
+        &cluster,
+        &["rollout", "status", "deployment", "web", "--timeout=5s"],
+    )
+    .await;
+    assert_eq!(status, "deployment \"web\" successfully rolled out\n");
+    cluster.stop().await;
+}
