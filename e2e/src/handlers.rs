@@ -273,6 +273,12 @@ fn resource_request(
     }
     match (&req.method, &t.name) {
         (&Method::GET, None) if req.flag("watch") => {
+            let rv = req.q("resourceVersion").unwrap_or_default();
+            if !rv.is_empty() && rv.parse::<u64>().is_err() {
+                return Err(ApiError::bad_request(format!(
+                    "invalid resource version {rv:?}"
+                )));
+            }
             let timeout = req
                 .q("timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())

@@ -7,5 +7,6 @@ mod e2e {
     mod fixtures;
     mod kube_client;
     mod kubectl;
+    mod robustness;
     mod scenario;
 }
