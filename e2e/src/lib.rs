@@ -10,6 +10,7 @@ mod cel;
 mod cgroup;
 mod controllers;
 mod crd;
+mod defaults;
 mod discovery;
 mod error;
 mod handlers;

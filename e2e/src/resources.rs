@@ -300,6 +300,14 @@ fn builtin_columns(kind: &str) -> Vec<PrinterColumn> {
             column("Version", "string", ".status.nodeInfo.kubeletVersion", 0),
         ],
         "Namespace" => vec![column("Status", "string", ".status.phase", 0), age],
+        "Service" => vec![
+            column("Type", "string", ".spec.type", 0),
+            column("Cluster-IP", "string", ".spec.clusterIP", 0),
+            column("External-IP", "string", "", 0),
+            column("Port(s)", "string", "", 0),
+            age,
+            column("Selector", "string", "", 1),
+        ],
         "ConfigMap" => vec![column("Data", "integer", "", 0), age],
         _ => vec![age],
     };

@@ -84,6 +84,8 @@ pub(crate) struct Store {
     events: broadcast::Sender<Arc<WatchEvent>>,
     random: RandomState,
     counter: u64,
+    /// Last Service cluster IP handed out (10.96.0.0/16).
+    service_ips: u32,
 }
 
 fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
@@ -159,12 +161,27 @@ impl Store {
             events,
             random: RandomState::new(),
             counter: 0,
+            service_ips: 1,
         };
+        let service = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]},
+        });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             if let Some(res) = store.resource("", "v1", "namespaces") {
                 let _ = store.create(&res, None, obj, &WriteOptions::internal("kube-apiserver"));
             }
+        }
+        if let Some(res) = store.resource("", "v1", "services") {
+            let _ = store.create(
+                &res,
+                None,
+                service,
+                &WriteOptions::internal("kube-apiserver"),
+            );
         }
         store
     }
@@ -425,6 +442,15 @@ impl Store {
         }
     }
 
+    fn apply_defaults(&mut self, res: &Resource, obj: &mut Value, old: Option<&Value>) {
+        let ips = &mut self.service_ips;
+        let mut next_ip = || {
+            *ips += 1;
+            format!("10.96.{}.{}", (*ips >> 8) & 0xff, *ips & 0xff)
+        };
+        crate::defaults::apply(res, obj, old, &mut next_ip);
+    }
+
     /// POST: creates an object in `ns` (ignored for cluster-scoped resources).
     pub(crate) fn create(
         &mut self,
@@ -494,6 +520,7 @@ impl Store {
             meta_mut(obj).insert("name".into(), json!(name));
         }
         let name = meta_str(obj, "name").to_string();
+        self.apply_defaults(res, obj, None);
         let warnings = self.validate_object(res, version, obj, opts)?;
         if self.stored(res, &ns, &name).is_some() {
             return Err(ApiError::already_exists(res.qualified(), &name));
@@ -692,6 +719,9 @@ impl Store {
                     None => meta.remove("managedFields"),
                 };
             }
+        }
+        if !status_only {
+            self.apply_defaults(res, &mut new, Some(&old));
         }
         let warnings = if status_only {
             Vec::new()

@@ -223,6 +223,38 @@ fn computed(res: &Resource, col: &PrinterColumn, obj: &Value) -> Value {
             Some(json!(if ready { "Ready" } else { "NotReady" }))
         }
         ("Node", "Roles") => Some(json!("<none>")),
+        ("Service", "External-IP") => Some(json!("<none>")),
+        ("Service", "Port(s)") => {
+            let ports: Vec<String> = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match p.get("nodePort") {
+                        Some(n) => format!("{}:{n}/{proto}", p["port"]),
+                        None => format!("{}/{proto}", p["port"]),
+                    }
+                })
+                .collect();
+            Some(json!(if ports.is_empty() {
+                "<none>".to_string()
+            } else {
+                ports.join(",")
+            }))
+        }
+        ("Service", "Selector") => {
+            let sel = obj.pointer("/spec/selector").and_then(Value::as_object);
+            Some(json!(match sel {
+                Some(m) if !m.is_empty() => m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => "<none>".to_string(),
+            }))
+        }
         ("ConfigMap", "Data") => {
             let count = |k: &str| obj.get(k).and_then(Value::as_object).map_or(0, |m| m.len());
             Some(json!(count("data") + count("binaryData")))

@@ -495,3 +495,75 @@ async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn built_in_kinds_read_back_with_server_defaults() {
+    let cluster = cluster_with_crd().await;
+    let manifests = "apiVersion: v1\nkind: Service\nmetadata:\n  name: kelvin\nspec:\n  selector: {app: kelvin}\n  ports:\n  - {name: grpc, port: 59300}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: token\nstringData:\n  key: hello world\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: c, image: 'px/web:1.0'}\n";
+    let out = apply(&cluster, manifests).await;
+    assert_eq!(
+        out.stdout, "service/kelvin created\nsecret/token created\ndeployment.apps/web created\n",
+        "{out:?}"
+    );
+
+    let services = table(&ok(&cluster, &["get", "services"]).await);
+    assert_eq!(
+        services[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        services[1][..5],
+        ["kelvin", "ClusterIP", "10.96.0.2", "<none>", "59300/TCP"]
+    );
+    assert_eq!(
+        services[2][..5],
+        ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]
+    );
+
+    let secret = ok(
+        &cluster,
+        &[
+            "get",
+            "secret",
+            "token",
+            "-o",
+            "jsonpath={.type} {.data.key}",
+        ],
+    )
+    .await;
+    assert_eq!(secret, "Opaque aGVsbG8gd29ybGQ=");
+    let spec = ok(
+        &cluster,
+        &["get", "deployment", "web", "-o", "jsonpath={.spec.replicas} {.spec.strategy.type} {.spec.template.spec.restartPolicy} {.spec.template.spec.containers[0].imagePullPolicy}"],
+    )
+    .await;
+    assert_eq!(spec, "1 RollingUpdate Always IfNotPresent");
+    // Re-applying the same manifests is a no-op despite the defaults. The Secret reads
+    // "configured", as on a real server: stringData is never stored, so kubectl's patch
+    // is never empty.
+    let again = apply(&cluster, manifests).await;
+    assert_eq!(
+        again.stdout,
+        "service/kelvin unchanged\nsecret/token configured\ndeployment.apps/web unchanged\n"
+    );
+    let label = ok(
+        &cluster,
+        &[
+            "get",
+            "namespace",
+            "default",
+            "-o",
+            "jsonpath={.metadata.labels.kubernetes\\.io/metadata\\.name}",
+        ],
+    )
+    .await;
+    assert_eq!(label, "default");
+    cluster.stop().await;
+}
