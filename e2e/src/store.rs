@@ -774,12 +774,39 @@ impl Store {
                 &now,
             );
         }
+        let crd_change = res.kind == "CustomResourceDefinition" && !status_only;
+        if crd_change {
+            let (was, now_served) = (crd::to_resource(&old), crd::to_resource(&new));
+            if was.group != now_served.group || was.plural != now_served.plural {
+                return Err(ApiError::invalid(
+                    res.qualified(),
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid".into(),
+                        message: "Invalid value: \"\": the group and plural name of a served CRD cannot change in this emulator".into(),
+                        field: "spec".into(),
+                    }],
+                ));
+            }
+            new["status"] = crd::established_status(&new, &now);
+        }
         if opts.dry_run {
             return Ok(Written {
                 object: new,
                 warnings,
                 created: false,
             });
+        }
+        if crd_change {
+            // The served resource follows the CRD: new schema, columns, names, versions.
+            let served = crd::to_resource(&new);
+            if let Some(slot) = self
+                .resources
+                .iter_mut()
+                .find(|r| r.from_crd && r.group == served.group && r.plural == served.plural)
+            {
+                *slot = Arc::new(served);
+            }
         }
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
         let no_finalizers = new

@@ -567,3 +567,37 @@ async fn built_in_kinds_read_back_with_server_defaults() {
     assert_eq!(label, "default");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn changing_a_crd_changes_what_is_served() {
+    let cluster = cluster_with_crd().await;
+    assert!(apply(&cluster, &tracepoint("tp1", 2)).await.success());
+    // A new printer column and a tighter maximum.
+    let changed = super::fixtures::TRACEPOINT_CRD
+        .replace(
+            "    - name: Age\n",
+            "    - name: Mode\n      type: string\n      jsonPath: .spec.mode\n    - name: Age\n",
+        )
+        .replace(
+            "                minimum: 1\n",
+            "                minimum: 1\n                maximum: 5\n",
+        );
+    assert_ne!(changed, super::fixtures::TRACEPOINT_CRD);
+    let out = apply(&cluster, &changed).await;
+    assert_eq!(
+        out.stdout, "customresourcedefinition.apiextensions.k8s.io/tracepoints.px.dev configured\n",
+        "{out:?}"
+    );
+    let rows = table(&ok(&cluster, &["get", "tp"]).await);
+    assert_eq!(
+        rows[0],
+        ["NAME", "PROBE", "REPLICAS", "STATE", "MODE", "AGE"]
+    );
+    assert_eq!(rows[1][..4], ["tp1", "http_events", "2", "http"]);
+    let out = apply(&cluster, &tracepoint("tp1", 7)).await;
+    assert_eq!(
+        out.stderr,
+        "The Tracepoint \"tp1\" is invalid: spec.replicas: Invalid value: 7: spec.replicas in body should be less than or equal to 5\n"
+    );
+    cluster.stop().await;
+}
