@@ -13,6 +13,7 @@ mod crd;
 mod defaults;
 mod discovery;
 mod error;
+mod events;
 mod handlers;
 mod harness;
 mod http;

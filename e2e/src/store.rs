@@ -265,9 +265,13 @@ impl Store {
         ns: &str,
         name: &str,
     ) -> ApiResult<Value> {
-        self.stored(res, ns, name)
-            .cloned()
-            .map(|o| Self::served(res, version, o))
+        if let Some(o) = self.stored(res, ns, name) {
+            return Ok(Self::served(res, version, o.clone()));
+        }
+        crate::events::twin(&res.group, &res.plural)
+            .and_then(|g| self.objects.get(&(g.to_string(), res.plural.clone())))
+            .and_then(|b| b.get(&(ns.to_string(), name.to_string())))
+            .map(|o| crate::events::convert(o, &res.group))
             .ok_or_else(|| ApiError::not_found(res.qualified(), name))
     }
 
@@ -280,16 +284,23 @@ impl Store {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Vec<Value> {
-        self.bucket(res)
-            .map(|b| {
+        let in_ns = |((ons, _), _): &(&ObjKey, &Value)| ns.is_none_or(|n| n == ons);
+        let own = self.bucket(res).into_iter().flat_map(|b| {
+            b.iter()
+                .filter(in_ns)
+                .map(|(_, o)| Self::served(res, version, o.clone()))
+        });
+        let twin = crate::events::twin(&res.group, &res.plural)
+            .and_then(|g| self.objects.get(&(g.to_string(), res.plural.clone())))
+            .into_iter()
+            .flat_map(|b| {
                 b.iter()
-                    .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                    .map(|(_, o)| o)
-                    .filter(|o| labels.matches(o) && fields.matches(o))
-                    .map(|o| Self::served(res, version, o.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+                    .filter(in_ns)
+                    .map(|(_, o)| crate::events::convert(o, &res.group))
+            });
+        own.chain(twin)
+            .filter(|o| labels.matches(o) && fields.matches(o))
+            .collect()
     }
 
     /// Every stored object of every resource (for controllers).

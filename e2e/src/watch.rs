@@ -50,11 +50,24 @@ impl Filter {
     /// The event this watcher sees, if any: objects entering or leaving the selection
     /// turn into ADDED and DELETED, as the real watch cache does.
     fn translate(&self, e: &WatchEvent) -> Option<(&'static str, Value)> {
-        if e.group != self.res.group || e.plural != self.res.plural {
+        let own = e.group == self.res.group && e.plural == self.res.plural;
+        let twin = e.plural == self.res.plural
+            && crate::events::twin(&self.res.group, &self.res.plural) == Some(e.group.as_str());
+        if !own && !twin {
             return None;
         }
-        let now = self.matches(&e.object);
-        let before = e.old.as_ref().is_some_and(|o| self.matches(o));
+        let (object, old) = if twin {
+            (
+                crate::events::convert(&e.object, &self.res.group),
+                e.old
+                    .as_ref()
+                    .map(|o| crate::events::convert(o, &self.res.group)),
+            )
+        } else {
+            (e.object.clone(), e.old.clone())
+        };
+        let now = self.matches(&object);
+        let before = old.as_ref().is_some_and(|o| self.matches(o));
         let type_ = match (e.type_, before, now) {
             ("MODIFIED", false, true) => "ADDED",
             ("MODIFIED", true, false) => "DELETED",
@@ -63,7 +76,7 @@ impl Filter {
             (t, _, true) => t,
             _ => return None,
         };
-        let mut obj = e.object.clone();
+        let mut obj = object;
         obj["apiVersion"] = json!(self.res.api_version(&self.version));
         Some((type_, obj))
     }

@@ -10,8 +10,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, conditions, wait::await_condition, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, Config, Resource, ResourceExt};
 use px_e2e::{Cluster, ClusterConfig, EmulatorConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -332,6 +333,44 @@ async fn controller_reconciles_custom_resources_and_writes_status() {
     assert_eq!(stored.data["status"]["state"], "replicas=2");
     // Status writes do not bump the generation; the spec patch did.
     assert_eq!(stored.metadata.generation, Some(2));
+
+    // Events recorded through events.k8s.io show in `kubectl describe` (core events).
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "px-operator".into(),
+            instance: None,
+        },
+    );
+    let reference = stored.object_ref(&ar);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Loaded".into(),
+        note: Some("probe loaded on 2 nodes".into()),
+        action: "Load".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.unwrap();
+    let described = cluster
+        .kubectl(&["describe", "tracepoint", "tp1"])
+        .await
+        .unwrap()
+        .stdout;
+    let events: Vec<&str> = described
+        .lines()
+        .skip_while(|l| !l.starts_with("Events:"))
+        .collect();
+    assert_eq!(
+        events[1].split_whitespace().collect::<Vec<_>>(),
+        ["Type", "Reason", "Age", "From", "Message"],
+        "{described}"
+    );
+    let row: Vec<&str> = events[3].split_whitespace().collect();
+    assert_eq!((row[0], row[1]), ("Normal", "Loaded"), "{described}");
+    assert!(
+        events[3].ends_with("px-operator  probe loaded on 2 nodes"),
+        "{described}"
+    );
     controller.abort();
     cluster.stop().await;
 }
