@@ -295,7 +295,13 @@ fn resource_request(
                     send_initial_events: req.flag("sendInitialEvents"),
                     bookmarks: req.flag("allowWatchBookmarks"),
                     timeout: Duration::from_secs(timeout.min(3600)),
-                    table: wants_table(req.accept).then_some(include),
+                    form: if wants_table(req.accept) {
+                        watch::WatchForm::Table(include)
+                    } else if wants_metadata(req.accept) {
+                        watch::WatchForm::Metadata
+                    } else {
+                        watch::WatchForm::Object
+                    },
                 },
             );
             Ok(stream_response(rx))

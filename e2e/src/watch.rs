@@ -15,6 +15,17 @@ use crate::status::ApiError;
 use crate::store::WatchEvent;
 use crate::table::{self, IncludeObject};
 
+/// How watch events carry objects, from the request's Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WatchForm {
+    /// The objects themselves.
+    Object,
+    /// One-row Tables (`kubectl get -w`).
+    Table(IncludeObject),
+    /// `PartialObjectMetadata` (metadata-only watches).
+    Metadata,
+}
+
 /// What one watch request asked for.
 pub(crate) struct WatchRequest {
     pub(crate) res: Arc<Resource>,
@@ -27,8 +38,8 @@ pub(crate) struct WatchRequest {
     pub(crate) send_initial_events: bool,
     pub(crate) bookmarks: bool,
     pub(crate) timeout: Duration,
-    /// `Some` when the client asked for Table events.
-    pub(crate) table: Option<IncludeObject>,
+    /// The form events carry their objects in.
+    pub(crate) form: WatchForm,
 }
 
 struct Filter {
@@ -88,15 +99,10 @@ fn line(type_: &str, object: Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn render(
-    req_table: Option<IncludeObject>,
-    res: &Resource,
-    obj: Value,
-    rv: u64,
-    first: &mut bool,
-) -> Value {
-    match req_table {
-        Some(include) => {
+fn render(form: WatchForm, res: &Resource, obj: Value, rv: u64, first: &mut bool) -> Value {
+    match form {
+        WatchForm::Metadata => table::partial_metadata(&obj),
+        WatchForm::Table(include) => {
             let t = table::to_table(
                 res,
                 std::slice::from_ref(&obj),
@@ -107,7 +113,7 @@ fn render(
             *first = false;
             t
         }
-        None => obj,
+        WatchForm::Object => obj,
     }
 }
 
@@ -142,7 +148,7 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<By
             for obj in objects {
                 initial.push(line(
                     "ADDED",
-                    render(req.table, &req.res, obj, start_rv, &mut first),
+                    render(req.form, &req.res, obj, start_rv, &mut first),
                 ));
             }
             if req.send_initial_events && req.bookmarks {
@@ -159,7 +165,7 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<By
             receiver = store.watch_from(rv).map(|(backlog, rx)| {
                 for e in backlog {
                     if let Some((t, obj)) = filter.translate(&e) {
-                        initial.push(line(t, render(req.table, &req.res, obj, e.rv, &mut first)));
+                        initial.push(line(t, render(req.form, &req.res, obj, e.rv, &mut first)));
                     }
                 }
                 rx
@@ -207,7 +213,7 @@ pub(crate) fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<By
                     }
                     last_rv = last_rv.max(e.rv);
                     if let Some((t, obj)) = filter.translate(&e) {
-                        let rendered = render(req.table, &req.res, obj, e.rv, &mut first);
+                        let rendered = render(req.form, &req.res, obj, e.rv, &mut first);
                         if tx.send(line(t, rendered)).await.is_err() {
                             return;
                         }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, conditions, wait::await_condition, watcher};
@@ -385,4 +385,56 @@ async fn yaml_to_json(cluster: &Cluster, yaml: &str) -> serde_json::Value {
         .await
         .unwrap();
     serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn metadata_lists_and_watches() {
+    let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
+    let client = client(&cluster).await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    api.create(
+        &PostParams::default(),
+        &config_map("m1", &[("tier", "a")], "1"),
+    )
+    .await
+    .unwrap();
+    let listed = api
+        .list_metadata(&kube::api::ListParams::default().labels("tier=a"))
+        .await
+        .unwrap();
+    let names: Vec<String> = listed.items.iter().map(|m| m.name_any()).collect();
+    assert_eq!(names, ["m1"]);
+    let mut stream = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::default_namespaced(client.clone()),
+        watcher::Config::default().labels("tier=a"),
+    )
+    .boxed();
+    let mut seen = Vec::new();
+    api.create(
+        &PostParams::default(),
+        &config_map("m2", &[("tier", "a")], "2"),
+    )
+    .await
+    .unwrap();
+    while seen.len() < 2 {
+        match tokio::time::timeout(SETTLE, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(m) | watcher::Event::Apply(m) => {
+                // The server sent metadata only, not whole objects.
+                assert_eq!(
+                    m.types.as_ref().map(|t| t.kind.as_str()),
+                    Some("PartialObjectMetadata")
+                );
+                seen.push(m.name_any());
+            }
+            _ => {}
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["m1", "m2"]);
+    cluster.stop().await;
 }
