@@ -67,6 +67,15 @@ pub(crate) struct Written {
     pub(crate) created: bool,
 }
 
+/// Most bytes of objects the watch history keeps, whatever the event count.
+const HISTORY_BYTES: usize = 64 << 20;
+
+/// Approximate memory of an event: its objects' serialized size.
+fn event_size(e: &WatchEvent) -> usize {
+    let size = |v: &Value| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+    size(&e.object) + e.old.as_ref().map_or(0, size)
+}
+
 type ResKey = (String, String);
 /// Live change events for one watcher.
 pub(crate) type EventReceiver = broadcast::Receiver<Arc<WatchEvent>>;
@@ -78,6 +87,10 @@ pub(crate) struct Store {
     objects: HashMap<ResKey, BTreeMap<ObjKey, Value>>,
     rv: u64,
     history: VecDeque<Arc<WatchEvent>>,
+    /// Approximate bytes held by `history`.
+    history_bytes: usize,
+    /// Most bytes `history` may hold.
+    history_budget: usize,
     window: usize,
     /// Events at or below this resourceVersion are no longer kept.
     compacted: u64,
@@ -156,6 +169,8 @@ impl Store {
             objects: HashMap::new(),
             rv: 0,
             history: VecDeque::new(),
+            history_bytes: 0,
+            history_budget: HISTORY_BYTES,
             window: window.max(1),
             compacted: 0,
             events,
@@ -321,9 +336,14 @@ impl Store {
             object,
             old,
         });
+        self.history_bytes += event_size(&event);
         self.history.push_back(Arc::clone(&event));
-        while self.history.len() > self.window {
+        // Bounded by count and by bytes; the newest event always stays.
+        while self.history.len() > self.window
+            || (self.history_bytes > self.history_budget && self.history.len() > 1)
+        {
             if let Some(e) = self.history.pop_front() {
+                self.history_bytes = self.history_bytes.saturating_sub(event_size(&e));
                 self.compacted = e.rv;
             }
         }
@@ -349,6 +369,7 @@ impl Store {
     /// Forgets every kept event, as an etcd compaction does (a test hook for 410 Gone).
     pub(crate) fn compact(&mut self) {
         self.history.clear();
+        self.history_bytes = 0;
         self.compacted = self.rv;
     }
 
@@ -1136,5 +1157,115 @@ impl WriteOptions {
     pub(crate) fn status(mut self) -> Self {
         self.subresource = Some("status".into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_maps(store: &Store) -> Arc<Resource> {
+        store
+            .resource("", "v1", "configmaps")
+            .unwrap_or_else(|| unreachable!("built in"))
+    }
+
+    #[test]
+    fn watch_history_is_bounded_by_count_and_bytes() {
+        let mut store = Store::new(5);
+        let cms = config_maps(&store);
+        let start = store.current_rv();
+        for i in 0..10 {
+            let cm = json!({"metadata": {"name": format!("c{i}")}});
+            assert!(
+                store
+                    .create(&cms, Some("default"), cm, &WriteOptions::internal("t"))
+                    .is_ok()
+            );
+        }
+        assert_eq!(store.history.len(), 5);
+        assert_eq!(store.watch_from(start).err().map(|e| e.code), Some(410));
+        assert!(store.watch_from(store.current_rv() - 4).is_ok());
+
+        let mut store = Store::new(1_000_000);
+        store.history_budget = 1 << 20;
+        let cms = config_maps(&store);
+        let big = "x".repeat(64 << 10);
+        for i in 0..40 {
+            let cm = json!({"metadata": {"name": format!("c{i}")}, "data": {"v": big}});
+            assert!(
+                store
+                    .create(&cms, Some("default"), cm, &WriteOptions::internal("t"))
+                    .is_ok()
+            );
+        }
+        assert!(store.history_bytes <= 1 << 20, "{}", store.history_bytes);
+        assert!(store.history.len() < 20);
+    }
+
+    #[test]
+    fn generation_moves_with_spec_only_and_stale_writes_conflict() {
+        let mut store = Store::new(100);
+        let deploys = store
+            .resource("apps", "v1", "deployments")
+            .unwrap_or_else(|| unreachable!("built in"));
+        let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}});
+        let created = store
+            .create(&deploys, Some("default"), d, &WriteOptions::internal("t"))
+            .map(|w| w.object)
+            .unwrap_or_default();
+        assert_eq!(created["metadata"]["generation"], 1);
+        let mut status = created.clone();
+        status["status"] = json!({"replicas": 1});
+        let w = store
+            .update(
+                &deploys,
+                "v1",
+                "default",
+                "d",
+                status,
+                &WriteOptions::internal("t").status(),
+            )
+            .map(|w| w.object)
+            .unwrap_or_default();
+        assert_eq!(
+            (
+                w["metadata"]["generation"].clone(),
+                w["status"]["replicas"].clone()
+            ),
+            (json!(1), json!(1))
+        );
+        let mut spec = w.clone();
+        spec["spec"]["replicas"] = json!(2);
+        spec["status"] = json!({"replicas": 99});
+        let w2 = store
+            .update(
+                &deploys,
+                "v1",
+                "default",
+                "d",
+                spec,
+                &WriteOptions::internal("t"),
+            )
+            .map(|w| w.object)
+            .unwrap_or_default();
+        // Spec changed, status through the main resource ignored.
+        assert_eq!(
+            (
+                w2["metadata"]["generation"].clone(),
+                w2["status"]["replicas"].clone()
+            ),
+            (json!(2), json!(1))
+        );
+        // The first version is stale now.
+        let stale = store.update(
+            &deploys,
+            "v1",
+            "default",
+            "d",
+            created,
+            &WriteOptions::internal("t"),
+        );
+        assert_eq!(stale.err().map(|e| e.code), Some(409));
     }
 }
