@@ -49,5 +49,21 @@ pub(crate) fn table(stdout: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The project's CRD manifests (`crds/*.yaml`), once the control-plane issue adds them.
+pub(crate) fn project_crd_files() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Generous limit for things the emulator's controllers do in the background.
 pub(crate) const SETTLE: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
 
-use super::fixtures::{SETTLE, TRACEPOINT_CRD, apply, ok, table};
+use super::fixtures::{SETTLE, TRACEPOINT_CRD, apply, ok, project_crd_files, table};
 
 fn workloads(out_dir: &str) -> String {
     format!(
@@ -94,7 +94,32 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     assert_eq!(nodes[1][..3], ["node-a", "Ready", "<none>"]);
     assert_eq!(nodes[2][..3], ["node-b", "Ready", "<none>"]);
 
-    assert!(apply(&cluster, TRACEPOINT_CRD).await.success());
+    // The project's CRDs from crds/ once they exist; a Tracepoint-like one until then.
+    let crd_files = project_crd_files();
+    if crd_files.is_empty() {
+        assert!(apply(&cluster, TRACEPOINT_CRD).await.success());
+    }
+    for file in &crd_files {
+        let out = cluster
+            .kubectl(&["apply", "-f", &file.display().to_string()])
+            .await
+            .unwrap();
+        assert!(out.success(), "{}: {out:?}", file.display());
+    }
+    let established = ok(
+        &cluster,
+        &[
+            "get",
+            "crd",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Established\")].status}",
+        ],
+    )
+    .await;
+    assert!(
+        !established.is_empty() && established.split(' ').all(|s| s == "True"),
+        "{established:?}"
+    );
     assert!(
         apply(
             &cluster,
@@ -232,7 +257,7 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
 
     // Tear down through the API: pods go, their processes with them.
     ok(&cluster, &["delete", "namespace", "px"]).await;
-    ok(&cluster, &["delete", "crd", "tracepoints.px.dev"]).await;
+    ok(&cluster, &["delete", "crd", "--all"]).await;
     let emptied = eventually(SETTLE, || async {
         (cluster.node_pids("node-a").is_empty() && cluster.node_pids("node-b").is_empty())
             .then_some(())
