@@ -135,7 +135,9 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 /// The agent: one worker per pod bound to this node, stopped when the pod goes.
 async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
     let mut events = ctx.shared.lock().subscribe();
-    let mut workers: HashMap<String, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    let mut workers: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> = HashMap::new();
+    // Pods whose processes were asked to terminate and may still be exiting.
+    let mut terminating: Vec<(watch::Sender<PodStop>, JoinHandle<()>)> = Vec::new();
     loop {
         let pods: Vec<Value> = {
             let store = ctx.shared.lock();
@@ -165,13 +167,14 @@ async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
             .collect();
         for uid in gone {
             if let Some((stop_pod, handle)) = workers.remove(&uid) {
-                let _ = stop_pod.send(true);
-                let _ = handle.await;
+                let _ = stop_pod.send(PodStop::Terminate);
+                terminating.push((stop_pod, handle));
             }
         }
+        terminating.retain(|(_, h)| !h.is_finished());
         for (uid, pod) in wanted {
             workers.entry(uid).or_insert_with(|| {
-                let (tx, rx) = watch::channel(false);
+                let (tx, rx) = watch::channel(PodStop::Run);
                 (tx, tokio::spawn(run_pod(Arc::clone(&ctx), pod, rx)))
             });
         }
@@ -186,9 +189,54 @@ async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    for (_, (stop_pod, handle)) in workers.drain() {
-        let _ = stop_pod.send(true);
+    // The node is going away: no grace.
+    for (stop_pod, handle) in workers.into_values().chain(terminating) {
+        let _ = stop_pod.send(PodStop::Kill);
         let _ = handle.await;
+    }
+}
+
+/// What a pod worker is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodStop {
+    Run,
+    /// The pod was deleted: SIGTERM, then SIGKILL after the grace period.
+    Terminate,
+    /// The node stops: SIGKILL now.
+    Kill,
+}
+
+/// Longest grace period honoured, whatever the pod asks for, to keep tests quick.
+const MAX_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERMs every running container, waits for them to exit within the pod's grace
+/// period (or until told to kill), then lets the drops SIGKILL what is left.
+async fn terminate(
+    containers: &mut [ContainerRun],
+    grace: Duration,
+    stop: &mut watch::Receiver<PodStop>,
+) {
+    for c in containers.iter() {
+        if let Some(p) = &c.process {
+            // SAFETY: kill(2) on the process group this worker created; no memory involved.
+            unsafe {
+                libc::kill(-p.pgid, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + grace.min(MAX_GRACE);
+    while Instant::now() < deadline && *stop.borrow() != PodStop::Kill {
+        let running = containers
+            .iter_mut()
+            .filter_map(|c| c.process.as_mut())
+            .any(|p| matches!(p.child.try_wait(), Ok(None)));
+        if !running {
+            return;
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 
@@ -521,7 +569,12 @@ fn write_status(ctx: &NodeContext, pod: &Value, status: Value) -> bool {
 }
 
 /// Runs one pod's containers until told to stop; restarts exits per restartPolicy.
-async fn run_pod(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<bool>) {
+async fn run_pod(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<PodStop>) {
+    let grace = Duration::from_secs(
+        pod.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30),
+    );
     let policy = match s(&pod, "/spec/restartPolicy") {
         "" => "Always".to_string(),
         p => p.to_string(),
@@ -569,12 +622,19 @@ async fn run_pod(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<bo
         let status = pod_status(&containers, &started, &policy);
         if status != last_written {
             if !write_status(&ctx, &pod, status.clone()) {
+                // The pod is gone (deleted or replaced).
+                terminate(&mut containers, grace, &mut stop).await;
                 return;
             }
             last_written = status;
         }
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                if *stop.borrow() == PodStop::Terminate {
+                    terminate(&mut containers, grace, &mut stop).await;
+                }
+                return;
+            }
             _ = tokio::time::sleep(POLL) => {}
         }
         for c in containers.iter_mut() {

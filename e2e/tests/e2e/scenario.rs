@@ -428,3 +428,56 @@ spec:
     assert_eq!(status, "deployment \"web\" successfully rolled out\n");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn deleted_pods_get_sigterm_then_sigkill_after_the_grace_period() {
+    let images = HashMap::from([("shell".to_string(), PathBuf::from("/bin/sh"))]);
+    let config = ClusterConfig {
+        nodes: vec![NodeSpec::named("n1")],
+        images,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let out_dir = cluster.dir().display().to_string();
+    let pods = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: polite\nspec:\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"trap 'echo terminated > {out_dir}/polite; exit 0' TERM; while true; do sleep 0.05; done\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"trap '' TERM; exec sleep 1000\"]\n"
+    );
+    assert!(apply(&cluster, &pods).await.success());
+    let pid = |name: &'static str| {
+        let cluster = &cluster;
+        async move {
+            eventually(SETTLE, || async {
+                let id = ok(
+                    cluster,
+                    &[
+                        "get",
+                        "pod",
+                        name,
+                        "-o",
+                        "jsonpath={.status.containerStatuses[0].containerID}",
+                    ],
+                )
+                .await;
+                id.strip_prefix("px-e2e://")
+                    .and_then(|p| p.parse::<i32>().ok())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (polite, stubborn) = (pid("polite").await, pid("stubborn").await);
+    ok(&cluster, &["delete", "pod", "polite", "stubborn"]).await;
+    let said = eventually(SETTLE, || async {
+        std::fs::read_to_string(format!("{out_dir}/polite")).ok()
+    })
+    .await;
+    assert_eq!(said.as_deref(), Some("terminated\n"));
+    // The one that ignores SIGTERM is killed once its one-second grace period is over.
+    let gone = eventually(SETTLE, || async {
+        (!cluster.node_pids("n1").contains(&stubborn)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "pid {stubborn} still in the node cgroup");
+    assert!(!cluster.node_pids("n1").contains(&polite));
+    cluster.stop().await;
+}
