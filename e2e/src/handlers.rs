@@ -45,8 +45,8 @@ impl Request<'_> {
             .content_type
             .starts_with("application/vnd.kubernetes.protobuf")
         {
-            // Typed clients (`kubectl create deployment ...`) send protobuf; the emulator
-            // stores JSON only and has no protobuf schemas.
+            // Typed clients (`kubectl create deployment ...`) send protobuf; only the
+            // simplest kinds are decoded (see `create_body`).
             return Err(ApiError::unsupported_media_type(self.content_type));
         }
         serde_json::from_slice(&self.body).map_err(|e| {
@@ -54,6 +54,21 @@ impl Request<'_> {
             // this emulator serves send JSON, which is valid YAML.
             ApiError::bad_request(format!("error decoding request body as JSON: {e}"))
         })
+    }
+}
+
+impl Request<'_> {
+    /// A create body: JSON, or protobuf for the few core kinds `protobuf` decodes.
+    fn create_body(&self, res: &Resource) -> ApiResult<Value> {
+        if self
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf")
+            && res.group.is_empty()
+        {
+            return crate::protobuf::decode(&self.body, &res.kind)
+                .ok_or_else(|| ApiError::unsupported_media_type(self.content_type));
+        }
+        self.json_body()
     }
 }
 
@@ -354,7 +369,7 @@ fn resource_request(
             Ok(json_response(200, &obj))
         }
         (&Method::POST, None) => {
-            let body = req.json_body()?;
+            let body = req.create_body(&t.res)?;
             let opts = write_options(req, None);
             let w = shared
                 .lock()

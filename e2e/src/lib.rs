@@ -21,6 +21,7 @@ mod managed;
 mod node;
 mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
 mod selectors;
 mod server;

@@ -372,7 +372,6 @@ async fn finalizers_hold_deletion_until_removed() {
 #[tokio::test]
 async fn dependents_are_garbage_collected_and_namespaces_emptied() {
     let cluster = cluster_with_crd().await;
-    // `kubectl create namespace px` would send protobuf, which the emulator refuses.
     assert!(
         apply(
             &cluster,
@@ -598,6 +597,83 @@ async fn changing_a_crd_changes_what_is_served() {
     assert_eq!(
         out.stderr,
         "The Tracepoint \"tp1\" is invalid: spec.replicas: Invalid value: 7: spec.replicas in body should be less than or equal to 5\n"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn create_generators_for_simple_kinds_work() {
+    let cluster = super::fixtures::cluster_with_crd().await;
+    assert_eq!(
+        ok(&cluster, &["create", "namespace", "px"]).await,
+        "namespace/px created\n"
+    );
+    assert_eq!(
+        ok(
+            &cluster,
+            &[
+                "create",
+                "configmap",
+                "cfg",
+                "-n",
+                "px",
+                "--from-literal=mode=http"
+            ]
+        )
+        .await,
+        "configmap/cfg created\n"
+    );
+    assert_eq!(
+        ok(
+            &cluster,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "token",
+                "-n",
+                "px",
+                "--from-literal=key=hello world"
+            ]
+        )
+        .await,
+        "secret/token created\n"
+    );
+    assert_eq!(
+        ok(
+            &cluster,
+            &["create", "serviceaccount", "px-operator", "-n", "px"]
+        )
+        .await,
+        "serviceaccount/px-operator created\n"
+    );
+    let got = ok(
+        &cluster,
+        &[
+            "get",
+            "-n",
+            "px",
+            "configmap/cfg",
+            "secret/token",
+            "-o",
+            "jsonpath={.items[0].data.mode} {.items[1].data.key}",
+        ],
+    )
+    .await;
+    assert_eq!(got, "http aGVsbG8gd29ybGQ=");
+    let rows = table(&ok(&cluster, &["get", "namespace", "px"]).await);
+    assert_eq!(rows[1][..2], ["px", "Active"]);
+    // Deeper kinds are refused, with a message that says why.
+    let out = cluster
+        .kubectl(&["create", "deployment", "web", "--image=x"])
+        .await
+        .unwrap();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the body of the request was in an unknown format"),
+        "{}",
+        out.stderr
     );
     cluster.stop().await;
 }
