@@ -438,3 +438,50 @@ async fn metadata_lists_and_watches() {
     assert_eq!(seen, ["m1", "m2"]);
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn discovery_and_streaming_lists() {
+    let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
+    let client = client(&cluster).await;
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(yaml_to_json(&cluster, TRACEPOINT_CRD).await).unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let group = discovery
+        .groups()
+        .find(|g| g.name() == "px.dev")
+        .expect("px.dev discovered");
+    let (ar, caps) = group
+        .recommended_kind("Tracepoint")
+        .expect("Tracepoint discovered");
+    assert_eq!(
+        (ar.plural.as_str(), ar.version.as_str()),
+        ("tracepoints", "v1alpha1")
+    );
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "tracepoints/status" || sub.plural == "status"),
+        "{:?}",
+        caps.subresources
+    );
+
+    // A watcher using streaming lists (sendInitialEvents) gets the initial state, then changes.
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &config_map("before", &[], "1"))
+        .await
+        .unwrap();
+    let mut seen = spawn_watcher(api.clone(), watcher::Config::default().streaming_lists());
+    expect(&mut seen, Seen::Init).await;
+    expect(&mut seen, Seen::InitApply("before".into())).await;
+    expect(&mut seen, Seen::InitDone).await;
+    api.create(&PostParams::default(), &config_map("after", &[], "2"))
+        .await
+        .unwrap();
+    expect(&mut seen, Seen::Apply("after".into(), "2".into())).await;
+    cluster.stop().await;
+}
