@@ -1,6 +1,7 @@
 //! `x-kubernetes-validations`: CEL rules of a CRD schema, evaluated with the `cel` crate.
-//! Transition rules (those that use `oldSelf`) are not evaluated: the emulator does not
-//! keep the old object at this point, and the project's CRDs do not use them.
+//! Transition rules (those that use `oldSelf`) run on updates only, where the old value
+//! at the same path exists; inside lists they are not evaluated (the server correlates
+//! list items by key, which this does not).
 
 use serde_json::{Value, json};
 
@@ -8,7 +9,12 @@ use crate::status::Cause;
 
 /// Evaluates every rule in `schema` against `body` (the object without metadata, which
 /// is put back, name and generateName only, for rules on the root).
-pub(crate) fn validate(schema: &Value, body: &Value, metadata: Option<&Value>) -> Vec<Cause> {
+pub(crate) fn validate(
+    schema: &Value,
+    body: &Value,
+    old: Option<&Value>,
+    metadata: Option<&Value>,
+) -> Vec<Cause> {
     let mut errs = Vec::new();
     let mut root = body.clone();
     if let (Some(meta), Some(map)) = (metadata, root.as_object_mut()) {
@@ -20,17 +26,29 @@ pub(crate) fn validate(schema: &Value, body: &Value, metadata: Option<&Value>) -
         }
         map.insert("metadata".into(), visible);
     }
-    walk(schema, &root, "", &mut errs);
+    let old_root = old.map(|o| {
+        let mut o = o.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+            m.insert(
+                "metadata".into(),
+                root.get("metadata").cloned().unwrap_or(Value::Null),
+            );
+        }
+        o
+    });
+    walk(schema, &root, old_root.as_ref(), "", &mut errs);
     errs
 }
 
-fn walk(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>) {
+fn walk(schema: &Value, value: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     if let Some(rules) = schema
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
     {
         for rule in rules {
-            check_rule(schema, rule, value, path, errs);
+            check_rule(schema, rule, value, old, path, errs);
         }
     }
     let join = |k: &str| {
@@ -46,14 +64,14 @@ fn walk(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>) {
             let extra = schema.get("additionalProperties").filter(|a| a.is_object());
             for (k, child) in map {
                 if let Some(sub) = props.and_then(|p| p.get(k)).or(extra) {
-                    walk(sub, child, &join(k), errs);
+                    walk(sub, child, old.and_then(|o| o.get(k)), &join(k), errs);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(sub) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    walk(sub, item, &format!("{path}[{i}]"), errs);
+                    walk(sub, item, None, &format!("{path}[{i}]"), errs);
                 }
             }
         }
@@ -61,11 +79,19 @@ fn walk(schema: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>) {
     }
 }
 
-fn check_rule(schema: &Value, rule: &Value, value: &Value, path: &str, errs: &mut Vec<Cause>) {
+fn check_rule(
+    schema: &Value,
+    rule: &Value,
+    value: &Value,
+    old: Option<&Value>,
+    path: &str,
+    errs: &mut Vec<Cause>,
+) {
     let Some(expr) = rule.get("rule").and_then(Value::as_str) else {
         return;
     };
-    if expr.contains("oldSelf") {
+    let transition = expr.contains("oldSelf");
+    if transition && old.is_none() {
         return;
     }
     let type_name = schema
@@ -81,7 +107,7 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, path: &str, errs: &mu
         .and_then(Value::as_str)
         .map(String::from)
         .unwrap_or_else(|| format!("failed rule: {expr}"));
-    let outcome = evaluate(expr, value);
+    let outcome = evaluate(expr, value, old.filter(|_| transition));
     let failed = match outcome {
         Ok(true) => return,
         Ok(false) => message,
@@ -107,10 +133,14 @@ fn check_rule(schema: &Value, rule: &Value, value: &Value, path: &str, errs: &mu
 }
 
 /// Runs one rule with `self` bound to `value`; `Err` carries a compile or runtime error.
-fn evaluate(expr: &str, value: &Value) -> Result<bool, String> {
+fn evaluate(expr: &str, value: &Value, old: Option<&Value>) -> Result<bool, String> {
     let program = cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
     let mut ctx = cel::Context::default();
     ctx.add_variable("self", value).map_err(|e| e.to_string())?;
+    if let Some(old) = old {
+        ctx.add_variable("oldSelf", old)
+            .map_err(|e| e.to_string())?;
+    }
     match program.execute(&ctx) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("rule did not evaluate to a bool: {other:?}")),
@@ -136,11 +166,13 @@ mod tests {
             &schema,
             &json!({"spec": {"min": 1, "max": 2, "name": "px-a"}}),
             None,
+            None,
         );
         assert!(ok.is_empty());
         let bad = validate(
             &schema,
             &json!({"spec": {"min": 3, "max": 2, "name": "a"}}),
+            None,
             None,
         );
         let rendered: Vec<String> = bad
@@ -153,6 +185,29 @@ mod tests {
                 "spec: Invalid value: \"object\": min must not exceed max",
                 "spec: Invalid value: \"object\": failed rule: self.name.startsWith('px-')",
             ]
+        );
+    }
+
+    #[test]
+    fn transition_rules_run_on_updates_only() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {"cluster": {
+                "type": "string",
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "cluster is immutable"}]
+            }}
+        }}});
+        let v1 = json!({"spec": {"cluster": "a"}});
+        let v2 = json!({"spec": {"cluster": "b"}});
+        assert!(validate(&schema, &v1, None, None).is_empty());
+        assert!(validate(&schema, &v1, Some(&v1), None).is_empty());
+        let errs: Vec<String> = validate(&schema, &v2, Some(&v1), None)
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            errs,
+            ["spec.cluster: Invalid value: \"string\": cluster is immutable"]
         );
     }
 }

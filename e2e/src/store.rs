@@ -406,6 +406,7 @@ impl Store {
         res: &Resource,
         version: &str,
         obj: &mut Value,
+        old: Option<&Value>,
         opts: &WriteOptions,
     ) -> ApiResult<Vec<String>> {
         let name = meta_str(obj, "name").to_string();
@@ -457,7 +458,12 @@ impl Store {
             }
             validation::validate(&schema, &body, "", &mut causes);
             if causes.is_empty() {
-                causes.extend(crate::cel::validate(&schema, &body, obj.get("metadata")));
+                causes.extend(crate::cel::validate(
+                    &schema,
+                    &body,
+                    old,
+                    obj.get("metadata"),
+                ));
             }
             if let (Some(m), Value::Object(b)) = (obj.as_object_mut(), body) {
                 m.retain(|k, _| matches!(k.as_str(), "metadata" | "apiVersion" | "kind"));
@@ -553,7 +559,7 @@ impl Store {
         }
         let name = meta_str(obj, "name").to_string();
         self.apply_defaults(res, obj, None);
-        let warnings = self.validate_object(res, version, obj, opts)?;
+        let warnings = self.validate_object(res, version, obj, None, opts)?;
         if self.stored(res, &ns, &name).is_some() {
             return Err(ApiError::already_exists(res.qualified(), &name));
         }
@@ -758,7 +764,7 @@ impl Store {
         let warnings = if status_only {
             Vec::new()
         } else {
-            self.validate_object(res, version, &mut new, opts)?
+            self.validate_object(res, version, &mut new, Some(&old), opts)?
         };
         if status_only {
             // Status is validated against the schema too.
@@ -767,6 +773,7 @@ impl Store {
                 res,
                 version,
                 &mut check,
+                Some(&old),
                 &WriteOptions {
                     validation: FieldValidation::Ignore,
                     ..opts.clone()

@@ -64,6 +64,18 @@ async fn schema_violations_read_as_on_a_real_cluster() {
         out.stderr,
         "Error from server (BadRequest): error when creating \"STDIN\": Tracepoint in version \"v1alpha1\" cannot be handled as a Tracepoint: strict decoding error: unknown field \"spec.bogus\"\n"
     );
+    // A transition rule (oldSelf) holds on updates.
+    assert!(apply(&cluster, &tracepoint("tp1", 1)).await.success());
+    let out = apply(
+        &cluster,
+        &tracepoint("tp1", 1).replace("mode: http", "mode: dns"),
+    )
+    .await;
+    assert_eq!(
+        out.stderr,
+        "The Tracepoint \"tp1\" is invalid: spec.mode: Invalid value: \"string\": mode is immutable\n"
+    );
+    ok(&cluster, &["delete", "tracepoint", "tp1"]).await;
     // Nothing invalid was stored.
     let out = cluster.kubectl(&["get", "tracepoints"]).await.unwrap();
     assert_eq!(out.stderr, "No resources found in default namespace.\n");
