@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use crate::resources::Resource;
 use crate::selectors::{FieldSelector, LabelSelector, labels_match};
 use crate::server::Shared;
-use crate::store::{Store, WriteOptions};
+use crate::store::{FOREGROUND, Store, WriteOptions};
 
 const MANAGER: &str = "kube-controller-manager";
 
@@ -50,6 +50,7 @@ fn res(store: &Store, group: &str, plural: &str) -> Option<Arc<Resource>> {
 /// One pass of every controller.
 pub(crate) fn reconcile(store: &mut Store) {
     namespaces(store);
+    foreground(store);
     garbage_collect(store);
     deployments(store);
     daemonsets(store);
@@ -86,6 +87,68 @@ fn namespaces(store: &mut Store) {
             if !deleting {
                 let version = r.storage_version().to_string();
                 let _ = store.delete(&r, &version, &ns, &name, &json!({}), false);
+            }
+        }
+    }
+}
+
+/// Owners deleted in the foreground: delete their dependents, then let them go.
+fn foreground(store: &mut Store) {
+    let owners: Vec<(Arc<Resource>, Value)> = store
+        .all_objects()
+        .filter(|(_, o)| {
+            o.pointer("/metadata/deletionTimestamp").is_some()
+                && o.pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| f.contains(&json!(FOREGROUND)))
+        })
+        .map(|(r, o)| (Arc::clone(r), o.clone()))
+        .collect();
+    for (r, owner) in owners {
+        let uid = s(&owner, "/metadata/uid").to_string();
+        let dependents: Vec<(Arc<Resource>, String, String, bool)> = store
+            .all_objects()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|x| s(x, "/uid") == uid))
+            })
+            .map(|(dr, o)| {
+                (
+                    Arc::clone(dr),
+                    s(o, "/metadata/namespace").to_string(),
+                    s(o, "/metadata/name").to_string(),
+                    o.pointer("/metadata/deletionTimestamp").is_some(),
+                )
+            })
+            .collect();
+        if dependents.is_empty() {
+            let mut released = owner.clone();
+            if let Some(Value::Array(f)) = released.pointer_mut("/metadata/finalizers") {
+                f.retain(|x| x != FOREGROUND);
+            }
+            let version = r.storage_version().to_string();
+            let _ = store.update(
+                &r,
+                &version,
+                s(&owner, "/metadata/namespace"),
+                s(&owner, "/metadata/name"),
+                released,
+                &WriteOptions::internal(MANAGER),
+            );
+            continue;
+        }
+        for (dr, ns, name, deleting) in dependents {
+            if !deleting {
+                let version = dr.storage_version().to_string();
+                let _ = store.delete(
+                    &dr,
+                    &version,
+                    &ns,
+                    &name,
+                    &json!({"propagationPolicy": "Foreground"}),
+                    false,
+                );
             }
         }
     }

@@ -76,6 +76,9 @@ fn event_size(e: &WatchEvent) -> usize {
     size(&e.object) + e.old.as_ref().map_or(0, size)
 }
 
+/// The finalizer that holds an owner deleted with `propagationPolicy=Foreground`.
+pub(crate) const FOREGROUND: &str = "foregroundDeletion";
+
 type ResKey = (String, String);
 /// Live change events for one watcher.
 pub(crate) type EventReceiver = broadcast::Receiver<Arc<WatchEvent>>;
@@ -1073,11 +1076,16 @@ impl Store {
             self.orphan_dependents(&uid);
         }
         let is_namespace = res.kind == "Namespace" && res.group.is_empty();
+        // Foreground: the owner stays, marked, until the garbage collector has deleted
+        // its dependents and removed the `foregroundDeletion` finalizer.
+        let foreground = options.get("propagationPolicy").and_then(Value::as_str)
+            == Some("Foreground")
+            && self.has_dependents(&uid);
         let has_finalizers = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        if has_finalizers || is_namespace {
+        if has_finalizers || is_namespace || foreground {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(Self::served(res, version, old));
             }
@@ -1086,6 +1094,12 @@ impl Store {
                 let meta = meta_mut(&mut new);
                 meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                if foreground {
+                    let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Some(list) = finalizers.as_array_mut() {
+                        list.push(json!(FOREGROUND));
+                    }
+                }
             }
             if is_namespace {
                 new["status"] = json!({"phase": "Terminating"});
@@ -1102,6 +1116,15 @@ impl Store {
         self.rv += 1;
         self.remove(res, ns, name, old.clone(), Some(old.clone()));
         Ok(Self::served(res, version, old))
+    }
+
+    /// Whether any object names `uid` among its owners.
+    pub(crate) fn has_dependents(&self, uid: &str) -> bool {
+        self.all_objects().any(|(_, o)| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+        })
     }
 
     /// Removes a namespace whose contents are gone (the namespace controller's last step).

@@ -441,6 +441,109 @@ async fn dependents_are_garbage_collected_and_namespaces_emptied() {
         "the dependent ConfigMap was not collected"
     );
 
+    // In the foreground, the owner stays (marked) until its dependents are gone; here the
+    // dependent holds on with a finalizer of its own.
+    assert!(
+        cluster
+            .kubectl_stdin(
+                &["apply", "-n", "px", "-f", "-"],
+                Some(&tracepoint("owner2", 1))
+            )
+            .await
+            .unwrap()
+            .success()
+    );
+    let uid2 = ok(
+        &cluster,
+        &[
+            "get",
+            "-n",
+            "px",
+            "tp",
+            "owner2",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    )
+    .await;
+    let dependent2 = dependent
+        .replace("probe-config", "probe-config-2")
+        .replace("name: owner", "name: owner2")
+        .replace(&uid, &uid2)
+        .replace(
+            "  namespace: px\n",
+            "  namespace: px\n  finalizers: [px.dev/hold]\n",
+        );
+    assert!(apply(&cluster, &dependent2).await.success());
+    ok(
+        &cluster,
+        &[
+            "delete",
+            "-n",
+            "px",
+            "tp",
+            "owner2",
+            "--cascade=foreground",
+            "--wait=false",
+        ],
+    )
+    .await;
+    let owner_finalizers = ok(
+        &cluster,
+        &[
+            "get",
+            "-n",
+            "px",
+            "tp",
+            "owner2",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+    )
+    .await;
+    assert_eq!(owner_finalizers, r#"["foregroundDeletion"]"#);
+    let marked = eventually(SETTLE, || async {
+        let stamp = ok(
+            &cluster,
+            &[
+                "get",
+                "-n",
+                "px",
+                "cm",
+                "probe-config-2",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ],
+        )
+        .await;
+        (!stamp.is_empty()).then_some(())
+    })
+    .await;
+    assert!(marked.is_some(), "the dependent was not deleted");
+    ok(
+        &cluster,
+        &[
+            "patch",
+            "-n",
+            "px",
+            "cm",
+            "probe-config-2",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    )
+    .await;
+    let owner_gone = eventually(SETTLE, || async {
+        let out = cluster
+            .kubectl(&["get", "-n", "px", "tp", "owner2"])
+            .await
+            .unwrap();
+        out.stderr.contains("NotFound").then_some(())
+    })
+    .await;
+    assert!(owner_gone.is_some(), "the owner outlived its dependents");
+
     // Deleting the namespace deletes what is in it, then the namespace.
     assert_eq!(
         ok(&cluster, &["delete", "namespace", "px"]).await,
