@@ -29,16 +29,7 @@ pub(crate) fn has(res: &Resource, sub: &str) -> bool {
 }
 
 fn scale_of(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let selector = crate::table::selector_text(obj.pointer("/spec/selector/matchLabels"));
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({
         "kind": "Scale",

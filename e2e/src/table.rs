@@ -176,6 +176,19 @@ fn pod_cells(obj: &Value, name: &str) -> Option<Value> {
     })
 }
 
+/// `k=v,k2=v2` from a label map, empty when there is none.
+pub(crate) fn selector_text(labels: Option<&Value>) -> String {
+    labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 fn computed(res: &Resource, col: &PrinterColumn, obj: &Value) -> Value {
     if !col.json_path.is_empty() {
         let v = cell(col, obj);
@@ -200,16 +213,11 @@ fn computed(res: &Resource, col: &PrinterColumn, obj: &Value) -> Value {
             Some(json!(format!("{ready}/{want}")))
         }
         ("DaemonSet", "Node Selector") => {
-            let sel = obj
-                .pointer("/spec/template/spec/nodeSelector")
-                .and_then(Value::as_object);
-            Some(json!(match sel {
-                Some(m) if !m.is_empty() => m
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => "<none>".to_string(),
+            let selector = selector_text(obj.pointer("/spec/template/spec/nodeSelector"));
+            Some(json!(if selector.is_empty() {
+                "<none>".to_string()
+            } else {
+                selector
             }))
         }
         ("Node", "Status") => {
@@ -245,14 +253,11 @@ fn computed(res: &Resource, col: &PrinterColumn, obj: &Value) -> Value {
             }))
         }
         ("Service", "Selector") => {
-            let sel = obj.pointer("/spec/selector").and_then(Value::as_object);
-            Some(json!(match sel {
-                Some(m) if !m.is_empty() => m
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => "<none>".to_string(),
+            let selector = selector_text(obj.pointer("/spec/selector"));
+            Some(json!(if selector.is_empty() {
+                "<none>".to_string()
+            } else {
+                selector
             }))
         }
         ("ConfigMap", "Data") => {
