@@ -49,6 +49,7 @@ impl ClusterCgroup {
                 (mount_point.clone(), Some(mount_point))
             }
         };
+        sweep_stale(&root);
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).map_err(|source| Error::Cgroup {
             path: dir.clone(),
@@ -91,6 +92,34 @@ impl ClusterCgroup {
 impl Drop for ClusterCgroup {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// Removes cluster cgroups (`px-e2e-<pid>-...`) left by a test process that no longer
+/// exists (killed before it could clean up), with whatever still runs in them.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("px-e2e-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(nodes) = std::fs::read_dir(&dir) {
+            for node in nodes.filter_map(Result::ok).filter(|n| n.path().is_dir()) {
+                kill_and_remove(&node.path());
+            }
+        }
+        kill_and_remove(&dir);
     }
 }
 

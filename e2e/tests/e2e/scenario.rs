@@ -481,3 +481,41 @@ async fn deleted_pods_get_sigterm_then_sigkill_after_the_grace_period() {
     assert!(!cluster.node_pids("n1").contains(&polite));
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn cgroups_left_by_a_dead_test_process_are_swept() {
+    let config = || ClusterConfig {
+        nodes: vec![NodeSpec::named("n")],
+        ..ClusterConfig::default()
+    };
+    let first = Cluster::start(config()).await.unwrap();
+    let root = first
+        .node_cgroup("n")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    first.stop().await;
+    // What a test killed with SIGKILL leaves: a cluster cgroup named after a pid that is
+    // gone (above pid_max here), with a process still in it.
+    let stale = root.join("px-e2e-4000000000-0-0");
+    let node = stale.join("n");
+    std::fs::create_dir_all(&node).unwrap();
+    let mut orphan = tokio::process::Command::new("/usr/bin/sleep")
+        .arg("1000")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    std::fs::write(node.join("cgroup.procs"), orphan.id().unwrap().to_string()).unwrap();
+
+    let second = Cluster::start(config()).await.unwrap();
+    assert!(!stale.exists(), "stale cgroup not removed");
+    let status = tokio::time::timeout(SETTLE, orphan.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "the orphan was not killed: {status:?}");
+    second.stop().await;
+}
