@@ -377,6 +377,40 @@ pub(crate) fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec
             validate(sub, value, path, errs);
         }
     }
+    // Value-validation combinators, worded as go-openapi words them.
+    let passes = |sub: &Value| {
+        let mut branch = Vec::new();
+        validate(sub, value, path, &mut branch);
+        branch.is_empty()
+    };
+    let bad = Value::String(type_name(value).into());
+    if let Some(one) = schema.get("oneOf").and_then(Value::as_array)
+        && one.iter().filter(|s| passes(s)).count() != 1
+    {
+        errs.push(invalid(
+            path,
+            &bad,
+            format!("{path} in body must validate one and only one schema (oneOf)"),
+        ));
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array)
+        && !any.iter().any(&passes)
+    {
+        errs.push(invalid(
+            path,
+            &bad,
+            format!("{path} in body must validate at least one schema (anyOf)"),
+        ));
+    }
+    if let Some(not) = schema.get("not")
+        && passes(not)
+    {
+        errs.push(invalid(
+            path,
+            &bad,
+            format!("{path} in body shouldn't validate the schema (not)"),
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +456,36 @@ mod tests {
             messages(json!({"name": "a", "replicas": 9})),
             vec![
                 "spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_of_any_of_and_not() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"labels": {"type": "object"}, "nodes": {"type": "array"}},
+            "oneOf": [{"required": ["labels"]}, {"required": ["nodes"]}],
+            "not": {"required": ["forbidden"]}
+        });
+        let check = |v: Value| {
+            let mut errs = Vec::new();
+            validate(&schema, &v, "spec.selector", &mut errs);
+            errs.into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(check(json!({"labels": {}})).is_empty());
+        assert_eq!(
+            check(json!({"labels": {}, "nodes": []})),
+            [
+                "spec.selector: Invalid value: \"object\": spec.selector in body must validate one and only one schema (oneOf)"
+            ]
+        );
+        assert_eq!(
+            check(json!({"nodes": [], "forbidden": 1})),
+            [
+                "spec.selector: Invalid value: \"object\": spec.selector in body shouldn't validate the schema (not)"
             ]
         );
     }
