@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+use crate::patch::set_field;
 use crate::resources::Resource;
 use crate::selectors::{FieldSelector, LabelSelector, labels_match};
 use crate::server::Shared;
@@ -240,7 +241,10 @@ fn new_pod(owner: &Value, kind: &str, hash: &str, node: Option<&str>) -> Value {
     } else {
         "pod-template-hash"
     };
-    labels[hash_label] = json!(hash);
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    set_field(&mut labels, &[hash_label], json!(hash));
     let name = s(owner, "/metadata/name");
     let prefix = if kind == "DaemonSet" {
         format!("{name}-")
@@ -269,7 +273,7 @@ fn new_pod(owner: &Value, kind: &str, hash: &str, node: Option<&str>) -> Value {
         pod["metadata"]["annotations"] = a.clone();
     }
     if let Some(n) = node {
-        pod["spec"]["nodeName"] = json!(n);
+        set_field(&mut pod, &["spec", "nodeName"], json!(n));
     }
     pod
 }
@@ -483,7 +487,9 @@ fn schedule(store: &mut Store) {
             .min_by_key(|n| (load.get(n).copied().unwrap_or(0), n.clone()));
         if let Some(node) = best {
             let mut bound = p.clone();
-            bound["spec"]["nodeName"] = json!(node);
+            if !set_field(&mut bound, &["spec", "nodeName"], json!(node)) {
+                continue;
+            }
             let _ = store.update(
                 &pods_res,
                 "v1",

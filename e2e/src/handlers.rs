@@ -406,6 +406,9 @@ fn resource_request(
         }
         (&Method::DELETE, Some(name)) => {
             let mut options = req.json_body()?;
+            if !options.is_object() {
+                return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
+            }
             if let Some(p) = req.q("propagationPolicy") {
                 options["propagationPolicy"] = json!(p);
             }

@@ -42,6 +42,34 @@ fn is_merged_set(field: &str) -> bool {
     field == "finalizers"
 }
 
+/// Sets `value` at `path`, creating missing objects on the way; leaves `obj` alone and
+/// returns false where something on the way is not an object (user data can be anything).
+pub(crate) fn set_field(obj: &mut Value, path: &[&str], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = obj;
+    for key in parents {
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return false;
+        };
+        cur = map.entry(key.to_string()).or_insert(Value::Null);
+    }
+    if cur.is_null() {
+        *cur = Value::Object(Map::new());
+    }
+    match cur.as_object_mut() {
+        Some(map) => {
+            map.insert(last.to_string(), value);
+            true
+        }
+        None => false,
+    }
+}
+
 /// RFC 7386 JSON merge patch.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch_map) = patch else {

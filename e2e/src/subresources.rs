@@ -73,7 +73,11 @@ pub(crate) fn scale(
         .filter(|r| *r >= 0)
         .ok_or_else(|| ApiError::bad_request("spec.replicas must be a non-negative integer"))?;
     let mut updated = current;
-    updated["spec"]["replicas"] = json!(replicas);
+    if !patch::set_field(&mut updated, &["spec", "replicas"], json!(replicas)) {
+        return Err(ApiError::bad_request(
+            "the deployment's spec is not an object",
+        ));
+    }
     let opts = WriteOptions {
         subresource: None,
         ..opts.clone()

@@ -37,7 +37,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(stripped) = rest.strip_prefix('.') {
         let digits = stripped.bytes().take_while(u8::is_ascii_digit).count();
         rest = &stripped[digits..];
@@ -164,6 +164,8 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339("2026-11-22T11:24:1é"), None);
+        assert_eq!(parse_rfc3339("2026-11-22T11:24:19é"), None);
     }
 
     #[test]

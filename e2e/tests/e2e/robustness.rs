@@ -297,3 +297,115 @@ async fn watches_get_bookmarks_and_410_for_expired_versions() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn odd_objects_do_not_stop_the_controllers() {
+    let config = ClusterConfig {
+        nodes: vec![px_e2e::NodeSpec::named("n")],
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let addr = cluster
+        .emulator()
+        .url()
+        .trim_start_matches("http://")
+        .to_string();
+    let ns = "/api/v1/namespaces/default";
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    // Built-in kinds are not validated, so anything can be stored; nothing may panic on it.
+    for (path, body) in [
+        (
+            format!("{ns}/pods"),
+            r#"{"metadata":{"name":"p"},"spec":5}"#,
+        ),
+        (
+            deploys.to_string(),
+            r#"{"metadata":{"name":"d1"},"spec":{"template":{"metadata":{"labels":"x"},"spec":"y"}}}"#,
+        ),
+        (
+            deploys.to_string(),
+            r#"{"metadata":{"name":"d2"},"spec":"z"}"#,
+        ),
+        (
+            format!("{ns}/services"),
+            r#"{"metadata":{"name":"s"},"spec":{"ports":"none"}}"#,
+        ),
+    ] {
+        let (code, out) = raw(&addr, &request("POST", &path, "application/json", body)).await;
+        assert!(code == 201 || code == 400 || code == 422, "{code} {out}");
+    }
+    let (code, out) = raw(
+        &addr,
+        &request(
+            "PATCH",
+            &format!("{deploys}/d2/scale"),
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":2}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(code, 400, "{out}");
+    let (code, _) = raw(
+        &addr,
+        &request(
+            "DELETE",
+            &format!("{ns}/pods/p?propagationPolicy=Foreground"),
+            "application/json",
+            "[1]",
+        ),
+    )
+    .await;
+    assert_eq!(code, 400);
+    // A date column over a field the user sets, holding no date.
+    let crd = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"things.px.dev"},"spec":{"group":"px.dev","scope":"Namespaced","names":{"plural":"things","kind":"Thing"},"versions":[{"name":"v1","served":true,"storage":true,"additionalPrinterColumns":[{"name":"When","type":"date","jsonPath":".spec.when"}],"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
+    let (code, out) = raw(
+        &addr,
+        &request(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            "application/json",
+            crd,
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{out}");
+    let thing = r#"{"apiVersion":"px.dev/v1","kind":"Thing","metadata":{"name":"t"},"spec":{"when":"2026-11-22T11:24:19é"}}"#;
+    let (code, out) = raw(
+        &addr,
+        &request(
+            "POST",
+            "/apis/px.dev/v1/namespaces/default/things",
+            "application/json",
+            thing,
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{out}");
+    let rows = super::fixtures::table(&super::fixtures::ok(&cluster, &["get", "things"]).await);
+    assert_eq!(rows[1], ["t", "<unknown>"]);
+
+    // The controllers still work: a well-formed Deployment gets its pod, scheduled.
+    let good = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: good\nspec:\n  selector:\n    matchLabels: {app: good}\n  template:\n    metadata:\n      labels: {app: good}\n    spec:\n      containers:\n      - {name: c, image: none}\n";
+    assert!(super::fixtures::apply(&cluster, good).await.success());
+    let scheduled = px_e2e::eventually(super::fixtures::SETTLE, || async {
+        let node = super::fixtures::ok(
+            &cluster,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=good",
+                "-o",
+                "jsonpath={.items[0].spec.nodeName}",
+            ],
+        )
+        .await;
+        (node == "n").then_some(())
+    })
+    .await;
+    assert!(
+        scheduled.is_some(),
+        "the good deployment's pod was not created and scheduled"
+    );
+    cluster.stop().await;
+}
