@@ -134,6 +134,15 @@ fn check_rule(
 
 /// Runs one rule with `self` bound to `value`; `Err` carries a compile or runtime error.
 fn evaluate(expr: &str, value: &Value, old: Option<&Value>) -> Result<bool, String> {
+    // The rule text comes from whoever wrote the CRD: a panic inside the CEL crate on
+    // some odd input must become an error, not take the request down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluate_inner(expr, value, old)
+    }))
+    .unwrap_or_else(|_| Err("the CEL evaluator failed on this rule".to_string()))
+}
+
+fn evaluate_inner(expr: &str, value: &Value, old: Option<&Value>) -> Result<bool, String> {
     let program = cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
     let mut ctx = cel::Context::default();
     ctx.add_variable("self", value).map_err(|e| e.to_string())?;
