@@ -215,7 +215,7 @@ fn parent_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> ApiResult<&'a mut Va
             Value::Array(a) => t.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
             _ => None,
         }
-        .ok_or_else(|| ApiError::internal(format!("jsonpatch: path not found at {t:?}")))?;
+        .ok_or_else(|| ApiError::unprocessable(format!("jsonpatch: path not found at {t:?}")))?;
     }
     Ok(cur)
 }
@@ -236,7 +236,7 @@ fn remove_at(doc: &mut Value, path: &str) -> ApiResult<Value> {
         _ => None,
     };
     removed.ok_or_else(|| {
-        ApiError::internal(format!(
+        ApiError::unprocessable(format!(
             "jsonpatch remove operation does not apply: doc is missing path: {path:?}"
         ))
     })
@@ -252,7 +252,7 @@ fn add_at(doc: &mut Value, path: &str, value: Value, replace: bool) -> ApiResult
     match parent {
         Value::Object(m) => {
             if replace && !m.contains_key(last) {
-                return Err(ApiError::internal(format!(
+                return Err(ApiError::unprocessable(format!(
                     "jsonpatch replace operation does not apply: doc is missing key: {path}"
                 )));
             }
@@ -267,19 +267,19 @@ fn add_at(doc: &mut Value, path: &str, value: Value, replace: bool) -> ApiResult
             };
             if replace {
                 let slot = a.get_mut(idx).ok_or_else(|| {
-                    ApiError::internal(format!("jsonpatch: index out of range {path}"))
+                    ApiError::unprocessable(format!("jsonpatch: index out of range {path}"))
                 })?;
                 *slot = value;
             } else if idx <= a.len() {
                 a.insert(idx, value);
             } else {
-                return Err(ApiError::internal(format!(
+                return Err(ApiError::unprocessable(format!(
                     "jsonpatch: index out of range {path}"
                 )));
             }
         }
         _ => {
-            return Err(ApiError::internal(format!(
+            return Err(ApiError::unprocessable(format!(
                 "jsonpatch: cannot add at {path}"
             )));
         }
@@ -312,14 +312,19 @@ pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> ApiResult<()> {
                     remove_at(doc, from)?
                 } else {
                     doc.pointer(from).cloned().ok_or_else(|| {
-                        ApiError::internal(format!("jsonpatch copy: missing {from}"))
+                        ApiError::unprocessable(format!("jsonpatch copy: missing {from}"))
                     })?
                 };
                 add_at(doc, path, v, false)?;
             }
             "test" => {
-                if doc.pointer(path) != Some(&value()?) {
-                    return Err(ApiError::internal(format!("testing value {path} failed")));
+                // As the server's json-patch library does: a missing path tests as null,
+                // which kube's finalizer helper relies on.
+                let have = doc.pointer(path).cloned().unwrap_or(Value::Null);
+                if have != value()? {
+                    return Err(ApiError::unprocessable(format!(
+                        "testing value {path} failed: test failed"
+                    )));
                 }
             }
             other => {

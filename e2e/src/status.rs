@@ -175,8 +175,9 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", message)
+    /// 422 for a patch that cannot be applied, as the server reports json-patch errors.
+    pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
     }
 
     /// The Status object.

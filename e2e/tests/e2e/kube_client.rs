@@ -485,3 +485,44 @@ async fn discovery_and_streaming_lists() {
     expect(&mut seen, Seen::Apply("after".into(), "2".into())).await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn kube_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(client(&cluster).await);
+    api.create(&PostParams::default(), &config_map("guarded", &[], "1"))
+        .await
+        .unwrap();
+    let name = "px.dev/cleanup";
+    let run = |cm: ConfigMap| {
+        let api = api.clone();
+        async move {
+            finalizer(&api, name, Arc::new(cm), |event| async move {
+                Ok::<_, ReconcileError>(match event {
+                    Finalizer::Apply(_) => Action::await_change(),
+                    Finalizer::Cleanup(_) => Action::await_change(),
+                })
+            })
+            .await
+        }
+    };
+    // First pass adds the finalizer (a JSON patch that tests the list is absent).
+    run(api.get("guarded").await.unwrap()).await.unwrap();
+    assert_eq!(api.get("guarded").await.unwrap().finalizers(), [name]);
+    // A second pass only reconciles.
+    run(api.get("guarded").await.unwrap()).await.unwrap();
+    assert_eq!(api.get("guarded").await.unwrap().finalizers(), [name]);
+    // Deleting marks the object; the cleanup pass removes the finalizer and it goes.
+    api.delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    let marked = api.get("guarded").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    run(marked).await.unwrap();
+    match api.get("guarded").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
+        other => panic!("still there: {other:?}"),
+    }
+    cluster.stop().await;
+}
