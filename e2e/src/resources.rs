@@ -158,11 +158,25 @@ fn builtin_columns(kind: &str) -> Vec<PrinterColumn> {
             column("Selector", "string", "", 1),
         ],
         "ConfigMap" => vec![column("Data", "integer", "", 0), age],
+        // As `kubectl get events` shows them; the name column is dropped below.
+        "Event" => vec![
+            column("Last Seen", "string", "", 0),
+            column("Type", "string", "", 0),
+            column("Reason", "string", "", 0),
+            column("Object", "string", "", 0),
+            column("Message", "string", "", 0),
+        ],
         _ => vec![age],
     };
     let mut name = column("Name", "string", ".metadata.name", 0);
     name.format = "name".into();
-    cols.insert(0, name);
+    // The event printer shows NAME last, and only with `-o wide`.
+    if kind == "Event" {
+        name.priority = 1;
+        cols.push(name);
+    } else {
+        cols.insert(0, name);
+    }
     cols
 }
 

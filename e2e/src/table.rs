@@ -260,6 +260,48 @@ fn computed(res: &Resource, col: &PrinterColumn, obj: &Value) -> Value {
                 selector
             }))
         }
+        ("Event", "Last Seen") => {
+            let when = [
+                "/lastTimestamp",
+                "/deprecatedLastTimestamp",
+                "/eventTime",
+                "/series/lastObservedTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find_map(|p| {
+                obj.pointer(p)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            });
+            Some(json!(
+                when.map(human_age)
+                    .unwrap_or_else(|| "<unknown>".to_string())
+            ))
+        }
+        ("Event", "Type") => Some(obj.get("type").cloned().unwrap_or(json!(""))),
+        ("Event", "Reason") => Some(obj.get("reason").cloned().unwrap_or(json!(""))),
+        ("Event", "Object") => {
+            let about = obj.get("involvedObject").or_else(|| obj.get("regarding"));
+            let kind = about
+                .and_then(|a| a.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase();
+            let name = about
+                .and_then(|a| a.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some(json!(format!("{kind}/{name}")))
+        }
+        ("Event", "Message") => {
+            let text = obj
+                .get("message")
+                .or_else(|| obj.get("note"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some(json!(text.trim()))
+        }
         ("ConfigMap", "Data") => {
             let count = |k: &str| obj.get(k).and_then(Value::as_object).map_or(0, |m| m.len());
             Some(json!(count("data") + count("binaryData")))

@@ -371,6 +371,30 @@ async fn controller_reconciles_custom_resources_and_writes_status() {
         events[3].ends_with("px-operator  probe loaded on 2 nodes"),
         "{described}"
     );
+    let listed = cluster.kubectl(&["get", "events"]).await.unwrap().stdout;
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{listed}"
+    );
+    assert_eq!(
+        rows[1][1..],
+        [
+            "Normal",
+            "Loaded",
+            "tracepoint/tp1",
+            "probe",
+            "loaded",
+            "on",
+            "2",
+            "nodes"
+        ],
+        "{listed}"
+    );
     controller.abort();
     cluster.stop().await;
 }
