@@ -519,3 +519,50 @@ async fn cgroups_left_by_a_dead_test_process_are_swept() {
     assert!(!status.success(), "the orphan was not killed: {status:?}");
     second.stop().await;
 }
+
+#[tokio::test]
+async fn logs_follow_a_running_container() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let images = HashMap::from([("shell".to_string(), PathBuf::from("/bin/sh"))]);
+    let config = ClusterConfig {
+        nodes: vec![NodeSpec::named("n")],
+        images,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done\"]\n";
+    assert!(apply(&cluster, pod).await.success());
+    let running = eventually(SETTLE, || async {
+        let phase = ok(
+            &cluster,
+            &["get", "pod", "talker", "-o", "jsonpath={.status.phase}"],
+        )
+        .await;
+        (phase == "Running").then_some(())
+    })
+    .await;
+    assert!(running.is_some());
+    let mut follower = cluster.kubectl_spawn(&["logs", "-f", "talker"]).unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(SETTLE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "line 1");
+    // Everything past what the log holds now can only reach us by following it.
+    let written_so_far = ok(&cluster, &["logs", "talker"]).await.lines().count() as u64;
+    let mut last = 1;
+    while last <= written_so_far + 5 {
+        let line = tokio::time::timeout(SETTLE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let n: u64 = line.trim_start_matches("line ").parse().unwrap();
+        assert_eq!(n, last + 1, "lines arrive in order, none lost");
+        last = n;
+    }
+    follower.kill().await.unwrap();
+    cluster.stop().await;
+}
