@@ -545,6 +545,14 @@ impl<'a> Compiler<'a> {
                 }
                 _ => Err(self.error(at, format!("px.{name} needs a whole number"))),
             },
+            "floor" => match args.take(0, "x") {
+                Some(Value::Column(x)) => Ok(Value::Column(
+                    datafusion::functions::math::expr_fn::floor(x),
+                )),
+                Some(Value::Float(x)) => Ok(Value::Float(x.floor())),
+                Some(Value::Int(x)) => Ok(Value::Int(x)),
+                _ => Err(self.error(at, "px.floor needs a number or a numeric column")),
+            },
             "GetTables" | "GetSchemas" => self.catalog_table(at, name),
             "GetAgentStatus" => self.agent_status(at),
             "contains" => match (args.take(0, "s"), args.take(1, "substr")) {
@@ -1277,6 +1285,7 @@ const PX_FUNCTIONS: &[&str] = &[
     "Bytes",
     "select",
     "contains",
+    "floor",
     "count",
     "sum",
     "mean",

@@ -538,3 +538,25 @@ px.display(df, 'out')
     // The values are unchanged.
     assert_eq!(ints(&out[0].1, "size").iter().sum::<i64>(), 100 * 1024);
 }
+
+#[tokio::test]
+async fn floor_rounds_down() {
+    let out = run("import px
+df = px.DataFrame('http_events')
+df.ms = px.floor(df.latency / 3000.0)
+df.c = px.floor(2.7)
+df = df[df.latency == 10000]
+px.display(df[['ms', 'c']], 'out')
+")
+    .await;
+    let batch = &out[0].1[0];
+    let values = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_primitive::<arrow_array::types::Float64Type>()
+            .value(0)
+    };
+    assert_eq!(values("ms"), 3.0);
+    assert_eq!(values("c"), 2.0);
+}
