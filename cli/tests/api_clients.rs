@@ -215,75 +215,21 @@ px.display(df, 'requests')
     assert!(message.contains("column 'nope' not found"), "{message}");
 }
 
-/// A CA and a certificate it signed for 127.0.0.1, made with the openssl CLI:
-/// (ca.pem, cert.pem, key.pem).
+/// A CA and a certificate it signed for 127.0.0.1 (`scripts/test-certs.sh`):
+/// (ca.pem, server.pem, server.key).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=px test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "cert.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    ]);
+    let status = Command::new(repo().join("scripts/test-certs.sh"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "scripts/test-certs.sh failed (is openssl installed?)"
+    );
     (
         dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
     )
 }
 

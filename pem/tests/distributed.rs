@@ -479,3 +479,78 @@ fn a_cgroup_that_is_not_one_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// Certificates from `scripts/test-certs.sh` in a fresh directory.
+fn certificates() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("distributed-tls");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-certs.sh");
+    let status = Command::new(script).arg(&dir).status().unwrap();
+    assert!(
+        status.success(),
+        "scripts/test-certs.sh failed (is openssl installed?)"
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kelvin_and_a_pem_authenticate_each_other_with_mutual_tls() {
+    if !may_run() {
+        return;
+    }
+    let certs = certificates();
+    let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let addr = free_addr();
+    let pem = Process(
+        Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
+            .args(["--listen", &addr.to_string(), "--memory-limit", "256Mi"])
+            .args([
+                "--tls-cert",
+                &path("server.pem"),
+                "--tls-key",
+                &path("server.key"),
+            ])
+            .args(["--tls-client-ca", &path("ca.pem")])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the PEM never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("https://{addr}");
+    let client_tls = |identity: bool| {
+        px_api::tls::ClientTls {
+            ca: Some(certs.join("ca.pem")),
+            identity: identity.then(|| (certs.join("client.pem"), certs.join("client.key"))),
+            server_name: None,
+        }
+        .config()
+        .unwrap()
+    };
+    let script = "import px\npx.display(px.GetTables(), 'tables')\n";
+
+    // With Kelvin's certificate: the PEM's tables.
+    let trusted = RemotePem::new("node-a", &url, Some(client_tls(true))).unwrap();
+    let kelvin = serve_kelvin(Kelvin::over_pems(RemotePems::new(vec![trusted]))).await;
+    let tables = run(&kelvin, script).await.unwrap();
+    assert!(
+        tables["tables"]
+            .iter()
+            .any(|r| r["table_name"] == "http_events"),
+        "{tables:?}"
+    );
+
+    // Without one, or over plain HTTP: refused, and the error names the PEM.
+    for (pem_url, tls) in [
+        (url.clone(), Some(client_tls(false))),
+        (format!("http://{addr}"), None),
+    ] {
+        let stranger = RemotePem::new("node-a", &pem_url, tls).unwrap();
+        let kelvin = serve_kelvin(Kelvin::over_pems(RemotePems::new(vec![stranger]))).await;
+        let error = run(&kelvin, script).await.unwrap_err();
+        assert!(error.contains("PEM node-a"), "{error}");
+    }
+    drop(pem);
+}
