@@ -38,3 +38,19 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let d: kube::core::Duration = s.parse().ok()?;
     (!d.is_negative()).then(|| d.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("-5m"), None, "negative");
+        assert_eq!(parse_duration("forever"), None);
+        assert_eq!(parse_duration("10"), None, "no unit");
+    }
+}

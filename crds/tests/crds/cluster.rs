@@ -408,6 +408,12 @@ async fn crds_install_and_good_objects_apply_and_print_their_columns() {
     assert_eq!(rows[0], ["NAME", "TABLES", "READY", "AGE"]);
     assert_eq!(rows[1][0], "retention");
 
+    // Doc comments are the schema's descriptions, for `kubectl explain`.
+    let explained = ok(&cluster, &["explain", "viziers.spec.deployKey"]).await;
+    assert!(explained.contains("Accepted and ignored"), "{explained}");
+    let explained = ok(&cluster, &["explain", "tracepoints.spec.columns.index"]).await;
+    assert!(explained.contains("bpftrace's `arg0`"), "{explained}");
+
     // The `px` category lists all three kinds.
     let all = ok(&cluster, &["get", "px", "-A", "-o", "name"]).await;
     let mut names: Vec<&str> = all.lines().collect();
@@ -478,6 +484,16 @@ fn bad_objects() -> Vec<Bad> {
                 "Unsupported value: \"Everything\"",
                 "\"PIIRestricted\"",
             ],
+        },
+        Bad {
+            what: "text where a number belongs",
+            yaml: vizier_with("  dataCollectorParams:\n    datastreamBufferSize: big\n"),
+            expect: &["spec.dataCollectorParams.datastreamBufferSize", "integer"],
+        },
+        Bad {
+            what: "text where a boolean belongs",
+            yaml: vizier_with("  useEtcdOperator: maybe\n"),
+            expect: &["spec.useEtcdOperator", "boolean"],
         },
         Bad {
             what: "misspelt Vizier field",
