@@ -145,7 +145,8 @@ pub struct UserFunction {
     pub abi: Option<Abi>,
 }
 
-/// Calling convention of a probed function.
+/// Calling convention used to read arguments and return values: `Auto` (the default:
+/// Go's register ABI for Go 1.17+ binaries, System V otherwise), `SysV` or `Go`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Abi {
     /// Chosen from the binary itself.
@@ -270,7 +271,9 @@ pub enum ColumnSource {
     Field,
 }
 
-/// The type of a recorded value.
+/// The value's type: `int64`, `int32`, `uint64`, `uint32`, `bool`, `pointer`, `string`
+/// or `bytes`. Required for `Arg` and `Return`; read from the tracepoint's format for
+/// `Field` when omitted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
@@ -312,7 +315,7 @@ pub struct TracepointStatus {
     /// Node counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodeCounts>,
-    /// `running/selected` nodes, for `kubectl get tp` (see [`NodeCounts::summary`]).
+    /// `running/selected` nodes, for `kubectl get tp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
     /// The first few failed nodes (by node name; at most 10), with the reason.
@@ -324,7 +327,8 @@ pub struct TracepointStatus {
     pub expires_at: Option<Time>,
 }
 
-/// Where a Tracepoint is in its life.
+/// Where the Tracepoint is in its life: `Pending`, `Running` (on every selected node),
+/// `PartiallyRunning`, `Failed` (on every selected node) or `Terminating`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum TracepointPhase {
     /// Not yet running on any node (or no node selected yet).

@@ -178,7 +178,9 @@ impl VizierSpec {
     }
 }
 
-/// Level of data that scripts may read.
+/// Level of data scripts may read: `Full` (the default: every column as recorded),
+/// `Restricted` (columns that may hold sensitive data, such as HTTP bodies, redacted) or
+/// `PIIRestricted` (best-effort redaction of personal data).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum DataAccess {
     /// Every column as recorded.
@@ -190,7 +192,7 @@ pub enum DataAccess {
     PiiRestricted,
 }
 
-/// Pixie's timestamp conversion routine (accepted, ignored).
+/// Pixie only: timestamp conversion routine, `default` or `grpc`. Accepted and ignored.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockConverter {
@@ -309,7 +311,7 @@ pub struct VizierStatus {
     /// PEM counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pems: Option<PemCounts>,
-    /// `ready/desired` PEMs, for `kubectl get vz` (see [`PemCounts::summary`]).
+    /// `ready/desired` PEMs, for `kubectl get vz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pems_ready: Option<String>,
 }
@@ -334,7 +336,8 @@ impl PemCounts {
     }
 }
 
-/// High-level phase of a Vizier (Pixie's values).
+/// High-level phase (Pixie's `vizierPhase`): `Healthy`, `Updating`, `Degraded`
+/// (queryable, some PEMs failing), `Unhealthy` or `Disconnected` (Pixie only).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum VizierPhase {
     /// Kept for Pixie compatibility; not set by this operator (there is no cloud).
@@ -349,7 +352,8 @@ pub enum VizierPhase {
     Degraded,
 }
 
-/// Where the operator is in deploying the spec (Pixie's values).
+/// Where the operator is in deploying the spec (Pixie's `reconciliationPhase`):
+/// `Updating`, `Ready` or `Failed`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ReconciliationPhase {
     /// The spec is deployed.
