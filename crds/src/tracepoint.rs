@@ -104,6 +104,14 @@ impl TracepointSpec {
     pub fn ttl_duration(&self) -> Option<std::time::Duration> {
         self.ttl.as_deref().and_then(crate::parse_duration)
     }
+
+    /// When the TTL, counted from `created` (the Tracepoint's creation time), runs out;
+    /// `None` without a TTL. Whole seconds, as the API server keeps times.
+    pub fn expires_at(&self, created: &Time) -> Option<Time> {
+        let ttl = i64::try_from(self.ttl_duration()?.as_secs()).ok()?;
+        let at = created.0.as_second().checked_add(ttl)?;
+        k8s_openapi::jiff::Timestamp::from_second(at).ok().map(Time)
+    }
 }
 
 /// What to probe. Exactly one of `uprobe` and `tracepoint`.
@@ -717,5 +725,10 @@ mod tests {
             spec.ttl_duration(),
             Some(std::time::Duration::from_secs(5400))
         );
+        let created = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        let expires = spec.expires_at(&created).unwrap();
+        assert_eq!(expires.0.as_second(), 1_000 + 5400);
+        let forever = TracepointSpec { ttl: None, ..spec };
+        assert_eq!(forever.expires_at(&created), None);
     }
 }

@@ -13,7 +13,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::conditions::{ConditionStatus, DesiredCondition, IGNORED_FIELDS};
+use crate::conditions::{
+    ConditionStatus, DEGRADED, DesiredCondition, IGNORED_FIELDS, READY, RECONCILING, STALLED,
+};
 
 /// A memory quantity that is not negative: `2Gi`, `512Mi`, `1.5G`, `1073741824`.
 pub(crate) const MEMORY_QUANTITY_PATTERN: &str = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
@@ -352,6 +354,63 @@ pub enum VizierPhase {
     Degraded,
 }
 
+impl VizierPhase {
+    /// The phase Pixie gives a `vizierReason` (its `ReasonToPhase`): no reason is
+    /// `Healthy`; `CloudConnectorMissing` is `Disconnected`; too little memory on some
+    /// PEMs, incompatible kernels or a high PEM failure rate are `Degraded`; any other
+    /// reason is `Unhealthy`. `Updating` is set while rolling, not derived from a reason.
+    pub fn from_reason(reason: &str) -> Self {
+        match reason {
+            "" => Self::Healthy,
+            "CloudConnectorMissing" => Self::Disconnected,
+            "PEMsSomeInsufficientMemory" | "KernelVersionsIncompatible" | "PEMsHighFailureRate" => {
+                Self::Degraded
+            }
+            _ => Self::Unhealthy,
+        }
+    }
+
+    /// The `Ready`, `Reconciling`, `Stalled` and `Degraded` conditions for this phase,
+    /// with `reason` (CamelCase; the phase's name when empty) and `message`.
+    ///
+    /// Healthy: Ready. Updating: Reconciling. Degraded: Degraded (not Ready, since not
+    /// every node is covered, though the Vizier answers queries). Unhealthy and
+    /// Disconnected: Stalled.
+    pub fn conditions(self, reason: &str, message: &str) -> Vec<DesiredCondition> {
+        let name = match self {
+            Self::Disconnected => "Disconnected",
+            Self::Healthy => "Healthy",
+            Self::Updating => "Updating",
+            Self::Unhealthy => "Unhealthy",
+            Self::Degraded => "Degraded",
+        };
+        let reason = if reason.is_empty() { name } else { reason };
+        let (ready, reconciling, stalled, degraded) = match self {
+            Self::Healthy => (true, false, false, false),
+            Self::Degraded => (false, false, false, true),
+            Self::Updating => (false, true, false, false),
+            Self::Unhealthy | Self::Disconnected => (false, false, true, false),
+        };
+        let one = |type_: &str, on: bool, off_reason: &str| {
+            if on {
+                DesiredCondition::new(type_, true, reason, message)
+            } else {
+                DesiredCondition::new(type_, false, off_reason, "")
+            }
+        };
+        vec![
+            if ready {
+                DesiredCondition::new(READY, true, name, message)
+            } else {
+                DesiredCondition::new(READY, false, reason, message)
+            },
+            one(RECONCILING, reconciling, "Settled"),
+            one(STALLED, stalled, "NotStalled"),
+            one(DEGRADED, degraded, "NotDegraded"),
+        ]
+    }
+}
+
 /// Where the operator is in deploying the spec (Pixie's `reconciliationPhase`):
 /// `Updating`, `Ready` or `Failed`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -420,6 +479,52 @@ mod tests {
         assert_eq!(spec.data_access, Some(DataAccess::PiiRestricted));
         assert_eq!(spec.clock_converter, Some(ClockConverter::Grpc));
         assert_eq!(serde_json::to_value(&spec).unwrap(), json);
+    }
+
+    #[test]
+    fn pixie_reasons_map_to_pixie_phases() {
+        assert_eq!(VizierPhase::from_reason(""), VizierPhase::Healthy);
+        assert_eq!(
+            VizierPhase::from_reason("PEMsHighFailureRate"),
+            VizierPhase::Degraded
+        );
+        assert_eq!(
+            VizierPhase::from_reason("CloudConnectorMissing"),
+            VizierPhase::Disconnected
+        );
+        assert_eq!(
+            VizierPhase::from_reason("PEMsAllFailing"),
+            VizierPhase::Unhealthy
+        );
+    }
+
+    fn status_of(conds: &[DesiredCondition], t: &str) -> ConditionStatus {
+        conds.iter().find(|c| c.type_ == t).unwrap().status
+    }
+
+    #[test]
+    fn phases_give_the_conditions_kstatus_reads() {
+        use ConditionStatus::{False, True};
+        let table = [
+            (VizierPhase::Healthy, [True, False, False, False]),
+            (VizierPhase::Updating, [False, True, False, False]),
+            (VizierPhase::Degraded, [False, False, False, True]),
+            (VizierPhase::Unhealthy, [False, False, True, False]),
+        ];
+        for (phase, want) in table {
+            let conds = phase.conditions("", "");
+            let got = [READY, RECONCILING, STALLED, DEGRADED].map(|t| status_of(&conds, t));
+            assert_eq!(got, want, "{phase:?}");
+        }
+        let conds = VizierPhase::Degraded.conditions("PEMsHighFailureRate", "2 of 5 PEMs crash");
+        let degraded = conds.iter().find(|c| c.type_ == DEGRADED).unwrap();
+        assert_eq!(degraded.reason, "PEMsHighFailureRate");
+        assert_eq!(degraded.message, "2 of 5 PEMs crash");
+        let stalled = conds.iter().find(|c| c.type_ == STALLED).unwrap();
+        assert_eq!(
+            (stalled.reason.as_str(), stalled.message.as_str()),
+            ("NotStalled", "")
+        );
     }
 
     #[test]
