@@ -17,7 +17,7 @@ pub use conditions::{
     ConditionStatus, DEGRADED, DesiredCondition, IGNORED_FIELDS, READY, RECONCILING, STALLED,
     find_condition, is_true, remove_condition, set_condition,
 };
-pub use manifests::{Manifest, manifests};
+pub use manifests::{Manifest, ManifestError, manifests};
 pub use retention::{
     DataRetention, DataRetentionSpec, DataRetentionStatus, TableRetention, TableRetentionStatus,
 };
