@@ -63,6 +63,28 @@ spec:
       runAsGroup: 1000
 "#;
 
+/// What Pixie's Helm chart (`k8s/operator/helm/templates/04_vizier.yaml`) renders with
+/// its defaults: keys it always writes, empty ones as YAML nulls.
+const PIXIE_HELM_VIZIER: &str = r#"apiVersion: px.dev/v1alpha1
+kind: Vizier
+metadata:
+  name: pixie-helm
+  namespace: pl
+spec:
+  deployKey:
+  cloudAddr: withpixie.ai:443
+  disableAutoUpdate: false
+  useEtcdOperator: false
+  clusterName: my-cluster
+  pemMemoryLimit: 2Gi
+  dataCollectorParams:
+    customPEMFlags:
+      PL_TABLE_STORE_DATA_LIMIT_MB: "1228"
+  pod:
+    securityContext:
+      enabled: false
+"#;
+
 const UPROBE_TRACEPOINT: &str = r#"apiVersion: px.dev/v1alpha1
 kind: Tracepoint
 metadata:
@@ -240,6 +262,23 @@ async fn crds_install_and_good_objects_apply_and_print_their_columns() {
             .as_deref(),
         Some("dedicated")
     );
+
+    let out = apply(&cluster, PIXIE_HELM_VIZIER).await;
+    assert_eq!(out.stdout, "vizier.px.dev/pixie-helm created\n", "{out:?}");
+    let helm: px_crds::Vizier = serde_json::from_str(
+        &ok(
+            &cluster,
+            &["get", "vz", "pixie-helm", "-n", "pl", "-o", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        helm.spec.ignored_fields(),
+        ["disableAutoUpdate", "useEtcdOperator", "cloudAddr"],
+        "an empty deployKey is no deploy key"
+    );
+    ok(&cluster, &["delete", "vz", "pixie-helm", "-n", "pl"]).await;
 
     let out = apply(&cluster, UPROBE_TRACEPOINT).await;
     assert_eq!(
