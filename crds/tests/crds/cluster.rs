@@ -14,136 +14,17 @@ use px_crds::{
 use px_e2e::{Cluster, ClusterConfig, KubectlOutput, eventually};
 
 /// A Vizier as written for Pixie's own operator (fields of its `vizier_types.go`).
-const PIXIE_VIZIER: &str = r#"apiVersion: px.dev/v1alpha1
-kind: Vizier
-metadata:
-  name: pixie
-  namespace: pl
-spec:
-  version: 0.14.15
-  deployKey: px-dep-7d3a1b2c-0000-4000-8000-000000000000
-  customDeployKeySecret: pl-deploy-secrets
-  disableAutoUpdate: false
-  useEtcdOperator: true
-  clusterName: prod-eu-1
-  cloudAddr: withpixie.ai:443
-  devCloudNamespace: plc-dev
-  pemMemoryLimit: 2Gi
-  pemMemoryRequest: 1Gi
-  clockConverter: default
-  dataAccess: Restricted
-  registry: registry.example.com/pixie
-  autopilot: false
-  patches:
-    vizier-pem: '{"spec":{"template":{"spec":{"priorityClassName":"high"}}}}'
-  dataCollectorParams:
-    datastreamBufferSize: 1048576
-    datastreamBufferSpikeSize: 524288000
-    customPEMFlags:
-      PL_TABLE_STORE_DATA_LIMIT_MB: "1024"
-      PL_TABLE_STORE_HTTP_EVENTS_PERCENT: "40"
-  leadershipElectionParams:
-    electionPeriodMs: 7500
-  pod:
-    labels: {team: observability}
-    annotations: {example.com/owner: sre}
-    resources:
-      limits: {cpu: "2", memory: 4Gi}
-      requests: {cpu: 500m, memory: 1Gi}
-    nodeSelector: {kubernetes.io/os: linux}
-    tolerations:
-    - key: dedicated
-      operator: Equal
-      value: observability
-      effect: NoSchedule
-    securityContext:
-      enabled: true
-      fsGroup: 2000
-      runAsUser: 1000
-      runAsGroup: 1000
-"#;
+const PIXIE_VIZIER: &str = include_str!("../../examples/vizier-pixie.yaml");
 
 /// What Pixie's Helm chart (`k8s/operator/helm/templates/04_vizier.yaml`) renders with
 /// its defaults: keys it always writes, empty ones as YAML nulls.
-const PIXIE_HELM_VIZIER: &str = r#"apiVersion: px.dev/v1alpha1
-kind: Vizier
-metadata:
-  name: pixie-helm
-  namespace: pl
-spec:
-  deployKey:
-  cloudAddr: withpixie.ai:443
-  disableAutoUpdate: false
-  useEtcdOperator: false
-  clusterName: my-cluster
-  pemMemoryLimit: 2Gi
-  dataCollectorParams:
-    customPEMFlags:
-      PL_TABLE_STORE_DATA_LIMIT_MB: "1228"
-  pod:
-    securityContext:
-      enabled: false
-"#;
+const PIXIE_HELM_VIZIER: &str = include_str!("../../examples/vizier-pixie-helm.yaml");
 
-const UPROBE_TRACEPOINT: &str = r#"apiVersion: px.dev/v1alpha1
-kind: Tracepoint
-metadata:
-  name: checkout-latency
-  namespace: shop
-spec:
-  probe:
-    uprobe:
-      binary: /app/checkout
-      symbol: main.(*Server).Checkout
-      abi: Go
-  target:
-    pods:
-      selector:
-        matchLabels: {app: checkout}
-      container: server
-      executable: checkout
-  columns:
-  - {name: cart_id, source: Arg, index: 1, type: int64}
-  - {name: user, source: Arg, index: 2, type: string, maxLength: 32}
-  - {name: err, source: Return, index: 1, type: pointer}
-  - {name: latency_ns, source: Latency}
-  - {name: pid, source: Pid}
-  - {name: comm, source: Comm}
-  table: checkout_calls
-  ttl: 30m
-"#;
+const UPROBE_TRACEPOINT: &str = include_str!("../../examples/tracepoint-uprobe.yaml");
 
-const OPENAT_TRACEPOINT: &str = r#"apiVersion: px.dev/v1alpha1
-kind: Tracepoint
-metadata:
-  name: opens
-  namespace: pl
-spec:
-  probe:
-    tracepoint: syscalls/sys_enter_openat
-  target:
-    host:
-      nodeSelector: {kubernetes.io/os: linux}
-  columns:
-  - {name: filename, source: Field, field: filename, type: string, maxLength: 256}
-  - {name: flags, source: Field, field: flags}
-  - {name: pid, source: Pid}
-  - {name: tid, source: Tid}
-  - {name: comm, source: Comm}
-  table: file_opens
-"#;
+const OPENAT_TRACEPOINT: &str = include_str!("../../examples/tracepoint-openat.yaml");
 
-const RETENTION: &str = r#"apiVersion: px.dev/v1alpha1
-kind: DataRetention
-metadata:
-  name: retention
-  namespace: pl
-spec:
-  tables:
-  - {table: http_events, memoryPercent: 50, maxAge: 24h}
-  - {table: conn_stats, maxBytes: 128Mi}
-  - {table: file_opens, maxBytes: 67108864, maxAge: 90m}
-"#;
+const RETENTION: &str = include_str!("../../examples/dataretention.yaml");
 
 const SETTLE: Duration = Duration::from_secs(10);
 
