@@ -79,6 +79,22 @@ impl DesiredCondition {
     }
 }
 
+/// An abnormal-true condition (`Reconciling`, `Stalled`, `Degraded`): True with `reason`
+/// and `message` when `on`, otherwise False with `off_reason` and no message.
+pub(crate) fn toggle(
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: &str,
+    off_reason: &str,
+) -> DesiredCondition {
+    if on {
+        DesiredCondition::new(type_, true, reason, message)
+    } else {
+        DesiredCondition::new(type_, false, off_reason, "")
+    }
+}
+
 /// Sets `desired` in `conditions`: adds it, or updates the condition of the same type.
 ///
 /// `lastTransitionTime` becomes `now` only when the condition is new or its status

@@ -13,7 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::conditions::{DEGRADED, DesiredCondition, READY, RECONCILING, STALLED};
+use crate::conditions::{DEGRADED, DesiredCondition, READY, RECONCILING, STALLED, toggle};
 
 /// How many node failures a Tracepoint's status lists at most.
 pub const MAX_FAILURES: usize = 10;
@@ -510,47 +510,22 @@ impl Rollup {
         } else {
             summary.clone()
         };
-        let reason_if = |cond: bool, yes: &str, no: &str| if cond { yes } else { no }.to_string();
-        let failure_hint = self
-            .failures
-            .first()
-            .map(|f| {
-                format!("; {}: {} {}", f.node, f.reason, f.message)
-                    .trim_end()
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let with_failure = match self.failures.first() {
+            Some(f) => format!("{summary}; {}: {} {}", f.node, f.reason, f.message)
+                .trim_end()
+                .to_string(),
+            None => summary.clone(),
+        };
         vec![
-            DesiredCondition::new(READY, ready, phase, summary.clone()),
-            DesiredCondition::new(
-                RECONCILING,
-                reconciling,
-                &reason_if(reconciling, phase, "Settled"),
-                if reconciling {
-                    pending_message
-                } else {
-                    String::new()
-                },
-            ),
-            DesiredCondition::new(
-                STALLED,
-                stalled,
-                &reason_if(stalled, phase, "NotStalled"),
-                if stalled {
-                    format!("{summary}{failure_hint}")
-                } else {
-                    String::new()
-                },
-            ),
-            DesiredCondition::new(
+            DesiredCondition::new(READY, ready, phase, summary),
+            toggle(RECONCILING, reconciling, phase, &pending_message, "Settled"),
+            toggle(STALLED, stalled, phase, &with_failure, "NotStalled"),
+            toggle(
                 DEGRADED,
                 degraded,
-                &reason_if(degraded, "SomeNodesFailed", "NotDegraded"),
-                if degraded {
-                    format!("{summary}{failure_hint}")
-                } else {
-                    String::new()
-                },
+                "SomeNodesFailed",
+                &with_failure,
+                "NotDegraded",
             ),
         ]
     }

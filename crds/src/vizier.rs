@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::{
     ConditionStatus, DEGRADED, DesiredCondition, IGNORED_FIELDS, READY, RECONCILING, STALLED,
+    toggle,
 };
 
 /// A memory quantity that is not negative: `2Gi`, `512Mi`, `1.5G`, `1073741824`.
@@ -391,22 +392,15 @@ impl VizierPhase {
             Self::Updating => (false, true, false, false),
             Self::Unhealthy | Self::Disconnected => (false, false, true, false),
         };
-        let one = |type_: &str, on: bool, off_reason: &str| {
-            if on {
-                DesiredCondition::new(type_, true, reason, message)
-            } else {
-                DesiredCondition::new(type_, false, off_reason, "")
-            }
-        };
         vec![
             if ready {
                 DesiredCondition::new(READY, true, name, message)
             } else {
                 DesiredCondition::new(READY, false, reason, message)
             },
-            one(RECONCILING, reconciling, "Settled"),
-            one(STALLED, stalled, "NotStalled"),
-            one(DEGRADED, degraded, "NotDegraded"),
+            toggle(RECONCILING, reconciling, reason, message, "Settled"),
+            toggle(STALLED, stalled, reason, message, "NotStalled"),
+            toggle(DEGRADED, degraded, reason, message, "NotDegraded"),
         ]
     }
 }
