@@ -60,11 +60,15 @@ pub(crate) enum Format {
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
     /// A bundled script (list them with `px scripts`), e.g. px/http_data.
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    #[arg(required_unless_present_any = ["file", "sql"], conflicts_with_all = ["file", "sql"])]
     script: Option<String>,
     /// Run the PxL script in this file instead.
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", conflicts_with = "sql")]
     file: Option<PathBuf>,
+    /// Run this SQL query over the tables instead (DataFusion's SQL, through PxL's
+    /// `px.sql`); its result is the table `output`.
+    #[arg(long)]
+    sql: Option<String>,
     /// Address of the API (Kelvin; `px local` serves it there): HOST:PORT, or a URL;
     /// https:// (or --tls-ca) connects with TLS.
     #[arg(long, default_value = DEFAULT_ADDR)]
@@ -150,6 +154,13 @@ struct OutputTable {
     rows: Vec<Vec<Value>>,
 }
 
+/// A PxL script that displays the result of one SQL query.
+fn sql_script(query: &str) -> String {
+    // A JSON string is also a valid Python string literal.
+    let literal = serde_json::Value::String(query.to_owned()).to_string();
+    format!("import px\npx.display(px.sql({literal}), 'output')\n")
+}
+
 /// A connection to the API at `--addr`, with TLS when asked for.
 async fn connect(args: &RunArgs) -> anyhow::Result<tonic::transport::Channel> {
     let tls = args.tls_ca.is_some() || args.addr.starts_with("https://");
@@ -179,6 +190,7 @@ async fn connect(args: &RunArgs) -> anyhow::Result<tonic::transport::Channel> {
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let source = match (&args.script, &args.file) {
+        _ if args.sql.is_some() => sql_script(args.sql.as_deref().unwrap_or_default()),
         (_, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?,
         (Some(name), None) => match SCRIPTS.iter().find(|(n, _)| n == name) {
@@ -415,6 +427,7 @@ mod tests {
             api_key: None,
             output: Format::Json,
             func: None,
+            sql: None,
             script_args: script_args.iter().map(|a| (*a).to_owned()).collect(),
         }
     }
@@ -434,6 +447,23 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn sql_becomes_a_script_that_displays_it() {
+        let query =
+            "SELECT req_path, count(*) AS \"n\" FROM http_events WHERE req_path <> '\\' GROUP BY 1";
+        let options = pxl::CompileOptions::at(1_800_000_000_000_000_000);
+        let script = pxl::compile(&sql_script(query), &pem_tables(), &options).unwrap();
+        assert_eq!(script.outputs[0].name, "output");
+        let fields: Vec<String> = script.outputs[0]
+            .plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(fields, ["req_path", "n"]);
     }
 
     #[test]

@@ -333,4 +333,33 @@ fn px_run_prints_the_requests_px_local_captured() {
     // The script's argument limits the rows.
     let one = px_run(&["--max_rows=1"]);
     assert_eq!(one.len(), 1, "{one:#?}");
+
+    // SQL over the same table.
+    let sql = "SELECT req_method, count(*) AS n FROM http_events WHERE req_path = '/hello' GROUP BY req_method ORDER BY req_method";
+    let output = Command::new(PX)
+        .args(["run", "--sql", sql, "-o", "json", "--addr", &addr])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let counts: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&str> = counts
+        .iter()
+        .map(|r| r["req_method"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&"GET") && methods.contains(&"HEAD"),
+        "{counts:#?}"
+    );
+    assert!(
+        counts
+            .iter()
+            .all(|r| r["_table"] == "output" && r["n"].as_i64().unwrap() >= 2)
+    );
 }

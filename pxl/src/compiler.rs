@@ -555,6 +555,18 @@ impl<'a> Compiler<'a> {
             },
             "GetTables" | "GetSchemas" => self.catalog_table(at, name),
             "GetAgentStatus" => self.agent_status(at),
+            "sql" => match args.take(0, "query") {
+                Some(Value::Str(query)) => {
+                    let functions = vec![
+                        crate::functions::UpidToPid::udf(),
+                        crate::functions::PluckFloat64::udf(),
+                    ];
+                    crate::sql::plan(&query, self.catalog, functions)
+                        .map(Value::DataFrame)
+                        .map_err(|e| self.error(at, format!("px.sql: {}", e.strip_backtrace())))
+                }
+                _ => Err(self.error(at, "px.sql needs the query as a string")),
+            },
             "contains" => match (args.take(0, "s"), args.take(1, "substr")) {
                 (Some(Value::Column(s)), Some(Value::Str(sub))) => {
                     let pattern = format!(
@@ -1301,6 +1313,7 @@ const PX_FUNCTIONS: &[&str] = &[
     "GetTables",
     "GetSchemas",
     "GetAgentStatus",
+    "sql",
     "quantiles",
     "pluck_float64",
 ];

@@ -9,6 +9,7 @@
 mod compiler;
 mod error;
 mod functions;
+mod sql;
 mod time;
 mod value;
 

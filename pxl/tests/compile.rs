@@ -560,3 +560,31 @@ px.display(df[['ms', 'c']], 'out')
     assert_eq!(values("ms"), 3.0);
     assert_eq!(values("c"), 2.0);
 }
+
+#[tokio::test]
+async fn px_sql_plans_sql_over_the_same_tables() {
+    let out = run("import px
+df = px.sql('''
+    SELECT service, count(*) AS n,
+           sum(CASE WHEN resp_status >= 400 THEN 1 ELSE 0 END) AS errors
+    FROM http_events GROUP BY service ORDER BY service
+''')
+df.error_rate = df.errors / df.n
+px.display(df, 'by_service')
+")
+    .await;
+    let batches = &out[0].1;
+    assert_eq!(ints(batches, "n"), [34, 33, 33]);
+    assert_eq!(ints(batches, "errors"), [4, 3, 3]);
+
+    let unknown = error("import px\npx.display(px.sql('SELECT * FROM nope'))\n");
+    assert_eq!(unknown.line, 2);
+    assert!(
+        unknown.message.contains("Table 'nope' not found"),
+        "{unknown}"
+    );
+    let writes = error("import px\npx.display(px.sql('DROP TABLE http_events'))\n");
+    assert!(writes.message.contains("cannot change"), "{writes}");
+    let two = error("import px\npx.display(px.sql('SELECT 1; SELECT 2'))\n");
+    assert!(two.message.contains("one query"), "{two}");
+}
