@@ -5,6 +5,8 @@ Reads one JSON request on stdin and writes one JSON answer on stdout:
   {"op": "lint", "chart": DIR, "values_files": [...], "set": {...}, "namespace": NS}
       -> {"messages": [{"severity", "path", "error"}], "errors": [...]}
          (helm lint --strict: severity 1 info, 2 warning, 3 error)
+  {"op": "values", "values_files": [...], "set": {...}}
+      -> the user's values, parsed by Helm and merged (without the chart's defaults)
   {"op": "render", "chart": DIR, "values_files": [...], "set": {...},
    "name": RELEASE, "namespace": NS}
       -> {"manifests": {template: yaml}, "objects": [object, ...],
@@ -61,6 +63,8 @@ def main():
     if req["op"] == "lint":
         report = helm.lint(req["chart"], values, strict=True, namespace=req.get("namespace"))
         answer = {"messages": report["messages"], "errors": report["errors"]}
+    elif req["op"] == "values":
+        answer = values
     elif req["op"] == "render":
         try:
             with helm.Chart.load(req["chart"]) as chart:
