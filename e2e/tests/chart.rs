@@ -766,5 +766,154 @@ async fn the_rendered_manifests_apply_with_kubectl() {
         .await;
         assert_eq!(limit, "4Gi");
     }
+
+    // The README's command that adds the Argo CD health checks to argocd-cm.
+    ok(&cluster, &["create", "namespace", "argocd"]).await;
+    ok(
+        &cluster,
+        &["-n", "argocd", "create", "configmap", "argocd-cm"],
+    )
+    .await;
+    let health = repo().join("charts/argocd-health.yaml");
+    let patched = ok(
+        &cluster,
+        &[
+            "-n",
+            "argocd",
+            "patch",
+            "configmap",
+            "argocd-cm",
+            "--type",
+            "merge",
+            "--patch-file",
+            health.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(patched, "configmap/argocd-cm patched\n");
+    for kind in ["Vizier", "Tracepoint", "DataRetention"] {
+        let path =
+            format!("jsonpath={{.data.resource\\.customizations\\.health\\.px\\.dev_{kind}}}");
+        let script = ok(
+            &cluster,
+            &["-n", "argocd", "get", "configmap", "argocd-cm", "-o", &path],
+        )
+        .await;
+        assert!(
+            script.contains("obj.status.observedGeneration"),
+            "{kind}: {script}"
+        );
+    }
     cluster.stop().await;
+}
+
+/// A px.dev object of `kind` at `generation` with `status`.
+fn px_object(kind: &str, generation: i64, status: Option<Value>) -> Value {
+    let mut o = json!({"apiVersion": "px.dev/v1alpha1", "kind": kind,
+                       "metadata": {"name": "x", "namespace": NAMESPACE, "generation": generation}});
+    if let Some(status) = status {
+        o["status"] = status;
+    }
+    o
+}
+
+fn condition(kind: &str, status: &str, message: &str) -> Value {
+    json!({"type": kind, "status": status, "reason": "Test", "message": message})
+}
+
+#[test]
+fn argo_cd_judges_health_from_the_standard_conditions() {
+    let Some(python) = helm_python() else { return };
+    let config = repo().join("charts/argocd-health.yaml");
+    let cases = [
+        (
+            None,
+            1,
+            "Progressing",
+            "Waiting for px-operator to report status",
+        ),
+        (
+            Some(json!({"observedGeneration": 1,
+                        "conditions": [condition("Ready", "True", "2/2 PEMs ready")]})),
+            2,
+            "Progressing",
+            "Waiting for px-operator to act on generation 2",
+        ),
+        (
+            Some(json!({"observedGeneration": 2,
+                        "conditions": [condition("Ready", "False", "1/2 PEMs ready"),
+                                       condition("Reconciling", "True", "PEMs rolling")]})),
+            2,
+            "Progressing",
+            "PEMs rolling",
+        ),
+        (
+            Some(json!({"observedGeneration": 3,
+                        "conditions": [condition("Ready", "True", "2/2 PEMs ready"),
+                                       condition("Reconciling", "False", "")]})),
+            3,
+            "Healthy",
+            "2/2 PEMs ready",
+        ),
+        (
+            Some(json!({"observedGeneration": 3,
+                        "conditions": [condition("Ready", "False", "1/2 nodes running"),
+                                       condition("Degraded", "True", "node-b: symbol not found")]})),
+            3,
+            "Degraded",
+            "node-b: symbol not found",
+        ),
+        (
+            Some(json!({"observedGeneration": 3,
+                        "conditions": [condition("Stalled", "True", "binary path is not absolute")]})),
+            3,
+            "Degraded",
+            "binary path is not absolute",
+        ),
+        (
+            Some(json!({"observedGeneration": 3,
+                        "conditions": [condition("Ready", "False", "waiting for nodes")]})),
+            3,
+            "Progressing",
+            "waiting for nodes",
+        ),
+    ];
+    for kind in ["Vizier", "Tracepoint", "DataRetention"] {
+        let objects: Vec<Value> = cases
+            .iter()
+            .map(|(status, generation, _, _)| px_object(kind, *generation, status.clone()))
+            .collect();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chart/argocd_health.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let request = json!({"config": config, "objects": objects});
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(request.to_string().as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for ((status, _, health, message), answer) in cases.iter().zip(answers.as_array().unwrap())
+        {
+            assert_eq!(
+                (
+                    answer["status"].as_str().unwrap(),
+                    answer["message"].as_str().unwrap()
+                ),
+                (*health, *message),
+                "{kind} with status {status:?}"
+            );
+        }
+    }
 }
