@@ -4,6 +4,10 @@
 set -euo pipefail
 dir=${1:?usage: pxapi-venv.sh DIR}
 venv="$dir/venv-pxapi-0.9.0"
+mkdir -p "$dir"
+# Tests run in parallel: one creates the virtualenv, the others wait for it.
+exec 9>"$dir/.pxapi-venv.lock"
+flock 9
 if [ ! -f "$venv/.pxapi-installed" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv" >&2
