@@ -103,6 +103,7 @@ async fn write_status(
     let patch = serde_json::json!({
         "apiVersion": "px.dev/v1alpha1",
         "kind": "Vizier",
+        "metadata": {"name": name, "namespace": ns},
         "status": status,
     });
     api.patch_status(
