@@ -48,7 +48,7 @@ async fn ok(cluster: &Cluster, args: &[&str]) -> String {
     out.stdout
 }
 
-async fn client(cluster: &Cluster) -> Client {
+pub(super) async fn client(cluster: &Cluster) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
