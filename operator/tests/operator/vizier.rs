@@ -392,3 +392,124 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     cluster.stop().await;
     let _ = std::fs::remove_dir_all(scratch);
 }
+
+/// A Vizier whose PEM fails on one node is Degraded with Pixie's reason and PEMS 1/2; a
+/// spec asking for more memory than its limit is Unhealthy with the reason, and nothing
+/// about the PEMs changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
+    let scratch =
+        std::env::temp_dir().join(format!("px-operator-test-degraded-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let exe = scratch.join("pem-fails-on-node-b");
+    std::fs::write(
+        &exe,
+        "#!/bin/sh\ncase \"$PX_PEM_CGROUP\" in *node-b*) echo 'no BTF' >&2; exit 1;; esac\nexec sleep 3600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), exe.clone()),
+            ("px/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
+    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+    let operator = start_operator(client(&cluster).await, "operator-0");
+    let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0', pemMemoryLimit: 1Gi}\n";
+    let out = cluster
+        .kubectl_stdin(&["apply", "-f", "-"], Some(vizier))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+
+    let degraded = eventually(SETTLE, || async {
+        let row = vz_row(&cluster).await;
+        (row.get(1).map(String::as_str) == Some("Degraded")).then_some(row)
+    })
+    .await
+    .expect("never Degraded");
+    assert_eq!(degraded[2], "1/2", "{degraded:?}");
+    let why = ok(
+        &cluster,
+        &[
+            "get",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.status.vizierReason}|{.status.conditions[?(@.type==\"Degraded\")].status}",
+        ],
+    )
+    .await;
+    assert_eq!(why, "PEMsHighFailureRate|True");
+
+    let pem_generation = || async {
+        ok(
+            &cluster,
+            &[
+                "get",
+                "daemonset",
+                "pixie-pem",
+                "-n",
+                "pl",
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ],
+        )
+        .await
+    };
+    let before = pem_generation().await;
+    ok(
+        &cluster,
+        &[
+            "patch",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"pemMemoryRequest":"2Gi"}}"#,
+        ],
+    )
+    .await;
+    let reported = eventually(SETTLE, || async {
+        let why = ok(
+            &cluster,
+            &[
+                "get",
+                "vz",
+                "pixie",
+                "-n",
+                "pl",
+                "-o",
+                "jsonpath={.status.vizierPhase}|{.status.vizierReason}|{.status.message}",
+            ],
+        )
+        .await;
+        why.starts_with("Unhealthy|InvalidSpec").then_some(why)
+    })
+    .await
+    .expect("the bad spec was not reported");
+    assert!(reported.contains("exceeds pemMemoryLimit"), "{reported}");
+    assert_eq!(
+        pem_generation().await,
+        before,
+        "a bad spec must not touch the PEMs"
+    );
+    let describe = ok(&cluster, &["describe", "vz", "pixie", "-n", "pl"]).await;
+    assert!(describe.contains("InvalidSpec"), "{describe}");
+
+    operator.abort();
+    cluster.stop().await;
+    let _ = std::fs::remove_dir_all(scratch);
+}
