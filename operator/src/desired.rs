@@ -546,7 +546,12 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            run_as_user: Some(65534),
+            // `nobody`, unless `pod.securityContext` names a user (a container's
+            // setting would override the pod's).
+            run_as_user: kelvin_pod_security(vz)
+                .and_then(|p| p.run_as_user)
+                .is_none()
+                .then_some(65534),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_string()]),
                 add: None,
@@ -572,6 +577,7 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(names.kelvin.clone()),
+                    security_context: kelvin_pod_security(vz),
                     containers: vec![container],
                     node_selector: pod.and_then(|p| p.node_selector.clone()),
                     tolerations: pod.and_then(|p| p.tolerations.clone()),
@@ -581,6 +587,20 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
             ..DeploymentSpec::default()
         },
         status: None,
+    })
+}
+
+/// The pod security context `pod.securityContext` asks for Kelvin (Pixie applies it to
+/// the pods that need no privileges), when `enabled`. Never to the PEMs: they run as
+/// root with the capabilities named on [`pem_daemonset`].
+fn kelvin_pod_security(vz: &Vizier) -> Option<k8s_openapi::api::core::v1::PodSecurityContext> {
+    let sc = vz.spec.pod.as_ref()?.security_context.as_ref()?;
+    (sc.enabled == Some(true)).then(|| k8s_openapi::api::core::v1::PodSecurityContext {
+        fs_group: sc.fs_group,
+        run_as_user: sc.run_as_user,
+        run_as_group: sc.run_as_group,
+        run_as_non_root: Some(true),
+        ..k8s_openapi::api::core::v1::PodSecurityContext::default()
     })
 }
 
@@ -1025,6 +1045,44 @@ mod tests {
             }),
             ..Pod::default()
         }
+    }
+
+    #[test]
+    fn the_pod_security_context_applies_to_kelvin_only_when_enabled() {
+        let spec = |enabled| VizierSpec {
+            pod: Some(PodPolicy {
+                security_context: Some(px_crds::PodSecurityContext {
+                    enabled: Some(enabled),
+                    fs_group: Some(2000),
+                    run_as_user: Some(1000),
+                    run_as_group: Some(1000),
+                }),
+                ..PodPolicy::default()
+            }),
+            ..VizierSpec::default()
+        };
+        let container = |d: &Deployment| {
+            d.spec.template.spec.as_ref().unwrap().containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+        };
+        let on = kelvin_deployment(&vizier(spec(true)), &[]).unwrap();
+        assert_eq!(container(&on).run_as_user, None, "the pod's user applies");
+        let sc = on.spec.template.spec.unwrap().security_context.unwrap();
+        assert_eq!(
+            (sc.fs_group, sc.run_as_user, sc.run_as_group),
+            (Some(2000), Some(1000), Some(1000))
+        );
+        let off = kelvin_deployment(&vizier(spec(false)), &[]).unwrap();
+        assert_eq!(
+            container(&off).run_as_user,
+            Some(65534),
+            "nobody by default"
+        );
+        assert_eq!(off.spec.template.spec.unwrap().security_context, None);
+        let pem = pem_daemonset(&vizier(spec(true))).unwrap();
+        assert_eq!(pem.spec.template.spec.unwrap().security_context, None);
     }
 
     #[test]
