@@ -174,6 +174,32 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the Lease up if this candidate holds it (on a clean shutdown), so that the
+    /// next candidate need not wait for it to expire. Best effort: a failure only means
+    /// the next leader waits out the Lease's duration.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.cfg.holder.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.cfg.name, "released the leader Lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot release the leader Lease"),
+        }
+    }
+
     /// Waits until this candidate holds the Lease.
     pub async fn acquire(&self) {
         let mut announced = false;

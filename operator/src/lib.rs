@@ -31,8 +31,9 @@ pub struct Config {
     pub lease_duration: Duration,
 }
 
-/// Runs the operator on `client` until `shutdown` resolves or the leadership is lost
-/// (then it returns the error: the process should exit and be restarted as a candidate).
+/// Runs the operator on `client` until `shutdown` resolves (then it finishes the
+/// reconciles under way and releases the Lease) or the leadership is lost (then it returns
+/// the error: the process should exit and be restarted as a candidate).
 pub async fn run(
     client: kube::Client,
     config: Config,
@@ -74,6 +75,7 @@ pub async fn run(
         () = &mut shutdown => {
             let _ = stop_tx.send(());
             controller.await;
+            elector.release().await;
             Ok(())
         }
     }

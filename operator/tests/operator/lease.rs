@@ -84,5 +84,34 @@ async fn one_leader_at_a_time_and_a_takeover_after_expiry() {
         "a must learn it does not lead: {lost:?}"
     );
     b_holds.abort();
+
+    // b shuts down cleanly and releases: a takes over at once, without waiting 2 s.
+    let b = candidate(&client, "operator-b");
+    a.release().await;
+    assert!(
+        !a.try_acquire_or_renew().await.unwrap(),
+        "a releasing what it does not hold changes nothing"
+    );
+    b.release().await;
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a released Lease is free at once"
+    );
+    let out = cluster
+        .kubectl(&[
+            "get",
+            "lease",
+            "px-operator",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout, "operator-a 1",
+        "taking a released Lease is no transition"
+    );
     cluster.stop().await;
 }
