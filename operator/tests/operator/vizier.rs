@@ -334,6 +334,19 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         pem_pods(&cluster).await
     );
     wait_healthy(&cluster).await;
+    {
+        let seen = phases.lock().unwrap();
+        assert_eq!(
+            seen.as_slice(),
+            [
+                VizierPhase::Updating,
+                VizierPhase::Healthy,
+                VizierPhase::Updating,
+                VizierPhase::Healthy
+            ],
+            "Updating while the PEMs roll"
+        );
+    }
     let generation = ok(
         &cluster,
         &[
