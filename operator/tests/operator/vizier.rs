@@ -30,6 +30,23 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// keeps writing pod status).
 const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings";
 
+/// A scratch directory removed when the test ends, passed or not.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("px-operator-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn stand_in(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("stand-in");
@@ -162,8 +179,8 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let scratch = std::env::temp_dir().join(format!("px-operator-test-{}", std::process::id()));
-    let exe = stand_in(&scratch);
+    let scratch = Scratch::new("test");
+    let exe = stand_in(&scratch.0);
     let cluster = Cluster::start(ClusterConfig {
         nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
         images: HashMap::from([
@@ -403,7 +420,6 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     operator.abort();
     watch.abort();
     cluster.stop().await;
-    let _ = std::fs::remove_dir_all(scratch);
 }
 
 /// A Vizier whose PEM fails on one node is Degraded with Pixie's reason and PEMS 1/2; a
@@ -411,10 +427,8 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
 /// about the PEMs changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
-    let scratch =
-        std::env::temp_dir().join(format!("px-operator-test-degraded-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let exe = scratch.join("pem-fails-on-node-b");
+    let scratch = Scratch::new("degraded");
+    let exe = scratch.0.join("pem-fails-on-node-b");
     std::fs::write(
         &exe,
         "#!/bin/sh\ncase \"$PX_PEM_CGROUP\" in *node-b*) echo 'no BTF' >&2; exit 1;; esac\nexec sleep 3600\n",
@@ -524,5 +538,4 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
 
     operator.abort();
     cluster.stop().await;
-    let _ = std::fs::remove_dir_all(scratch);
 }
