@@ -539,3 +539,78 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
     operator.abort();
     cluster.stop().await;
 }
+
+/// With a watch namespace, a Vizier elsewhere is left alone and one inside is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_namespace_confines_the_operator() {
+    let scratch = Scratch::new("watch-ns");
+    let exe = stand_in(&scratch.0);
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), exe.clone()),
+            ("px/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
+    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+    ok(&cluster, &["create", "namespace", "other"]).await;
+    let config = px_operator::Config {
+        watch_namespace: Some("other".into()),
+        lease_name: "px-operator".into(),
+        lease_namespace: Some("default".into()),
+        identity: "operator-0".into(),
+        lease_duration: Duration::from_secs(15),
+    };
+    let client = client(&cluster).await;
+    let operator =
+        tokio::spawn(async move { px_operator::run(client, config, std::future::pending()).await });
+    for ns in ["pl", "other"] {
+        let vz = format!(
+            "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {{name: pixie, namespace: {ns}}}\nspec: {{version: '1.0.0'}}\n"
+        );
+        let out = cluster
+            .kubectl_stdin(&["apply", "-f", "-"], Some(&vz))
+            .await
+            .unwrap();
+        assert!(out.success(), "{out:?}");
+    }
+    let healthy = eventually(SETTLE, || async {
+        let row = ok(
+            &cluster,
+            &["get", "vz", "pixie", "-n", "other", "--no-headers"],
+        )
+        .await;
+        row.contains("Healthy").then_some(row)
+    })
+    .await;
+    assert!(
+        healthy.is_some(),
+        "the Vizier in the watched namespace was not deployed"
+    );
+    let elsewhere = ok(
+        &cluster,
+        &[
+            "get",
+            "daemonsets,deployments,serviceaccounts",
+            "-n",
+            "pl",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(elsewhere, "", "objects made outside the watch namespace");
+    let status = ok(
+        &cluster,
+        &["get", "vz", "pixie", "-n", "pl", "-o", "jsonpath={.status}"],
+    )
+    .await;
+    assert_eq!(status, "", "status written outside the watch namespace");
+    operator.abort();
+    cluster.stop().await;
+}
