@@ -1,0 +1,1118 @@
+//! What a Vizier becomes: pure functions from the Vizier (and the PEM pods observed) to
+//! the objects the operator applies. No client, no clock.
+//!
+//! Decisions written down here, once:
+//!
+//! - **PEM discovery.** Kelvin takes a static `--pem NAME=URL` list. The operator builds
+//!   that list from the PEM pods it sees (node name, pod IP) and hands it to Kelvin in
+//!   `PX_KELVIN_PEMS`; a change of the PEM set rolls Kelvin, which is stateless. This needs
+//!   no DNS (the e2e emulator has none) and no change to Kelvin. At thousands of nodes
+//!   every node join or leave would restart Kelvin: a `kelvin --pems-from-dns` reading a
+//!   headless Service per query is the way out, and is not built yet.
+//! - **TLS between Kelvin and the PEMs: off for now.** Both are started with
+//!   `--disable-tls` and Kelvin with `--allow-unauthenticated`; **anything that reaches
+//!   Kelvin's Service or a PEM's port may query every node.** Generating a CA and
+//!   certificates (rcgen) and an API key into Secrets needs `secrets` in the chart's RBAC
+//!   (it has none) and `secretKeyRef` support in the e2e emulator; both are to do.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::Resource;
+use px_crds::Vizier;
+
+use crate::error::Error;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "px-operator";
+/// Label on every object the operator makes: the Vizier's name.
+pub const VIZIER_LABEL: &str = "px.dev/vizier";
+/// Annotation on the PEM pod template: a checksum of what the PEMs are started with.
+pub const PEM_CHECKSUM_ANNOTATION: &str = "px.dev/pem-config-checksum";
+/// Port the PEM serves Kelvin's scans on.
+pub const PEM_PORT: u16 = 50400;
+/// Port Kelvin serves the query API on.
+pub const KELVIN_PORT: u16 = 50300;
+/// Default image registry.
+pub const DEFAULT_REGISTRY: &str = "px";
+/// Default PEM memory limit (Pixie's).
+pub const DEFAULT_PEM_MEMORY_LIMIT: &str = "2Gi";
+
+/// Names of the objects a Vizier becomes; one Vizier's objects never clash with
+/// another's in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// PEM DaemonSet, ServiceAccount, Role and RoleBinding.
+    pub pem: String,
+    /// Kelvin Deployment, Service, ServiceAccount, Role and RoleBinding.
+    pub kelvin: String,
+}
+
+impl Names {
+    /// The names for the Vizier called `vizier`.
+    pub fn of(vizier: &str) -> Self {
+        Self {
+            pem: format!("{vizier}-pem"),
+            kelvin: format!("{vizier}-kelvin"),
+        }
+    }
+}
+
+/// Where one PEM is reached: its node and its pod's IP.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PemEndpoint {
+    /// The node the PEM runs on (Kelvin's name for it).
+    pub node: String,
+    /// The PEM pod's IP.
+    pub ip: String,
+}
+
+/// Everything the operator applies for one Vizier, in the order it applies them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    /// PEM then Kelvin.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// PEM then Kelvin.
+    pub roles: Vec<Role>,
+    /// PEM then Kelvin.
+    pub role_bindings: Vec<RoleBinding>,
+    /// The PEMs, one per node.
+    pub pem: DaemonSet,
+    /// Kelvin.
+    pub kelvin: Deployment,
+    /// Kelvin's Service.
+    pub kelvin_service: Service,
+}
+
+/// The Vizier's identity, checked once.
+struct Owner<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    reference: OwnerReference,
+}
+
+fn owner(vz: &Vizier) -> Result<Owner<'_>, Error> {
+    let name = vz
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingMetadata { field: "name" })?;
+    let namespace = vz
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingMetadata { field: "namespace" })?;
+    let reference = vz
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata { field: "uid" })?;
+    Ok(Owner {
+        name,
+        namespace,
+        reference,
+    })
+}
+
+/// The labels that select one component's pods (stable: never change them, a
+/// DaemonSet's and Deployment's selector is immutable).
+pub fn selector_labels(vizier: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), component.to_string()),
+        ("app.kubernetes.io/instance".to_string(), vizier.to_string()),
+    ])
+}
+
+/// The labels on every object made for `component` of Vizier `vizier`.
+fn labels(vizier: &str, component: &str, version: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(vizier, component);
+    labels.extend([
+        ("app.kubernetes.io/part-of".to_string(), "px".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            FIELD_MANAGER.to_string(),
+        ),
+        ("app.kubernetes.io/version".to_string(), version.to_string()),
+        (VIZIER_LABEL.to_string(), vizier.to_string()),
+    ]);
+    labels
+}
+
+fn meta(o: &Owner<'_>, name: &str, component: &str, version: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(o.namespace.to_string()),
+        labels: Some(labels(o.name, component, version)),
+        owner_references: Some(vec![o.reference.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The version the Vizier runs: `spec.version`, else the operator's own.
+pub fn version(vz: &Vizier) -> String {
+    vz.spec
+        .version
+        .clone()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
+}
+
+/// `<registry>/<component>:<version>`.
+pub fn image(vz: &Vizier, component: &str) -> String {
+    let registry = vz
+        .spec
+        .registry
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_REGISTRY)
+        .trim_end_matches('/');
+    format!("{registry}/{component}:{}", version(vz))
+}
+
+fn bytes(field: &'static str, value: &str) -> Result<u64, Error> {
+    quantity_bytes(value)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| Error::InvalidQuantity {
+            field,
+            value: value.to_string(),
+        })
+}
+
+/// A Kubernetes quantity in bytes, rounded up as Kubernetes rounds a fractional byte
+/// count: `2Gi`, `1.5G`, `512Mi`, `1e9`, `100m` (a thousandth: rounds up to 1).
+/// Exact integer arithmetic: `kube_quantity` 0.9's `to_bytes_u64` turns `1.5G` into
+/// 1000000000, dropping the fraction.
+pub fn quantity_bytes(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let digits: u128 = format!("{int}{frac}").parse().ok()?;
+    // value = digits / 10^frac_len * multiplier, with the multiplier as num / den.
+    let frac_len = u32::try_from(frac.len()).ok()?;
+    let (num, den): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        "n" => (1, 1_000_000_000),
+        "u" => (1, 1_000_000),
+        "m" => (1, 1_000),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (10u128.pow(12), 1),
+        "P" => (10u128.pow(15), 1),
+        "E" => (10u128.pow(18), 1),
+        exp => {
+            let e: i32 = exp.strip_prefix(['e', 'E'])?.parse().ok()?;
+            if e.unsigned_abs() > 30 {
+                return None;
+            }
+            if e >= 0 {
+                (10u128.pow(e.unsigned_abs()), 1)
+            } else {
+                (1, 10u128.pow(e.unsigned_abs()))
+            }
+        }
+    };
+    let den = den.checked_mul(10u128.checked_pow(frac_len)?)?;
+    let num = digits.checked_mul(num)?;
+    u64::try_from(num.div_ceil(den)).ok()
+}
+
+/// The PEM's memory limit and request as written in the spec, and the limit in bytes.
+/// The request defaults to the limit and may not exceed it.
+pub fn pem_memory(vz: &Vizier) -> Result<PemMemory, Error> {
+    let limit = vz
+        .spec
+        .pem_memory_limit
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PEM_MEMORY_LIMIT.to_string());
+    let request = vz
+        .spec
+        .pem_memory_request
+        .clone()
+        .unwrap_or_else(|| limit.clone());
+    let limit_bytes = bytes("pemMemoryLimit", &limit)?;
+    let request_bytes = bytes("pemMemoryRequest", &request)?;
+    if request_bytes > limit_bytes {
+        return Err(Error::RequestAboveLimit {
+            request: request_bytes,
+            limit: limit_bytes,
+        });
+    }
+    Ok(PemMemory {
+        limit,
+        request,
+        limit_bytes,
+    })
+}
+
+/// The PEM's memory, from `pemMemoryLimit` and `pemMemoryRequest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PemMemory {
+    /// The limit as written (`2Gi`).
+    pub limit: String,
+    /// The request as written.
+    pub request: String,
+    /// The limit in bytes: what `--memory-limit` gets, and the tables' budgets with it.
+    pub limit_bytes: u64,
+}
+
+/// The PEM's arguments and extra environment from the spec: `--memory-limit` from
+/// `pemMemoryLimit`, and Pixie's `customPEMFlags` that have a PEM flag mapped to it
+/// (`PL_TABLE_STORE_DATA_LIMIT_MB` to `--table-store-limit`,
+/// `PL_TABLE_STORE_HTTP_EVENTS_PERCENT` to `--http-events-percent`). Other
+/// `customPEMFlags` are passed as environment variables, as Pixie does.
+pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
+    let mut args = vec![
+        format!("--listen=$(POD_IP):{PEM_PORT}"),
+        format!("--memory-limit={}", memory.limit_bytes),
+        // See the module docs: TLS is not set up yet.
+        "--disable-tls".to_string(),
+    ];
+    let mut env = Vec::new();
+    let flags = vz
+        .spec
+        .data_collector_params
+        .as_ref()
+        .and_then(|p| p.custom_pem_flags.as_ref());
+    for (name, value) in flags.into_iter().flatten() {
+        match name.as_str() {
+            "PL_TABLE_STORE_DATA_LIMIT_MB" => args.push(format!("--table-store-limit={value}Mi")),
+            "PL_TABLE_STORE_HTTP_EVENTS_PERCENT" => {
+                args.push(format!("--http-events-percent={value}"));
+            }
+            _ => env.push(EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                ..EnvVar::default()
+            }),
+        }
+    }
+    (args, env)
+}
+
+fn pod_ip_env() -> EnvVar {
+    EnvVar {
+        name: "POD_IP".to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "status.podIP".to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// FNV-1a, 64 bits: a checksum that stays the same across Rust and operator versions
+/// (std's hasher does not promise that), so upgrading the operator does not roll PEMs.
+fn checksum(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: name.to_string(),
+            host_path: Some(HostPathVolumeSource {
+                path: path.to_string(),
+                type_: Some("Directory".to_string()),
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: name.to_string(),
+            mount_path: path.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    )
+}
+
+fn pod_policy_meta(
+    vz: &Vizier,
+    mut labels: BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let pod = vz.spec.pod.as_ref();
+    let mut annotations = BTreeMap::new();
+    if let Some(extra) = pod.and_then(|p| p.labels.as_ref()) {
+        // The selector labels win: a user label may not take a pod out of its DaemonSet.
+        for (k, v) in extra {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(extra) = pod.and_then(|p| p.annotations.as_ref()) {
+        annotations.extend(extra.clone());
+    }
+    (labels, annotations)
+}
+
+/// The PEM DaemonSet: one PEM per node matching `pod.nodeSelector`.
+///
+/// Privileges, each named instead of `privileged: true`:
+/// - `CAP_BPF`: create BPF maps and load the programs (Linux 5.8+).
+/// - `CAP_PERFMON`: attach kprobes, uprobes and tracepoints through perf events and read
+///   kernel and user memory from the programs (Linux 5.8+; older kernels need
+///   `CAP_SYS_ADMIN` instead, which this operator does not grant).
+/// - `CAP_SYS_RESOURCE`: lift `RLIMIT_MEMLOCK`, which Linux before 5.11 charges BPF maps to.
+/// - `CAP_SYS_PTRACE`: read `/proc/<pid>/exe`, `maps` and `root` of other users' and more
+///   privileged processes, to resolve the binaries and symbols uprobes attach to.
+/// - `CAP_SYS_ADMIN` is **not** granted: tracefs comes from the host by a read-only
+///   mount, so nothing is mounted, and perf-event attach needs only `CAP_PERFMON`.
+///
+/// Host access: `hostPID` so that the container's `/proc` lists every process of the
+/// node (the PEM names processes and resolves their binaries from it; without it, it
+/// would see only itself); `/sys/kernel/tracing` read-only for tracepoint ids; and
+/// `/sys/fs/cgroup` read-only to map pods to cgroup ids. No host network: the PEM traces
+/// through the kernel whatever its network namespace.
+pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
+    let o = owner(vz)?;
+    let names = Names::of(o.name);
+    let version = version(vz);
+    let memory = pem_memory(vz)?;
+    let (args, extra_env) = pem_args(vz, &memory);
+    let mut env = vec![pod_ip_env()];
+    env.extend(extra_env);
+
+    let mut resources = vz
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.resources.clone())
+        .unwrap_or_default();
+    resources
+        .limits
+        .get_or_insert_with(BTreeMap::new)
+        .insert("memory".to_string(), Quantity(memory.limit.clone()));
+    resources
+        .requests
+        .get_or_insert_with(BTreeMap::new)
+        .insert("memory".to_string(), Quantity(memory.request.clone()));
+
+    let mounts = [
+        host_path("tracefs", "/sys/kernel/tracing"),
+        host_path("cgroup", "/sys/fs/cgroup"),
+    ];
+    let container = Container {
+        name: "pem".to_string(),
+        image: Some(image(vz, "vizier-pem")),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("pem".to_string()),
+            container_port: i32::from(PEM_PORT),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            // Root inside the container: the capabilities below are granted to uid 0.
+            run_as_user: Some(0),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                add: Some(
+                    ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts.iter().map(|(_, m)| m.clone()).collect()),
+        ..Container::default()
+    };
+    let pod = vz.spec.pod.as_ref();
+    let pod_spec = PodSpec {
+        service_account_name: Some(names.pem.clone()),
+        host_pid: Some(true),
+        containers: vec![container],
+        volumes: Some(mounts.into_iter().map(|(v, _)| v).collect()),
+        node_selector: pod.and_then(|p| p.node_selector.clone()),
+        tolerations: pod.and_then(|p| p.tolerations.clone()),
+        ..PodSpec::default()
+    };
+    let (pod_labels, mut annotations) = pod_policy_meta(vz, labels(o.name, "vizier-pem", &version));
+    // A digest of the pod spec as it will run: any change to the PEMs' arguments, memory
+    // or image gives a new annotation, hence a new template, hence a rollout, even when a
+    // field the emulator or a mutating webhook normalises would hide the change.
+    let encoded = serde_json::to_string(&pod_spec).map_err(|source| Error::Encode {
+        what: "the PEM pod spec",
+        source,
+    })?;
+    annotations.insert(PEM_CHECKSUM_ANNOTATION.to_string(), checksum(&encoded));
+    Ok(DaemonSet {
+        metadata: meta(&o, &names.pem, "vizier-pem", &version),
+        spec: DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(o.name, "vizier-pem")),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..DaemonSetSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// The PEMs Kelvin should query: running PEM pods with an IP, by node name.
+pub fn pem_endpoints(pods: &[Pod]) -> Vec<PemEndpoint> {
+    let mut endpoints: Vec<PemEndpoint> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let node = p.spec.as_ref()?.node_name.clone()?;
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            Some(PemEndpoint { node, ip })
+        })
+        .collect();
+    endpoints.sort();
+    endpoints.dedup_by(|a, b| a.node == b.node);
+    endpoints
+}
+
+/// Kelvin's `PX_KELVIN_PEMS`: `node=http://ip:port`, comma-separated.
+pub fn kelvin_pems(endpoints: &[PemEndpoint]) -> String {
+    endpoints
+        .iter()
+        .map(|e| format!("{}=http://{}:{PEM_PORT}", e.node, e.ip))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The Kelvin Deployment: one replica querying `pems`. With no PEM yet it has zero
+/// replicas (Kelvin refuses to start without a PEM to query).
+pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment, Error> {
+    let o = owner(vz)?;
+    let names = Names::of(o.name);
+    let version = version(vz);
+    let pod = vz.spec.pod.as_ref();
+    let container = Container {
+        name: "kelvin".to_string(),
+        image: Some(image(vz, "kelvin")),
+        args: Some(vec![
+            format!("--listen=$(POD_IP):{KELVIN_PORT}"),
+            // See the module docs: no TLS and no API key yet.
+            "--disable-tls".to_string(),
+            "--allow-unauthenticated".to_string(),
+        ]),
+        env: Some(vec![
+            pod_ip_env(),
+            EnvVar {
+                name: "PX_KELVIN_PEMS".to_string(),
+                value: Some(kelvin_pems(pems)),
+                ..EnvVar::default()
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("query".to_string()),
+            container_port: i32::from(KELVIN_PORT),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        resources: pod.and_then(|p| p.resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            // `nobody`, unless `pod.securityContext` names a user (a container's
+            // setting would override the pod's).
+            run_as_user: kelvin_pod_security(vz)
+                .and_then(|p| p.run_as_user)
+                .is_none()
+                .then_some(65534),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let (pod_labels, annotations) = pod_policy_meta(vz, labels(o.name, "kelvin", &version));
+    Ok(Deployment {
+        metadata: meta(&o, &names.kelvin, "kelvin", &version),
+        spec: DeploymentSpec {
+            replicas: Some(i32::from(!pems.is_empty())),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(o.name, "kelvin")),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.kelvin.clone()),
+                    security_context: kelvin_pod_security(vz),
+                    containers: vec![container],
+                    node_selector: pod.and_then(|p| p.node_selector.clone()),
+                    tolerations: pod.and_then(|p| p.tolerations.clone()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// The pod security context `pod.securityContext` asks for Kelvin (Pixie applies it to
+/// the pods that need no privileges), when `enabled`. Never to the PEMs: they run as
+/// root with the capabilities named on [`pem_daemonset`].
+fn kelvin_pod_security(vz: &Vizier) -> Option<k8s_openapi::api::core::v1::PodSecurityContext> {
+    let sc = vz.spec.pod.as_ref()?.security_context.as_ref()?;
+    (sc.enabled == Some(true)).then(|| k8s_openapi::api::core::v1::PodSecurityContext {
+        fs_group: sc.fs_group,
+        run_as_user: sc.run_as_user,
+        run_as_group: sc.run_as_group,
+        run_as_non_root: Some(true),
+        ..k8s_openapi::api::core::v1::PodSecurityContext::default()
+    })
+}
+
+/// Kelvin's Service (cluster IP, the query port).
+pub fn kelvin_service(vz: &Vizier) -> Result<Service, Error> {
+    let o = owner(vz)?;
+    let names = Names::of(o.name);
+    Ok(Service {
+        metadata: meta(&o, &names.kelvin, "kelvin", &version(vz)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(o.name, "kelvin")),
+            ports: Some(vec![ServicePort {
+                name: Some("query".to_string()),
+                port: i32::from(KELVIN_PORT),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// Everything for one Vizier: ServiceAccounts, Roles and RoleBindings (PEM, then
+/// Kelvin), the PEM DaemonSet, the Kelvin Deployment and Service.
+///
+/// RBAC, written by hand and within what the operator itself holds (it may not grant
+/// more): the PEM reads Tracepoints and DataRetentions (what to load, how much to keep)
+/// and pods (to name the pods of its node), and patches nothing yet; Kelvin reads pods
+/// (to name them in results) and nothing else. Both only in the Vizier's namespace.
+pub fn children(vz: &Vizier, pem_pods: &[Pod]) -> Result<Children, Error> {
+    let o = owner(vz)?;
+    let names = Names::of(o.name);
+    let version = version(vz);
+    let read = ["get", "list", "watch"];
+    let pem_rules = vec![
+        rule("px.dev", &["tracepoints", "dataretentions"], &read),
+        rule("", &["pods"], &["list", "watch"]),
+    ];
+    let kelvin_rules = vec![rule("", &["pods"], &["list", "watch"])];
+    let mut service_accounts = Vec::new();
+    let mut roles = Vec::new();
+    let mut role_bindings = Vec::new();
+    for (name, component, rules) in [
+        (&names.pem, "vizier-pem", pem_rules),
+        (&names.kelvin, "kelvin", kelvin_rules),
+    ] {
+        service_accounts.push(ServiceAccount {
+            metadata: meta(&o, name, component, &version),
+            ..ServiceAccount::default()
+        });
+        roles.push(Role {
+            metadata: meta(&o, name, component, &version),
+            rules: Some(rules),
+        });
+        role_bindings.push(RoleBinding {
+            metadata: meta(&o, name, component, &version),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".to_string()),
+                kind: "Role".to_string(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_string(),
+                name: name.clone(),
+                namespace: Some(o.namespace.to_string()),
+                ..Subject::default()
+            }]),
+        });
+    }
+    Ok(Children {
+        service_accounts,
+        roles,
+        role_bindings,
+        pem: pem_daemonset(vz)?,
+        kelvin: kelvin_deployment(vz, &pem_endpoints(pem_pods))?,
+        kelvin_service: kelvin_service(vz)?,
+    })
+}
+
+/// Resource requirements, for tests and callers that read them back.
+pub fn container_resources(ds: &DaemonSet) -> Option<&ResourceRequirements> {
+    ds.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .resources
+        .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodStatus, Toleration};
+    use px_crds::{DataCollectorParams, PodPolicy, VizierSpec};
+
+    fn vizier(spec: VizierSpec) -> Vizier {
+        let mut vz = Vizier::new("pixie", spec);
+        vz.metadata.namespace = Some("pl".into());
+        vz.metadata.uid = Some("uid-1".into());
+        vz
+    }
+
+    fn pem_container(ds: &DaemonSet) -> &Container {
+        &ds.spec.template.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn args(ds: &DaemonSet) -> Vec<String> {
+        pem_container(ds).args.clone().unwrap()
+    }
+
+    fn checksum_of(ds: &DaemonSet) -> String {
+        ds.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[PEM_CHECKSUM_ANNOTATION]
+            .clone()
+    }
+
+    #[test]
+    fn pem_memory_comes_from_the_spec() {
+        let ds = pem_daemonset(&vizier(VizierSpec {
+            pem_memory_limit: Some("1Gi".into()),
+            pem_memory_request: Some("512Mi".into()),
+            ..VizierSpec::default()
+        }))
+        .unwrap();
+        let res = container_resources(&ds).unwrap();
+        assert_eq!(
+            res.limits.as_ref().unwrap()["memory"],
+            Quantity("1Gi".into())
+        );
+        assert_eq!(
+            res.requests.as_ref().unwrap()["memory"],
+            Quantity("512Mi".into())
+        );
+        assert!(
+            args(&ds).contains(&"--memory-limit=1073741824".to_string()),
+            "{:?}",
+            args(&ds)
+        );
+    }
+
+    #[test]
+    fn pem_memory_defaults_to_2gi_with_the_request_equal_to_the_limit() {
+        let m = pem_memory(&vizier(VizierSpec::default())).unwrap();
+        assert_eq!((m.limit.as_str(), m.request.as_str()), ("2Gi", "2Gi"));
+        assert_eq!(m.limit_bytes, 2 << 30);
+        let m = pem_memory(&vizier(VizierSpec {
+            pem_memory_limit: Some("1.5G".into()),
+            ..VizierSpec::default()
+        }))
+        .unwrap();
+        assert_eq!(m.limit_bytes, 1_500_000_000);
+    }
+
+    #[test]
+    fn quantities_parse_exactly() {
+        let table = [
+            ("2Gi", Some(2u64 << 30)),
+            ("512Mi", Some(512 << 20)),
+            ("1.5G", Some(1_500_000_000)),
+            ("1.5Gi", Some(3 << 29)),
+            ("1e9", Some(1_000_000_000)),
+            ("1E3", Some(1000)),
+            (".5Ki", Some(512)),
+            ("100m", Some(1)),
+            ("1073741824", Some(1 << 30)),
+            ("0", Some(0)),
+            ("", None),
+            ("Gi", None),
+            ("2 GB", None),
+            ("1e99", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(quantity_bytes(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bad_memory_is_a_spec_error() {
+        let err = pem_memory(&vizier(VizierSpec {
+            pem_memory_limit: Some("1Gi".into()),
+            pem_memory_request: Some("2Gi".into()),
+            ..VizierSpec::default()
+        }))
+        .unwrap_err();
+        assert!(matches!(err, Error::RequestAboveLimit { .. }), "{err}");
+        assert!(err.is_spec_error());
+        let err = pem_memory(&vizier(VizierSpec {
+            pem_memory_limit: Some("0".into()),
+            ..VizierSpec::default()
+        }))
+        .unwrap_err();
+        assert_eq!(err.metric_label(), "invalid_quantity");
+        assert!(err.to_string().contains("pemMemoryLimit"), "{err}");
+    }
+
+    #[test]
+    fn image_from_registry_and_version() {
+        let vz = vizier(VizierSpec {
+            registry: Some("registry.example.com/pixie/".into()),
+            version: Some("0.14.15".into()),
+            ..VizierSpec::default()
+        });
+        assert_eq!(
+            image(&vz, "vizier-pem"),
+            "registry.example.com/pixie/vizier-pem:0.14.15"
+        );
+        let ds = pem_daemonset(&vz).unwrap();
+        assert_eq!(
+            pem_container(&ds).image.as_deref(),
+            Some("registry.example.com/pixie/vizier-pem:0.14.15")
+        );
+        let default = vizier(VizierSpec::default());
+        assert_eq!(
+            image(&default, "kelvin"),
+            format!("px/kelvin:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn pem_gets_named_capabilities_and_read_only_host_mounts_not_privileged() {
+        let ds = pem_daemonset(&vizier(VizierSpec::default())).unwrap();
+        let sc = pem_container(&ds).security_context.clone().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop.unwrap(), ["ALL"]);
+        assert_eq!(
+            caps.add.unwrap(),
+            ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"]
+        );
+        let spec = ds.spec.template.spec.as_ref().unwrap();
+        assert_eq!(spec.host_pid, Some(true));
+        assert_eq!(spec.host_network, None);
+        let mounts = pem_container(&ds).volume_mounts.clone().unwrap();
+        let paths: Vec<_> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(paths, ["/sys/kernel/tracing", "/sys/fs/cgroup"]);
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+        let volumes = spec.volumes.as_ref().unwrap();
+        assert!(volumes.iter().all(|v| v.host_path.is_some()));
+        assert_eq!(spec.service_account_name.as_deref(), Some("pixie-pem"));
+    }
+
+    #[test]
+    fn pod_policy_reaches_the_pem_pods_without_changing_the_selector() {
+        let toleration = Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("observability".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        };
+        let ds = pem_daemonset(&vizier(VizierSpec {
+            pod: Some(PodPolicy {
+                labels: Some(BTreeMap::from([
+                    ("team".into(), "obs".into()),
+                    ("app.kubernetes.io/name".into(), "hijack".into()),
+                ])),
+                annotations: Some(BTreeMap::from([("example.com/owner".into(), "sre".into())])),
+                node_selector: Some(BTreeMap::from([(
+                    "kubernetes.io/os".into(),
+                    "linux".into(),
+                )])),
+                tolerations: Some(vec![toleration.clone()]),
+                ..PodPolicy::default()
+            }),
+            ..VizierSpec::default()
+        }))
+        .unwrap();
+        let meta = ds.spec.template.metadata.as_ref().unwrap();
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "obs");
+        assert_eq!(
+            labels["app.kubernetes.io/name"], "vizier-pem",
+            "selector label kept"
+        );
+        for (k, v) in ds.spec.selector.match_labels.as_ref().unwrap() {
+            assert_eq!(labels.get(k), Some(v), "the template matches the selector");
+        }
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()["example.com/owner"],
+            "sre"
+        );
+        let spec = ds.spec.template.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.node_selector.as_ref().unwrap()["kubernetes.io/os"],
+            "linux"
+        );
+        assert_eq!(spec.tolerations.as_ref().unwrap(), &vec![toleration]);
+    }
+
+    #[test]
+    fn custom_pem_flags_become_flags_or_environment() {
+        let ds = pem_daemonset(&vizier(VizierSpec {
+            data_collector_params: Some(DataCollectorParams {
+                custom_pem_flags: Some(BTreeMap::from([
+                    ("PL_TABLE_STORE_DATA_LIMIT_MB".into(), "1024".into()),
+                    ("PL_TABLE_STORE_HTTP_EVENTS_PERCENT".into(), "30".into()),
+                    ("PL_OTHER".into(), "x".into()),
+                ])),
+                ..DataCollectorParams::default()
+            }),
+            ..VizierSpec::default()
+        }))
+        .unwrap();
+        let a = args(&ds);
+        assert!(
+            a.contains(&"--table-store-limit=1024Mi".to_string()),
+            "{a:?}"
+        );
+        assert!(a.contains(&"--http-events-percent=30".to_string()), "{a:?}");
+        let env = pem_container(&ds).env.clone().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "PL_OTHER" && e.value.as_deref() == Some("x"))
+        );
+        assert!(!env.iter().any(|e| e.name == "PL_TABLE_STORE_DATA_LIMIT_MB"));
+    }
+
+    #[test]
+    fn a_memory_limit_change_changes_the_template_checksum_and_nothing_else_does() {
+        let base = VizierSpec {
+            pem_memory_limit: Some("1Gi".into()),
+            ..VizierSpec::default()
+        };
+        let a = pem_daemonset(&vizier(base.clone())).unwrap();
+        let again = pem_daemonset(&vizier(base.clone())).unwrap();
+        assert_eq!(a, again, "deterministic");
+        let b = pem_daemonset(&vizier(VizierSpec {
+            pem_memory_limit: Some("2Gi".into()),
+            ..base.clone()
+        }))
+        .unwrap();
+        assert_ne!(checksum_of(&a), checksum_of(&b));
+        let cloud = pem_daemonset(&vizier(VizierSpec {
+            deploy_key: Some("px-dep".into()),
+            ..base
+        }))
+        .unwrap();
+        assert_eq!(
+            checksum_of(&a),
+            checksum_of(&cloud),
+            "ignored fields roll nothing"
+        );
+    }
+
+    #[test]
+    fn every_child_is_owned_by_the_vizier_and_labelled() {
+        let vz = vizier(VizierSpec::default());
+        let c = children(&vz, &[]).unwrap();
+        let metas: Vec<&ObjectMeta> = c
+            .service_accounts
+            .iter()
+            .map(|s| &s.metadata)
+            .chain(c.roles.iter().map(|r| &r.metadata))
+            .chain(c.role_bindings.iter().map(|r| &r.metadata))
+            .chain([
+                &c.pem.metadata,
+                &c.kelvin.metadata,
+                &c.kelvin_service.metadata,
+            ])
+            .collect();
+        assert_eq!(metas.len(), 9);
+        for m in metas {
+            let owners = m.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(
+                (
+                    owners[0].kind.as_str(),
+                    owners[0].name.as_str(),
+                    owners[0].uid.as_str()
+                ),
+                ("Vizier", "pixie", "uid-1")
+            );
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(m.namespace.as_deref(), Some("pl"));
+            let l = m.labels.as_ref().unwrap();
+            assert_eq!(l["app.kubernetes.io/managed-by"], "px-operator");
+            assert_eq!(l["app.kubernetes.io/instance"], "pixie");
+            assert_eq!(l["app.kubernetes.io/part-of"], "px");
+            assert_eq!(l[VIZIER_LABEL], "pixie");
+        }
+    }
+
+    #[test]
+    fn rbac_is_narrow_and_namespaced() {
+        let c = children(&vizier(VizierSpec::default()), &[]).unwrap();
+        for role in &c.roles {
+            for r in role.rules.as_ref().unwrap() {
+                for v in &r.verbs {
+                    assert!(
+                        ["get", "list", "watch"].contains(&v.as_str()),
+                        "{v} in {r:?}"
+                    );
+                }
+                assert!(
+                    !r.resources
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == "*" || x == "secrets")
+                );
+            }
+        }
+        let pem = &c.role_bindings[0];
+        assert_eq!(pem.role_ref.name, "pixie-pem");
+        let s = &pem.subjects.as_ref().unwrap()[0];
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", "pixie-pem", Some("pl"))
+        );
+    }
+
+    fn pem_pod(node: &str, ip: Option<&str>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: ip.map(String::from),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn the_pod_security_context_applies_to_kelvin_only_when_enabled() {
+        let spec = |enabled| VizierSpec {
+            pod: Some(PodPolicy {
+                security_context: Some(px_crds::PodSecurityContext {
+                    enabled: Some(enabled),
+                    fs_group: Some(2000),
+                    run_as_user: Some(1000),
+                    run_as_group: Some(1000),
+                }),
+                ..PodPolicy::default()
+            }),
+            ..VizierSpec::default()
+        };
+        let container = |d: &Deployment| {
+            d.spec.template.spec.as_ref().unwrap().containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+        };
+        let on = kelvin_deployment(&vizier(spec(true)), &[]).unwrap();
+        assert_eq!(container(&on).run_as_user, None, "the pod's user applies");
+        let sc = on.spec.template.spec.unwrap().security_context.unwrap();
+        assert_eq!(
+            (sc.fs_group, sc.run_as_user, sc.run_as_group),
+            (Some(2000), Some(1000), Some(1000))
+        );
+        let off = kelvin_deployment(&vizier(spec(false)), &[]).unwrap();
+        assert_eq!(
+            container(&off).run_as_user,
+            Some(65534),
+            "nobody by default"
+        );
+        assert_eq!(off.spec.template.spec.unwrap().security_context, None);
+        let pem = pem_daemonset(&vizier(spec(true))).unwrap();
+        assert_eq!(pem.spec.template.spec.unwrap().security_context, None);
+    }
+
+    #[test]
+    fn kelvin_queries_the_pems_that_have_an_ip() {
+        let pods = [
+            pem_pod("node-b", Some("10.0.0.2")),
+            pem_pod("node-a", Some("10.0.0.1")),
+            pem_pod("node-c", None),
+        ];
+        let vz = vizier(VizierSpec::default());
+        let d = kelvin_deployment(&vz, &pem_endpoints(&pods)).unwrap();
+        let env = d.spec.template.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let pems = env.iter().find(|e| e.name == "PX_KELVIN_PEMS").unwrap();
+        assert_eq!(
+            pems.value.as_deref(),
+            Some("node-a=http://10.0.0.1:50400,node-b=http://10.0.0.2:50400")
+        );
+        assert_eq!(d.spec.replicas, Some(1));
+        let none = kelvin_deployment(&vz, &[]).unwrap();
+        assert_eq!(
+            none.spec.replicas,
+            Some(0),
+            "Kelvin cannot start without a PEM"
+        );
+        let svc = kelvin_service(&vz).unwrap();
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.selector.unwrap(), selector_labels("pixie", "kelvin"));
+        assert_eq!(spec.ports.unwrap()[0].port, 50300);
+    }
+}

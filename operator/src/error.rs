@@ -1,0 +1,110 @@
+//! The operator's errors.
+
+/// What can go wrong while reconciling or electing a leader.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Vizier's memory quantity could not be turned into bytes.
+    #[error("{field} {value:?} is not a positive memory quantity like 2Gi")]
+    InvalidQuantity {
+        /// The spec field (`pemMemoryLimit`, `pemMemoryRequest`).
+        field: &'static str,
+        /// What the spec said.
+        value: String,
+    },
+    /// `pemMemoryRequest` is larger than `pemMemoryLimit`.
+    #[error("pemMemoryRequest ({request} bytes) exceeds pemMemoryLimit ({limit} bytes)")]
+    RequestAboveLimit {
+        /// The request, in bytes.
+        request: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The object lacks a name, namespace or uid the API server always sets.
+    #[error("the Vizier has no {field}")]
+    MissingMetadata {
+        /// Which field is missing.
+        field: &'static str,
+    },
+    /// Applying a child object failed.
+    #[error("cannot apply {kind} {name}")]
+    Apply {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading the children or pods failed.
+    #[error("cannot read {what}")]
+    Read {
+        /// What was being read.
+        what: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the Vizier's status failed.
+    #[error("cannot write the status of Vizier {name}")]
+    PatchStatus {
+        /// The Vizier's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading, creating or renewing the leader-election Lease failed.
+    #[error("leader election on Lease {namespace}/{name}")]
+    Lease {
+        /// The Lease's namespace.
+        namespace: String,
+        /// The Lease's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Another candidate took the leader-election Lease over.
+    #[error("lost the leader-election Lease {namespace}/{name} to another operator")]
+    LeadershipLost {
+        /// The Lease's namespace.
+        namespace: String,
+        /// The Lease's name.
+        name: String,
+    },
+    /// Encoding an object as JSON failed (a bug).
+    #[error("cannot encode {what} as JSON")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// A short, fixed label for metrics and logs: the kind of failure, without the details.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::InvalidQuantity { .. } => "invalid_quantity",
+            Self::RequestAboveLimit { .. } => "request_above_limit",
+            Self::MissingMetadata { .. } => "missing_metadata",
+            Self::Apply { .. } => "apply",
+            Self::Read { .. } => "read",
+            Self::PatchStatus { .. } => "patch_status",
+            Self::Lease { .. } => "lease",
+            Self::LeadershipLost { .. } => "leadership_lost",
+            Self::Encode { .. } => "encode",
+        }
+    }
+
+    /// Whether the user must change the spec before a retry can succeed.
+    pub fn is_spec_error(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidQuantity { .. } | Self::RequestAboveLimit { .. }
+        )
+    }
+}

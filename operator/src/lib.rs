@@ -1,0 +1,82 @@
+//! `px-operator`: reconciles `Vizier` custom resources into the PEM DaemonSet, the
+//! Kelvin Deployment and Service, and their ServiceAccounts and RBAC.
+//!
+//! [`run`] is the whole operator: it waits to lead (a Lease), then runs the Vizier
+//! controller until told to stop or until it loses the Lease. The desired state of each
+//! kind is a pure function ([`desired`], [`status`]), tested without a cluster.
+
+pub mod desired;
+mod error;
+pub mod lease;
+pub mod status;
+pub mod vizier;
+
+use std::time::Duration;
+
+pub use error::Error;
+pub use lease::{LeaderElector, LeaseConfig};
+
+/// What the operator needs to know to start; every field has a default (see `main`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace; every namespace when `None`.
+    pub watch_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    pub lease_name: String,
+    /// Namespace of the Lease; the client's default namespace when `None`.
+    pub lease_namespace: Option<String>,
+    /// This instance's identity (its pod name).
+    pub identity: String,
+    /// How long the Lease stays held without renewal.
+    pub lease_duration: Duration,
+}
+
+/// Runs the operator on `client` until `shutdown` resolves (then it finishes the
+/// reconciles under way and releases the Lease) or the leadership is lost (then it returns
+/// the error: the process should exit and be restarted as a candidate).
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let lease_cfg = LeaseConfig {
+        name: config.lease_name.clone(),
+        namespace: config
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+        holder: config.identity.clone(),
+        duration: config.lease_duration,
+        renew_every: config.lease_duration / 3,
+    };
+    let elector = LeaderElector::new(client.clone(), lease_cfg);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut shutdown = Box::pin(shutdown);
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    let controller = vizier::run(
+        client,
+        config.watch_namespace.as_deref(),
+        Some(config.identity.clone()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    );
+    tokio::pin!(controller);
+    tokio::select! {
+        () = &mut controller => Ok(()),
+        lost = elector.hold() => {
+            let _ = stop_tx.send(());
+            controller.await;
+            Err(lost)
+        }
+        () = &mut shutdown => {
+            let _ = stop_tx.send(());
+            controller.await;
+            elector.release().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The Vizier controller: applies what [`crate::desired`] derives from a Vizier with
+//! server-side apply, and writes the status [`crate::status`] derives from what runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use px_crds::{Vizier, VizierPhase, VizierStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::desired::{self, FIELD_MANAGER, Names, VIZIER_LABEL};
+use crate::error::Error;
+use crate::status;
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl Context {
+    /// A context on `client`; events are reported as `px-operator` from `instance`.
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance,
+            },
+        );
+        Self { client, recorder }
+    }
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: kind_of::<K>(),
+        name,
+        source,
+    })
+}
+
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    // `K::kind` gives a Cow; the few kinds applied here are known.
+    match K::kind(&()).as_ref() {
+        "ServiceAccount" => "ServiceAccount",
+        "Role" => "Role",
+        "RoleBinding" => "RoleBinding",
+        "DaemonSet" => "DaemonSet",
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        _ => "object",
+    }
+}
+
+async fn publish(ctx: &Context, vz: &Vizier, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &vz.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
+    }
+}
+
+async fn write_status(
+    client: &Client,
+    vz: &Vizier,
+    ns: &str,
+    status: &VizierStatus,
+) -> Result<(), Error> {
+    let name = vz.name_any();
+    let api: Api<Vizier> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": "px.dev/v1alpha1",
+        "kind": "Vizier",
+        "metadata": {"name": name, "namespace": ns},
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus { name, source })?;
+    Ok(())
+}
+
+/// One reconcile of `vz`: applies its children, then writes its status if it changed.
+pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = vz
+        .namespace()
+        .ok_or(Error::MissingMetadata { field: "namespace" })?;
+    let name = vz.name_any();
+    let client = &ctx.client;
+    let selector = desired::selector_labels(&name, "vizier-pem")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pem_pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Read {
+            what: "the PEM pods",
+            source,
+        })?
+        .items;
+
+    let children = match desired::children(&vz, &pem_pods) {
+        Ok(c) => c,
+        Err(e) if e.is_spec_error() => {
+            return invalid_spec(&vz, &ctx, &ns, &e).await;
+        }
+        Err(e) => return Err(e),
+    };
+
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let before = daemonsets
+        .get_opt(&Names::of(&name).pem)
+        .await
+        .map_err(|source| Error::Read {
+            what: "the PEM DaemonSet",
+            source,
+        })?;
+    for sa in &children.service_accounts {
+        apply::<ServiceAccount>(client, &ns, sa).await?;
+    }
+    for role in &children.roles {
+        apply::<Role>(client, &ns, role).await?;
+    }
+    for binding in &children.role_bindings {
+        apply::<RoleBinding>(client, &ns, binding).await?;
+    }
+    let ds = apply::<DaemonSet>(client, &ns, &children.pem).await?;
+    let kelvin = apply::<Deployment>(client, &ns, &children.kelvin).await?;
+    apply::<Service>(client, &ns, &children.kelvin_service).await?;
+
+    let checksum = |d: &DaemonSet| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(desired::PEM_CHECKSUM_ANNOTATION).cloned())
+    };
+    match &before {
+        None => {
+            publish(
+                &ctx,
+                &vz,
+                EventType::Normal,
+                "Deploying",
+                format!(
+                    "created the PEM DaemonSet and Kelvin for version {}",
+                    desired::version(&vz)
+                ),
+            )
+            .await;
+        }
+        Some(old) if checksum(old) != checksum(&ds) => {
+            publish(
+                &ctx,
+                &vz,
+                EventType::Normal,
+                "RollingPEMs",
+                "the PEMs' configuration changed; rolling them".to_string(),
+            )
+            .await;
+        }
+        Some(_) => {}
+    }
+
+    let health = status::health(Some(&ds), Some(&kelvin), &pem_pods);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::status(&vz, Some(&ds), &health, &now);
+    if vz.status.as_ref() != Some(&new_status) {
+        let old_phase = vz.status.as_ref().and_then(|s| s.vizier_phase);
+        write_status(client, &vz, &ns, &new_status).await?;
+        if old_phase != Some(health.phase) {
+            let type_ = match health.phase {
+                VizierPhase::Healthy | VizierPhase::Updating => EventType::Normal,
+                _ => EventType::Warning,
+            };
+            publish(
+                &ctx,
+                &vz,
+                type_,
+                &format!("{:?}", health.phase),
+                health.message.clone(),
+            )
+            .await;
+        }
+    }
+    Ok(match health.phase {
+        // Watches on the DaemonSet, Deployment and PEM pods bring changes; the requeue
+        // is a safety net.
+        VizierPhase::Healthy => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+/// A spec the operator cannot deploy: say so in the status and an event, and wait for a
+/// change (retrying would fail the same way).
+async fn invalid_spec(
+    vz: &Vizier,
+    ctx: &Context,
+    ns: &str,
+    error: &Error,
+) -> Result<Action, Error> {
+    let message = error.to_string();
+    let mut status = vz.status.clone().unwrap_or_default();
+    status.observed_generation = vz.metadata.generation;
+    status.vizier_phase = Some(VizierPhase::Unhealthy);
+    status.vizier_reason = Some("InvalidSpec".to_string());
+    status.message = Some(message.clone());
+    status.reconciliation_phase = Some(px_crds::ReconciliationPhase::Failed);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut conditions = VizierPhase::Unhealthy.conditions("InvalidSpec", &message);
+    conditions.push(vz.spec.ignored_fields_condition());
+    for c in conditions {
+        px_crds::set_condition(&mut status.conditions, c, vz.metadata.generation, &now);
+    }
+    if vz.status.as_ref() != Some(&status) {
+        write_status(&ctx.client, vz, ns, &status).await?;
+        publish(ctx, vz, EventType::Warning, "InvalidSpec", message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Logs a failed reconcile and retries with a delay.
+pub fn error_policy(vz: Arc<Vizier>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        vizier = %vz.name_any(),
+        namespace = ?vz.namespace(),
+        kind = error.metric_label(),
+        error = %error,
+        source = ?std::error::Error::source(error).map(ToString::to_string),
+        "reconcile failed"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the Vizier controller until `shutdown` resolves, watching `namespace` (all when
+/// `None`).
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    instance: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let managed =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    let ctx = Arc::new(Context::new(client.clone(), instance));
+    Controller::new(
+        api::<Vizier>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<DaemonSet>(&client, namespace), managed.clone())
+    .owns(api::<Deployment>(&client, namespace), managed.clone())
+    .watches(api::<Pod>(&client, namespace), managed, |pod: Pod| {
+        let vizier = pod.labels().get(VIZIER_LABEL)?.clone();
+        Some(ObjectRef::new(&vizier).within(&pod.namespace()?))
+    })
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => tracing::debug!(vizier = %obj.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "controller"),
+        }
+    })
+    .await;
+}

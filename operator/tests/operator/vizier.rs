@@ -1,0 +1,616 @@
+//! A Vizier applied with `kubectl` becomes PEMs on both nodes and Kelvin; its status goes
+//! Updating then Healthy; a `pemMemoryLimit` change rolls the PEMs; a second reconcile
+//! changes nothing; a killed and restarted operator converges to the same objects;
+//! deleting the Vizier leaves nothing behind.
+//!
+//! The PEM and Kelvin images are mapped to a stand-in script that sleeps, not to the real
+//! `vizier-pem` and `kelvin`: every emulated pod has IP 127.0.0.1, so two PEMs would
+//! fight over one port, and building the PEM (aya, DataFusion) here is out of budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::watcher;
+use px_crds::{Vizier, VizierPhase};
+use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
+
+/// Pixie's own example Vizier (registry `registry.example.com/pixie`, version 0.14.15,
+/// `pemMemoryLimit: 2Gi`, Pixie Cloud fields).
+const PIXIE_VIZIER: &str = include_str!("../../../crds/examples/vizier-pixie.yaml");
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Kinds a Vizier makes, as `kubectl get` names them (their pods apart: the emulator
+/// keeps writing pod status).
+const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings";
+
+/// A scratch directory removed when the test ends, passed or not.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("px-operator-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stand_in(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("stand-in");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\n# stands in for vizier-pem / kelvin\nexec sleep 3600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+async fn ok(cluster: &Cluster, args: &[&str]) -> String {
+    let out = cluster.kubectl(args).await.unwrap();
+    assert!(out.success(), "kubectl {args:?} failed: {out:?}");
+    out.stdout
+}
+
+pub(super) async fn client(cluster: &Cluster) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Starts the operator in this process, as instance `identity`; aborting the task is a
+/// kill (no clean-up, the Lease stays held).
+fn start_operator(client: Client, identity: &str) -> tokio::task::JoinHandle<()> {
+    let config = px_operator::Config {
+        watch_namespace: None,
+        lease_name: "px-operator".into(),
+        lease_namespace: Some("default".into()),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(15),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = px_operator::run(client, config, std::future::pending()).await {
+            panic!("operator stopped: {e}");
+        }
+    })
+}
+
+/// `kubectl get vz` row for `pixie`: NAME PHASE PEMS VERSION AGE.
+async fn vz_row(cluster: &Cluster) -> Vec<String> {
+    let out = ok(cluster, &["get", "vz", "-n", "pl", "--no-headers"]).await;
+    out.split_whitespace().map(String::from).collect()
+}
+
+async fn wait_healthy(cluster: &Cluster) -> Vec<String> {
+    let row = eventually(SETTLE, || async {
+        let row = vz_row(cluster).await;
+        (row.get(1).map(String::as_str) == Some("Healthy") && row[2] == "2/2").then_some(row)
+    })
+    .await;
+    match row {
+        Some(row) => row,
+        None => panic!(
+            "never Healthy 2/2:\n{}\n{}",
+            ok(cluster, &["get", "vz", "-n", "pl", "-o", "yaml"]).await,
+            ok(
+                cluster,
+                &[
+                    "get",
+                    "daemonsets,deployments,pods",
+                    "-n",
+                    "pl",
+                    "-o",
+                    "wide"
+                ]
+            )
+            .await
+        ),
+    }
+}
+
+/// `name resourceVersion` of every object a Vizier makes, sorted.
+async fn made_objects(cluster: &Cluster) -> Vec<String> {
+    let out = ok(
+        cluster,
+        &[
+            "get",
+            KINDS,
+            "-n",
+            "pl",
+            "-l",
+            "px.dev/vizier=pixie",
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.resourceVersion}{\"\\n\"}{end}",
+        ],
+    )
+    .await;
+    let mut lines: Vec<String> = out.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+async fn pem_pods(cluster: &Cluster) -> BTreeMap<String, (String, String)> {
+    let out = ok(
+        cluster,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "pl",
+            "-l",
+            "app.kubernetes.io/name=vizier-pem",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.containers[0].args}{\"\\n\"}{end}",
+        ],
+    )
+    .await;
+    out.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            Some((
+                parts.next()?.to_string(),
+                (parts.next()?.to_string(), parts.next()?.to_string()),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let scratch = Scratch::new("test");
+    let exe = stand_in(&scratch.0);
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images: HashMap::from([
+            ("registry.example.com/pixie/vizier-pem".into(), exe.clone()),
+            ("registry.example.com/pixie/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    for kind in ["viziers", "tracepoints", "dataretentions"] {
+        let path = crds.join(format!("{kind}.px.dev.yaml"));
+        ok(&cluster, &["apply", "-f", &path.display().to_string()]).await;
+    }
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+
+    let client = client(&cluster).await;
+    // Every phase the Vizier goes through, as a watch sees it.
+    let phases = Arc::new(Mutex::new(Vec::<VizierPhase>::new()));
+    let seen = phases.clone();
+    let vz_api: Api<Vizier> = Api::namespaced(client.clone(), "pl");
+    let watch = tokio::spawn(
+        watcher::watcher(vz_api.clone(), watcher::Config::default()).for_each(move |ev| {
+            let seen = seen.clone();
+            async move {
+                if let Ok(watcher::Event::Apply(vz)) = ev
+                    && let Some(p) = vz.status.and_then(|s| s.vizier_phase)
+                {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                }
+            }
+        }),
+    );
+    let operator = start_operator(client.clone(), "operator-0");
+
+    let out = cluster
+        .kubectl_stdin(&["apply", "-f", "-"], Some(PIXIE_VIZIER))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+
+    // Updating, then Healthy with both PEMs.
+    let row = wait_healthy(&cluster).await;
+    assert_eq!(row[3], "0.14.15", "VERSION column: {row:?}");
+    {
+        let seen = phases.lock().unwrap();
+        assert_eq!(seen.first(), Some(&VizierPhase::Updating), "{seen:?}");
+        assert_eq!(seen.last(), Some(&VizierPhase::Healthy), "{seen:?}");
+    }
+    let pods = pem_pods(&cluster).await;
+    let nodes: Vec<&str> = pods.values().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "{pods:?}");
+    assert!(
+        nodes.contains(&"node-a") && nodes.contains(&"node-b"),
+        "{pods:?}"
+    );
+    assert!(
+        pods.values()
+            .all(|(_, a)| a.contains("--memory-limit=2147483648")),
+        "{pods:?}"
+    );
+    let ready = ok(
+        &cluster,
+        &[
+            "get",
+            "deployment",
+            "pixie-kelvin",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+    )
+    .await;
+    assert_eq!(ready, "1");
+    let kelvin_pems = ok(
+        &cluster,
+        &[
+            "get",
+            "deployment",
+            "pixie-kelvin",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"PX_KELVIN_PEMS\")].value}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        kelvin_pems,
+        "node-a=http://127.0.0.1:50400,node-b=http://127.0.0.1:50400"
+    );
+    let ignored = ok(
+        &cluster,
+        &[
+            "get",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"IgnoredFields\")].message}",
+        ],
+    )
+    .await;
+    assert!(ignored.contains("deployKey"), "{ignored}");
+    let describe = ok(&cluster, &["describe", "vz", "pixie", "-n", "pl"]).await;
+    assert!(
+        describe.contains("Deploying"),
+        "events in describe: {describe}"
+    );
+
+    // A second reconcile changes nothing.
+    let before = made_objects(&cluster).await;
+    assert_eq!(
+        before.len(),
+        9,
+        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc: {before:?}"
+    );
+    let vz_rv = vz_api.get("pixie").await.unwrap().metadata.resource_version;
+    let ctx = Arc::new(px_operator::vizier::Context::new(client.clone(), None));
+    px_operator::vizier::reconcile(Arc::new(vz_api.get("pixie").await.unwrap()), ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        made_objects(&cluster).await,
+        before,
+        "the second reconcile wrote"
+    );
+    assert_eq!(
+        vz_api.get("pixie").await.unwrap().metadata.resource_version,
+        vz_rv
+    );
+
+    // pemMemoryLimit 2Gi -> 3Gi rolls the PEMs with the new limit.
+    ok(
+        &cluster,
+        &[
+            "patch",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"pemMemoryLimit":"3Gi"}}"#,
+        ],
+    )
+    .await;
+    let rolled = eventually(SETTLE, || async {
+        let now = pem_pods(&cluster).await;
+        (now.len() == 2
+            && now.keys().all(|k| !pods.contains_key(k))
+            && now
+                .values()
+                .all(|(_, a)| a.contains("--memory-limit=3221225472")))
+        .then_some(now)
+    })
+    .await;
+    assert!(
+        rolled.is_some(),
+        "PEMs not rolled: {:?}",
+        pem_pods(&cluster).await
+    );
+    wait_healthy(&cluster).await;
+    {
+        let seen = phases.lock().unwrap();
+        assert_eq!(
+            seen.as_slice(),
+            [
+                VizierPhase::Updating,
+                VizierPhase::Healthy,
+                VizierPhase::Updating,
+                VizierPhase::Healthy
+            ],
+            "Updating while the PEMs roll"
+        );
+    }
+    let generation = ok(
+        &cluster,
+        &[
+            "get",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.metadata.generation} {.status.observedGeneration}",
+        ],
+    )
+    .await;
+    let (g, o) = generation.split_once(' ').unwrap();
+    assert_eq!(g, o, "observedGeneration follows the spec");
+
+    // Killed (mid-whatever), an object lost meanwhile; restarted, it converges.
+    operator.abort();
+    let _ = operator.await;
+    let converged = made_objects(&cluster).await;
+    ok(&cluster, &["delete", "service", "pixie-kelvin", "-n", "pl"]).await;
+    let operator = start_operator(client.clone(), "operator-0");
+    let back = eventually(SETTLE, || async {
+        let now = made_objects(&cluster).await;
+        (now.len() == converged.len()).then_some(now)
+    })
+    .await
+    .expect("the restarted operator did not recreate the Service");
+    let unchanged: Vec<_> = back.iter().filter(|l| !l.starts_with("Service/")).collect();
+    let expected: Vec<_> = converged
+        .iter()
+        .filter(|l| !l.starts_with("Service/"))
+        .collect();
+    assert_eq!(
+        unchanged, expected,
+        "a restart rewrote objects it had right"
+    );
+    wait_healthy(&cluster).await;
+
+    // Deleting the Vizier leaves nothing behind.
+    ok(&cluster, &["delete", "vz", "pixie", "-n", "pl"]).await;
+    let gone = eventually(SETTLE, || async {
+        let pods = ok(&cluster, &["get", "pods", "-n", "pl", "-o", "name"]).await;
+        (made_objects(&cluster).await.is_empty() && pods.is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "left behind: {:?} {:?}",
+        made_objects(&cluster).await,
+        ok(&cluster, &["get", "pods", "-n", "pl", "-o", "name"]).await
+    );
+
+    operator.abort();
+    watch.abort();
+    cluster.stop().await;
+}
+
+/// A Vizier whose PEM fails on one node is Degraded with Pixie's reason and PEMS 1/2; a
+/// spec asking for more memory than its limit is Unhealthy with the reason, and nothing
+/// about the PEMs changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
+    let scratch = Scratch::new("degraded");
+    let exe = scratch.0.join("pem-fails-on-node-b");
+    std::fs::write(
+        &exe,
+        "#!/bin/sh\ncase \"$PX_PEM_CGROUP\" in *node-b*) echo 'no BTF' >&2; exit 1;; esac\nexec sleep 3600\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), exe.clone()),
+            ("px/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
+    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+    let operator = start_operator(client(&cluster).await, "operator-0");
+    let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0', pemMemoryLimit: 1Gi}\n";
+    let out = cluster
+        .kubectl_stdin(&["apply", "-f", "-"], Some(vizier))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+
+    let degraded = eventually(SETTLE, || async {
+        let row = vz_row(&cluster).await;
+        (row.get(1).map(String::as_str) == Some("Degraded")).then_some(row)
+    })
+    .await
+    .expect("never Degraded");
+    assert_eq!(degraded[2], "1/2", "{degraded:?}");
+    let why = ok(
+        &cluster,
+        &[
+            "get",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.status.vizierReason}|{.status.conditions[?(@.type==\"Degraded\")].status}",
+        ],
+    )
+    .await;
+    assert_eq!(why, "PEMsHighFailureRate|True");
+
+    let pem_generation = || async {
+        ok(
+            &cluster,
+            &[
+                "get",
+                "daemonset",
+                "pixie-pem",
+                "-n",
+                "pl",
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ],
+        )
+        .await
+    };
+    let before = pem_generation().await;
+    ok(
+        &cluster,
+        &[
+            "patch",
+            "vz",
+            "pixie",
+            "-n",
+            "pl",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"pemMemoryRequest":"2Gi"}}"#,
+        ],
+    )
+    .await;
+    let reported = eventually(SETTLE, || async {
+        let why = ok(
+            &cluster,
+            &[
+                "get",
+                "vz",
+                "pixie",
+                "-n",
+                "pl",
+                "-o",
+                "jsonpath={.status.vizierPhase}|{.status.vizierReason}|{.status.message}",
+            ],
+        )
+        .await;
+        why.starts_with("Unhealthy|InvalidSpec").then_some(why)
+    })
+    .await
+    .expect("the bad spec was not reported");
+    assert!(reported.contains("exceeds pemMemoryLimit"), "{reported}");
+    assert_eq!(
+        pem_generation().await,
+        before,
+        "a bad spec must not touch the PEMs"
+    );
+    let describe = ok(&cluster, &["describe", "vz", "pixie", "-n", "pl"]).await;
+    assert!(describe.contains("InvalidSpec"), "{describe}");
+
+    operator.abort();
+    cluster.stop().await;
+}
+
+/// With a watch namespace, a Vizier elsewhere is left alone and one inside is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_namespace_confines_the_operator() {
+    let scratch = Scratch::new("watch-ns");
+    let exe = stand_in(&scratch.0);
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), exe.clone()),
+            ("px/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
+    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+    ok(&cluster, &["create", "namespace", "other"]).await;
+    let config = px_operator::Config {
+        watch_namespace: Some("other".into()),
+        lease_name: "px-operator".into(),
+        lease_namespace: Some("default".into()),
+        identity: "operator-0".into(),
+        lease_duration: Duration::from_secs(15),
+    };
+    let client = client(&cluster).await;
+    let operator =
+        tokio::spawn(async move { px_operator::run(client, config, std::future::pending()).await });
+    for ns in ["pl", "other"] {
+        let vz = format!(
+            "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {{name: pixie, namespace: {ns}}}\nspec: {{version: '1.0.0'}}\n"
+        );
+        let out = cluster
+            .kubectl_stdin(&["apply", "-f", "-"], Some(&vz))
+            .await
+            .unwrap();
+        assert!(out.success(), "{out:?}");
+    }
+    let healthy = eventually(SETTLE, || async {
+        let row = ok(
+            &cluster,
+            &["get", "vz", "pixie", "-n", "other", "--no-headers"],
+        )
+        .await;
+        row.contains("Healthy").then_some(row)
+    })
+    .await;
+    assert!(
+        healthy.is_some(),
+        "the Vizier in the watched namespace was not deployed"
+    );
+    let elsewhere = ok(
+        &cluster,
+        &[
+            "get",
+            "daemonsets,deployments,serviceaccounts",
+            "-n",
+            "pl",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(elsewhere, "", "objects made outside the watch namespace");
+    let status = ok(
+        &cluster,
+        &["get", "vz", "pixie", "-n", "pl", "-o", "jsonpath={.status}"],
+    )
+    .await;
+    assert_eq!(status, "", "status written outside the watch namespace");
+    operator.abort();
+    cluster.stop().await;
+}
