@@ -9,6 +9,7 @@
 
 mod conditions;
 mod manifests;
+mod quantity;
 mod retention;
 mod tracepoint;
 mod vizier;
@@ -18,6 +19,7 @@ pub use conditions::{
     find_condition, is_true, remove_condition, set_condition,
 };
 pub use manifests::{Manifest, ManifestError, manifests};
+pub use quantity::quantity_bytes;
 pub use retention::{
     DataRetention, DataRetentionSpec, DataRetentionStatus, TableRetention, TableRetentionStatus,
 };

@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use kube_quantity::ParsedQuantity;
-
 use crate::config::PemConfig;
 use crate::error::Error;
 
@@ -66,13 +64,15 @@ impl PemArgs {
 /// # Errors
 /// A message that says how to write a quantity.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let parsed = ParsedQuantity::try_from(text).map_err(|e| {
-        format!("{text:?} is not a Kubernetes quantity ({e}); write it like 2Gi, 512Mi or 1G")
-    })?;
-    parsed
-        .to_bytes_u64()
-        .filter(|bytes| *bytes > 0)
-        .ok_or_else(|| format!("{text:?} must be a positive number of bytes, like 2Gi"))
+    match px_crds::quantity_bytes(text) {
+        Some(0) => Err(format!(
+            "{text:?} must be a positive number of bytes, like 2Gi"
+        )),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!(
+            "{text:?} is not a Kubernetes quantity; write it like 2Gi, 512Mi or 1G"
+        )),
+    }
 }
 
 fn parse_table_limit(text: &str) -> Result<(String, u64), String> {
@@ -93,6 +93,7 @@ mod tests {
         assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
         assert_eq!(parse_bytes("1G"), Ok(1_000_000_000));
         assert_eq!(parse_bytes("1500"), Ok(1500));
+        assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29), "fractions are kept");
     }
 
     #[test]
