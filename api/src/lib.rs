@@ -6,7 +6,9 @@
 //!   `GenerateOTelScript`) and `VizierDebugService` (`DebugLog`, `DebugPods`),
 //!   served by Kelvin.
 //! - [`pem`]: the internal `px.internal.pem.v1.TableService` through which Kelvin
-//!   reads table data (as Arrow IPC) from each PEM.
+//!   reads table data (as Arrow IPC) from each PEM, and `ProbeService` through which
+//!   the operator (or `px trace` locally) loads and removes dynamic probes, sets table
+//!   retention, and reads back each probe's state and each table's history.
 //!
 //! Each module holds the messages, a `*_client` module with a tonic client and a
 //! `*_server` module with the server trait and its tonic service. The clients
