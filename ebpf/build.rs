@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["socket_trace"];
+const PROGRAMS: &[&str] = &["socket_trace", "dynamic_probe"];
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -17,6 +17,7 @@ fn main() {
     };
     println!("cargo:rerun-if-changed=c/socket_trace.h");
     println!("cargo:rerun-if-changed=c/kernel_types.h");
+    println!("cargo:rerun-if-changed=c/dynamic_probe.h");
     for name in PROGRAMS {
         let src = format!("c/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");

@@ -5,6 +5,7 @@
 //! in [`socket_trace`] mirror `c/socket_trace.h` field for field; `tests/layout.rs`
 //! checks them against the compiled object's BTF.
 
+pub mod dynamic_probe;
 pub mod socket_trace;
 
 /// The bytes of a compiled BPF object, aligned so an ELF parser can read them in place.
@@ -23,4 +24,19 @@ static SOCKET_TRACE_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
 #[must_use]
 pub fn socket_trace_object() -> &'static [u8] {
     &SOCKET_TRACE_OBJECT.0
+}
+
+static DYNAMIC_PROBE_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/dynamic_probe.bpf.o"
+)));
+
+/// The dynamic probe programs (`probe_entry`, `probe_return`, `probe_tracepoint`), one
+/// object for every Tracepoint: what each probe captures is data in its maps.
+///
+/// # Minimum kernel version
+/// 5.15, for uprobe attach cookies.
+#[must_use]
+pub fn dynamic_probe_object() -> &'static [u8] {
+    &DYNAMIC_PROBE_OBJECT.0
 }

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
 use object::{Object, ObjectSection};
+use px_ebpf::dynamic_probe::{
+    Capture, ProbeCgroupKey, ProbeConfig, ProbeCounters, ProbeEvent, ProbeGlobals,
+};
 use px_ebpf::socket_trace::{
     CloseEvent, Config, ConnId, ConnInfo, DataEvent, Endpoints, EventHeader, OpenEvent,
     ProcExitEvent,
@@ -121,4 +124,35 @@ fn rust_mirrors_match_the_object_btf() {
         "direction" => direction, "_pad" => pad,
     });
     check!(structs, "px_proc_exit_event", ProcExitEvent, { "hdr" => hdr });
+}
+
+#[test]
+fn dynamic_probe_mirrors_match_the_object_btf() {
+    let elf = object::File::parse(px_ebpf::dynamic_probe_object()).unwrap();
+    let btf = elf.section_by_name(".BTF").unwrap().data().unwrap();
+    let structs = btf_structs(btf);
+
+    check!(structs, "px_capture", Capture, {
+        "offset" => offset, "len_offset" => len_offset, "max_len" => max_len,
+        "kind" => kind, "size_or_flags" => size_or_flags,
+    });
+    check!(structs, "px_probe_config", ProbeConfig, {
+        "flags" => flags, "n_captures" => n_captures, "rate_per_sec" => rate_per_sec,
+        "generation" => generation, "comm" => comm, "cgroup_levels" => cgroup_levels,
+        "captures" => captures,
+    });
+    check!(structs, "px_probe_globals", ProbeGlobals, {
+        "self_tgid" => self_tgid, "cgroup_level" => cgroup_level, "cgroup_id" => cgroup_id,
+    });
+    check!(structs, "px_probe_cgroup_key", ProbeCgroupKey, {
+        "probe" => probe, "_pad" => pad, "cgroup_id" => cgroup_id,
+    });
+    check!(structs, "px_probe_counters", ProbeCounters, {
+        "window" => window, "admitted" => admitted, "dropped" => dropped,
+    });
+    check!(structs, "px_probe_event", ProbeEvent, {
+        "config" => config, "generation" => generation, "tgid" => tgid, "tid" => tid,
+        "ktime_ns" => ktime_ns, "comm" => comm, "data_len" => data_len, "_pad" => pad,
+        "values" => values,
+    });
 }

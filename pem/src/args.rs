@@ -35,6 +35,13 @@ pub struct PemArgs {
     /// simulated nodes on one machine) [default: every process of the host].
     #[arg(long, env = "PX_PEM_CGROUP", value_name = "DIR")]
     pub cgroup: Option<PathBuf>,
+    /// Dynamic probes (Tracepoints) loaded at once, at most 64.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_probes: u16,
+    /// Events per second one dynamic probe records; the rest are counted as dropped, so a
+    /// probe on a hot function cannot flood the node.
+    #[arg(long, default_value_t = 100_000)]
+    pub probe_rate: u32,
 }
 
 impl PemArgs {
@@ -54,6 +61,8 @@ impl PemArgs {
                 reason: "--ring-buffer must be below 4Gi".to_owned(),
             })?;
         config.cgroup.clone_from(&self.cgroup);
+        config.max_probes = usize::from(self.max_probes);
+        config.probe_rate_per_sec = self.probe_rate;
         Ok(config)
     }
 }

@@ -35,6 +35,10 @@ pub struct PemConfig {
     /// Trace only the processes in this cgroup v2 directory and below it (a node's
     /// cgroup where several simulated nodes share a machine); `None` traces the host.
     pub cgroup: Option<std::path::PathBuf>,
+    /// Dynamic probes loaded at once (at most 64).
+    pub max_probes: usize,
+    /// Events per second one dynamic probe records; more are counted as dropped.
+    pub probe_rate_per_sec: u32,
 }
 
 impl PemConfig {
@@ -53,6 +57,8 @@ impl PemConfig {
             idle_timeout: Duration::from_secs(120),
             max_connections: 65_536,
             cgroup: None,
+            max_probes: 32,
+            probe_rate_per_sec: 100_000,
         }
     }
 

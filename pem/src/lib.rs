@@ -20,6 +20,7 @@ mod events;
 mod loader;
 mod pem;
 mod privileges;
+pub mod probes;
 mod process;
 mod protocols;
 mod table_service;

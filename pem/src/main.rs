@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use vizier_pem::probes::ProbeControl;
 use vizier_pem::{Pem, PemArgs, TableScanService};
 
 /// See `vizier_pem::allocator`.
@@ -16,7 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "vizier-pem", version, about)]
 struct Args {
-    /// Serve the table service (Kelvin's scans) here.
+    /// Serve the table service (Kelvin's scans) and the probe service (the operator's
+    /// Tracepoints and retention) here.
     #[arg(long, env = "PX_PEM_LISTEN", default_value = "0.0.0.0:50400")]
     listen: SocketAddr,
     #[command(flatten)]
@@ -38,12 +40,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         listen = %args.listen,
         cgroup = ?args.pem.cgroup,
-        "tracing; serving the table service"
+        "tracing; serving the table and probe services"
     );
     let shutdown = px_api::process::shutdown_signal()?;
     let mut server = px_api::tls::server(tls)?;
     server
         .add_service(TableScanService::new(pem.store()).into_server())
+        .add_service(ProbeControl::new(pem.probes()).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("table service failed")?;

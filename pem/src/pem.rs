@@ -18,6 +18,7 @@ use crate::conn_stats;
 use crate::error::Error;
 use crate::events;
 use crate::loader::SocketTracer;
+use crate::probes::{ProbeManager, ProbeSettings};
 use crate::process::ProcessTable;
 use crate::protocols::{ParserLimits, REGISTRY};
 use crate::tracker::{KernelConns, Tracker, TrackerCounters, TrackerSettings};
@@ -42,6 +43,8 @@ pub struct PemStatus {
 /// loses the rows not yet flushed.
 pub struct Pem {
     store: Arc<TableStore>,
+    probes: Arc<ProbeManager>,
+    probe_reader: JoinHandle<()>,
     processes: Arc<ProcessTable>,
     status: Arc<Mutex<PemStatus>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -66,6 +69,12 @@ impl Pem {
         fit_tables_to_memory_limit(&store, &config)?;
         let status = Arc::new(Mutex::new(PemStatus::default()));
         let processes = Arc::new(ProcessTable::new());
+        let probes = ProbeManager::new(
+            Arc::clone(&store),
+            Arc::clone(&processes),
+            probe_settings(&config)?,
+        );
+        let probe_reader = crate::probes::spawn_reader(&probes);
         let (shutdown, stopped) = oneshot::channel();
         let tracker = Tracker::new(
             tracker_settings(&config),
@@ -82,6 +91,8 @@ impl Pem {
         ));
         Ok(Self {
             store,
+            probes,
+            probe_reader,
             processes,
             status,
             shutdown: Some(shutdown),
@@ -93,6 +104,12 @@ impl Pem {
     #[must_use]
     pub fn store(&self) -> Arc<TableStore> {
         Arc::clone(&self.store)
+    }
+
+    /// The node's dynamic probes.
+    #[must_use]
+    pub fn probes(&self) -> Arc<ProbeManager> {
+        Arc::clone(&self.probes)
     }
 
     /// The processes seen on traced connections, by UPID.
@@ -116,6 +133,7 @@ impl Pem {
     /// # Errors
     /// The error that stopped the event loop, if it stopped by itself.
     pub async fn stop(mut self) -> Result<PemStatus, Error> {
+        self.probe_reader.abort();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -126,6 +144,22 @@ impl Pem {
             }),
         }
     }
+}
+
+/// The dynamic probes' settings from the PEM's.
+fn probe_settings(config: &PemConfig) -> Result<ProbeSettings, Error> {
+    let scope = config
+        .cgroup
+        .as_deref()
+        .map(crate::cgroup::CgroupScope::resolve)
+        .transpose()?;
+    Ok(ProbeSettings {
+        max_probes: config.max_probes,
+        rate_per_sec: config.probe_rate_per_sec,
+        scope: scope.map(|s| (s.level, s.id)),
+        asid: config.asid,
+        ..ProbeSettings::default()
+    })
 }
 
 /// Share of the memory limit kept free for parser buffers, row builders and query work.

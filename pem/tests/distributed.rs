@@ -30,17 +30,10 @@ const REQUESTS: usize = 40;
 /// The response body the peer sends for `/tag/...`, recognisable on the wire.
 const BODY_MARKER: &[u8] = b"TAGGED-RESPONSE-BODY";
 
+mod common;
+
 fn may_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("CI").is_err(),
-            "under CI=true the distributed test must run: run the tests as root"
-        );
-        eprintln!("skipping: loading eBPF programs and creating cgroups needs root");
-    }
-    root
+    common::privileged("distributed")
 }
 
 /// A cgroup v2 directory, removed (after its processes are gone) when dropped.
@@ -399,9 +392,16 @@ async fn one_query_spans_two_pems_and_only_what_it_needs_crosses_the_wire() {
 
     // Every query first lists each PEM's tables (their schemas): measured alone, it is
     // taken off what the scans moved.
-    proxies.iter().for_each(|p| drop(p.take()));
-    run(&kelvin, LIST_ONLY).await.unwrap();
-    let listing: Vec<u64> = proxies.iter().map(|p| p.take().0).collect();
+    // HTTP/2 housekeeping frames (window updates, pings) ride along now and then: the
+    // least of three listings is the listing itself.
+    let mut listing = vec![u64::MAX; proxies.len()];
+    for _ in 0..3 {
+        proxies.iter().for_each(|p| drop(p.take()));
+        run(&kelvin, LIST_ONLY).await.unwrap();
+        for (least, p) in listing.iter_mut().zip(&proxies) {
+            *least = (*least).min(p.take().0);
+        }
+    }
     // Everything, then only two columns of the rows of one path.
 
     let wide = run(&kelvin, WIDE).await.unwrap();
@@ -423,7 +423,10 @@ async fn one_query_spans_two_pems_and_only_what_it_needs_crosses_the_wire() {
     for (i, node) in nodes.iter().enumerate() {
         let (wide_bytes, wide_seen) = &wide_wire[i];
         let (narrow_bytes, narrow_seen) = &narrow_wire[i];
-        let (wide_bytes, narrow_bytes) = (wide_bytes - listing[i], narrow_bytes - listing[i]);
+        let (wide_bytes, narrow_bytes) = (
+            wide_bytes.saturating_sub(listing[i]),
+            narrow_bytes.saturating_sub(listing[i]),
+        );
         eprintln!(
             "{}: listing {} B; scans: wide query {wide_bytes} B, narrow query {narrow_bytes} B",
             node.name, listing[i]

@@ -222,6 +222,21 @@ impl Table {
         }
     }
 
+    /// Drops the batches whose every row is older than `cutoff_ns` (a maximum age); a
+    /// batch with some newer rows stays whole. Returns the rows dropped.
+    pub fn expire_before(&self, cutoff_ns: i64) -> u64 {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let before = inner.stats.rows_expired;
+        while inner
+            .batches
+            .front()
+            .is_some_and(|b| b.max_time.is_some_and(|t| t < cutoff_ns))
+        {
+            drop_oldest(&mut inner);
+        }
+        inner.stats.rows_expired - before
+    }
+
     /// Counters and the time span held.
     #[must_use]
     pub fn stats(&self) -> TableStats {
@@ -250,8 +265,17 @@ impl Table {
 /// Drops the oldest batches until the bytes held fit the budget.
 fn expire(inner: &mut Inner) {
     while inner.stats.bytes_held > inner.stats.budget_bytes {
-        let Some(oldest) = inner.batches.pop_front() else {
+        if !drop_oldest(inner) {
             break;
+        }
+    }
+}
+
+/// Drops the oldest batch, counting it as expired; false when there is none.
+fn drop_oldest(inner: &mut Inner) -> bool {
+    {
+        let Some(oldest) = inner.batches.pop_front() else {
+            return false;
         };
         let rows = oldest.batch.num_rows() as u64;
         let stats = &mut inner.stats;
@@ -262,6 +286,7 @@ fn expire(inner: &mut Inner) {
         stats.batches_expired += 1;
         stats.bytes_expired += oldest.bytes;
     }
+    true
 }
 
 #[cfg(test)]
@@ -291,6 +316,23 @@ mod tests {
             b.finish_row();
         }
         b.finish()
+    }
+
+    #[test]
+    fn expire_before_drops_only_wholly_older_batches() {
+        let table = Table::new(schema(), 1 << 30);
+        table.append(batch(0, 10)).unwrap();
+        table.append(batch(10, 10)).unwrap();
+        table.append(batch(20, 10)).unwrap();
+        assert_eq!(table.expire_before(15), 10, "the first batch ends at 9");
+        assert_eq!(
+            values(&table.snapshot())[0],
+            10,
+            "the straddling batch stays whole"
+        );
+        assert_eq!(table.stats().oldest_time_ns, Some(10));
+        assert_eq!(table.expire_before(i64::MAX), 20);
+        assert_eq!(table.stats().bytes_held, 0);
     }
 
     fn values(batches: &[RecordBatch]) -> Vec<i64> {

@@ -4,6 +4,8 @@
 //! Needs root (CAP_BPF, CAP_PERFMON) and tracefs; the PEM mounts tracefs itself.
 //! Under `CI=true` these tests fail rather than skip when the privileges are missing.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod conn_stats;
 mod http;
 mod support;

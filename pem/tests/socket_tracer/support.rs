@@ -34,14 +34,7 @@ static HARNESS: OnceLock<Option<Harness>> = OnceLock::new();
 pub(crate) fn harness() -> Option<&'static Harness> {
     HARNESS
         .get_or_init(|| {
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
-            if !root {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true: the socket tracer tests must run as root, and this process is not"
-                );
-                eprintln!("skipping: loading eBPF programs needs root (run the tests with sudo)");
+            if !crate::common::privileged("socket tracer") {
                 return None;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,24 @@
+//! Dynamic probes: Tracepoints loaded, queried and removed at run time.
+//!
+//! A spec becomes a [`plan`](plan::plan) (what the generic kernel programs capture and
+//! how each value becomes a column), is attached by [`kernel`], fills a table of its
+//! own through the [`reader`], and is controlled through the gRPC [`service`].
+
+mod format;
+mod kernel;
+mod manager;
+mod perf_link;
+mod plan;
+mod reader;
+mod service;
+mod state;
+mod targets;
+
+pub use manager::{ProbeManager, ProbeSettings};
+pub use service::ProbeControl;
+
+/// Starts the task that reads probe events and keeps the probes' tables current.
+#[must_use]
+pub fn spawn_reader(manager: &std::sync::Arc<ProbeManager>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(reader::run(std::sync::Arc::clone(manager)))
+}

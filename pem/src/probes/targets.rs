@@ -1,0 +1,139 @@
+//! Which processes a probe traces on this node: the whole host, or the processes in
+//! the cgroups of the target pods (found by kubelet's `pod<uid>` naming).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use px_api::pem::ProbeSpec;
+
+use super::state::ProbeFailure;
+
+/// Where cgroup v2 is mounted on a node.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// kubelet nests pods at most this deep (kubepods/burstable/pod<uid>/<container>).
+const MAX_DEPTH: usize = 6;
+
+/// The processes a probe may trace.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Target {
+    /// Filesystem root through which the spec's binary path is first resolved.
+    pub(crate) root: PathBuf,
+    /// Roots of every target process (their mount namespaces may differ).
+    pub(crate) roots: Vec<PathBuf>,
+    /// cgroup ids of the target pods; empty for a host target.
+    pub(crate) cgroups: Vec<u64>,
+    /// The levels of those cgroups.
+    pub(crate) levels: Vec<u8>,
+}
+
+impl Target {
+    /// The binary as seen through each target root, one path per distinct file.
+    pub(crate) fn binaries(&self, binary: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut paths = Vec::new();
+        for root in std::iter::once(&self.root).chain(&self.roots) {
+            let path = root.join(binary.trim_start_matches('/'));
+            if let Ok(m) = std::fs::metadata(&path)
+                && !seen.contains(&(m.dev(), m.ino()))
+            {
+                seen.push((m.dev(), m.ino()));
+                paths.push(path.to_string_lossy().into_owned());
+            }
+        }
+        paths
+    }
+}
+
+/// The target of `spec` on this node; `None` while none of its pods has a process here.
+pub(crate) fn resolve(spec: &ProbeSpec) -> Result<Option<Target>, ProbeFailure> {
+    if !spec.pod_target {
+        let host = Path::new("/proc/1/root");
+        let root = if host.exists() { host } else { Path::new("/") };
+        return Ok(Some(Target {
+            root: root.to_path_buf(),
+            ..Target::default()
+        }));
+    }
+    let mut target = Target::default();
+    for pod in &spec.pods {
+        for dir in pod_cgroups(Path::new(CGROUP_ROOT), &pod.uid) {
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            target.cgroups.push(meta.ino());
+            let level = dir
+                .strip_prefix(CGROUP_ROOT)
+                .map_or(0, |rel| rel.components().count());
+            let level = u8::try_from(level).unwrap_or(u8::MAX);
+            if !target.levels.contains(&level) {
+                target.levels.push(level);
+            }
+            target.roots.extend(process_roots(&dir));
+        }
+    }
+    if target.levels.len() > px_ebpf::dynamic_probe::CGROUP_LEVELS {
+        return Err(ProbeFailure::new(
+            "UnsupportedTarget",
+            "the target pods' cgroups sit at more than 4 different depths",
+        ));
+    }
+    let Some(first) = target.roots.first().cloned() else {
+        return Ok(None);
+    };
+    target.root = first;
+    Ok(Some(target))
+}
+
+/// Cgroup directories named for the pod (`pod<uid>`, or `pod<uid_with_underscores>`
+/// under the systemd driver), searched breadth-first under `root`.
+fn pod_cgroups(root: &Path, uid: &str) -> Vec<PathBuf> {
+    let names = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    let mut found = Vec::new();
+    let mut level = vec![root.to_path_buf()];
+    for _ in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if names.iter().any(|n| name.contains(n.as_str())) {
+                    found.push(entry.path());
+                } else {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    found
+}
+
+/// `/proc/<pid>/root` of every process in `dir` and below it.
+fn process_roots(dir: &Path) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            roots.extend(
+                procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok())
+                    .map(|pid| PathBuf::from(format!("/proc/{pid}/root"))),
+            );
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    roots
+}
