@@ -63,8 +63,16 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
                     .with_hostname(hostname())
                     .with_cmdlines(std::sync::Arc::new(Cmdlines(pem.processes())))
                     .with_agents(vec![local_agent()])
+                    .with_local_probes({
+                        let probes = pem.probes();
+                        std::sync::Arc::new(move || probes.list())
+                    })
                     .into_server(args.api_key.clone()),
             )
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                vizier_pem::probes::ProbeControl::new(pem.probes()).into_server(),
+                kelvin::TokenCheck::new(args.api_key.clone()),
+            ))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = api_stopped.await;
             }),

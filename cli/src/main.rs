@@ -1,9 +1,11 @@
 //! `px`: the command-line tool. `px local` runs the whole system on this machine.
 
+mod api_client;
 mod live_view;
 mod local;
 mod quantity;
 mod run;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// List the bundled scripts.
     Scripts,
+    /// Load, list and remove Tracepoints (dynamic probes) in `px local`.
+    Trace(trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Local(args) => local::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Trace(args) => trace::run(args).await,
             Command::Scripts => {
                 run::list_scripts();
                 Ok(())

@@ -69,19 +69,8 @@ pub(crate) struct RunArgs {
     /// `px.sql`); its result is the table `output`.
     #[arg(long)]
     sql: Option<String>,
-    /// Address of the API (Kelvin; `px local` serves it there): HOST:PORT, or a URL;
-    /// https:// (or --tls-ca) connects with TLS.
-    #[arg(long, default_value = DEFAULT_ADDR)]
-    addr: String,
-    /// Trust the API's certificate when this CA (PEM file) signed it; implies TLS.
-    #[arg(long, env = "PX_TLS_CA", value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// The name the API's certificate carries, when not the host of --addr.
-    #[arg(long)]
-    tls_server_name: Option<String>,
-    /// API key, when the API requires one.
-    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    #[command(flatten)]
+    api: crate::api_client::ApiArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Format,
@@ -161,33 +150,6 @@ fn sql_script(query: &str) -> String {
     format!("import px\npx.display(px.sql({literal}), 'output')\n")
 }
 
-/// A connection to the API at `--addr`, with TLS when asked for.
-async fn connect(args: &RunArgs) -> anyhow::Result<tonic::transport::Channel> {
-    let tls = args.tls_ca.is_some() || args.addr.starts_with("https://");
-    let url = if args.addr.contains("://") {
-        args.addr.clone()
-    } else {
-        format!("{}://{}", if tls { "https" } else { "http" }, args.addr)
-    };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url)
-        .with_context(|| format!("{:?} is not an address like 127.0.0.1:50300", args.addr))?;
-    if tls {
-        let config = px_api::tls::ClientTls {
-            ca: args.tls_ca.clone(),
-            identity: None,
-            server_name: args.tls_server_name.clone(),
-        }
-        .config()?;
-        endpoint = endpoint.tls_config(config)?;
-    }
-    endpoint.connect().await.with_context(|| {
-        format!(
-            "cannot reach the API at {}; is `px local` running?",
-            args.addr
-        )
-    })
-}
-
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let source = match (&args.script, &args.file) {
         _ if args.sql.is_some() => sql_script(args.sql.as_deref().unwrap_or_default()),
@@ -199,17 +161,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         (None, None) => bail!("name a script or give one with -f FILE"),
     };
-    let channel = connect(&args).await?;
+    let channel = args.api.connect().await?;
     let mut client = VizierServiceClient::new(channel);
     let mut request = tonic::Request::new(ExecuteScriptRequest {
         query_str: source,
         exec_funcs: args.exec_funcs()?,
         ..ExecuteScriptRequest::default()
     });
-    if let Some(key) = &args.api_key {
-        let value = key.parse().context("the API key must be printable ASCII")?;
-        request.metadata_mut().insert("pixie-api-key", value);
-    }
+    args.api.authorize(&mut request)?;
     let mut stream = client.execute_script(request).await?.into_inner();
     let mut tables: Vec<OutputTable> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -421,10 +380,7 @@ mod tests {
         RunArgs {
             script: Some(script.to_owned()),
             file: None,
-            addr: DEFAULT_ADDR.to_owned(),
-            tls_ca: None,
-            tls_server_name: None,
-            api_key: None,
+            api: crate::api_client::ApiArgs::default(),
             output: Format::Json,
             func: None,
             sql: None,

@@ -102,6 +102,15 @@ fn start_px(addr: &str, extra: &[&str]) -> Guarded {
     Guarded(child)
 }
 
+/// `px local` on a free port with its address, when this test may run (as root).
+fn px_local() -> Option<(Guarded, String)> {
+    if !is_root() {
+        return None;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    Some((start_px(&addr, &[]), addr))
+}
+
 fn traffic() -> (Guarded, u32) {
     let peer = repo().join("pem/tests/peer/http_peer.py");
     let mut server = Command::new("python3")
@@ -283,27 +292,14 @@ fn with_a_certificate_the_api_speaks_only_tls() {
 
 #[test]
 fn px_run_prints_the_requests_px_local_captured() {
-    if !is_root() {
+    let Some((_px, addr)) = px_local() else {
         return;
-    }
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _px = start_px(&addr, &[]);
+    };
     let (_server, server_pid) = traffic();
     let px_run = |script_args: &[&str]| {
-        let output = Command::new(PX)
-            .args(["run", "px/http_data", "-o", "json", "--addr", &addr, "--"])
-            .args(script_args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect::<Vec<_>>()
+        let mut args = vec!["run", "px/http_data", "-o", "json", "--addr", &addr, "--"];
+        args.extend_from_slice(script_args);
+        json_rows(&px(&args))
     };
     // GET and HEAD /hello reach this test's server (other tests' servers may be traced
     // too: this one's rows carry its pid).
@@ -336,19 +332,7 @@ fn px_run_prints_the_requests_px_local_captured() {
 
     // SQL over the same table.
     let sql = "SELECT req_method, count(*) AS n FROM http_events WHERE req_path = '/hello' GROUP BY req_method ORDER BY req_method";
-    let output = Command::new(PX)
-        .args(["run", "--sql", sql, "-o", "json", "--addr", &addr])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let counts: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let counts = json_rows(&px(&["run", "--sql", sql, "-o", "json", "--addr", &addr]));
     let methods: Vec<&str> = counts
         .iter()
         .map(|r| r["req_method"].as_str().unwrap())
@@ -362,4 +346,107 @@ fn px_run_prints_the_requests_px_local_captured() {
             .iter()
             .all(|r| r["_table"] == "output" && r["n"].as_i64().unwrap() >= 2)
     );
+}
+
+/// Runs `px` with `args`; its stdout, or a failure with its stderr.
+fn px(args: &[&str]) -> String {
+    let output = Command::new(PX).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "px {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json_rows(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn px_trace_loads_the_clusters_tracepoint_yaml_and_removes_it_with_its_table() {
+    let Some((_px, addr)) = px_local() else {
+        return;
+    };
+    let manifest = repo().join("crds/examples/tracepoint-openat.yaml");
+    let applied = px(&[
+        "trace",
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ]);
+    assert!(
+        applied.contains("tracepoint/opens: Running (table file_opens)"),
+        "{applied}"
+    );
+    // The same file again changes nothing.
+    let again = px(&[
+        "trace",
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ]);
+    assert!(again.contains("Running"), "{again}");
+
+    let marker = format!("/tmp/px-trace-cli-{}", std::process::id());
+    let sql = format!("SELECT filename, comm FROM file_opens WHERE filename = '{marker}'");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let _ = Command::new("cat")
+            .arg(&marker)
+            .stderr(Stdio::null())
+            .status();
+        let rows = json_rows(&px(&["run", "--sql", &sql, "-o", "json", "--addr", &addr]));
+        if !rows.is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(!rows.is_empty(), "the opens of {marker} were not recorded");
+    assert!(rows.iter().all(|r| r["comm"] == "cat"), "{rows:#?}");
+
+    let status_script =
+        std::env::temp_dir().join(format!("px-trace-status-{}.pxl", std::process::id()));
+    std::fs::write(
+        &status_script,
+        "import px\npx.display(px.GetTracepointStatus(), 'status')\npx.display(px.GetTables(), 'tables')\n",
+    )
+    .unwrap();
+    let script = status_script.to_str().unwrap();
+    let status = json_rows(&px(&["run", "-f", script, "-o", "json", "--addr", &addr]));
+    let tracepoint = status
+        .iter()
+        .find(|r| r["_table"] == "status")
+        .expect("a status row");
+    assert_eq!(tracepoint["name"], "pl/opens");
+    assert_eq!(tracepoint["state"], "RUNNING_STATE");
+    assert_eq!(tracepoint["output_tables"], "[\"file_opens\"]");
+    assert!(
+        status
+            .iter()
+            .any(|r| r["_table"] == "tables" && r["table_name"] == "file_opens")
+    );
+    let listed = px(&["trace", "list", "--addr", &addr]);
+    assert!(
+        listed.contains("opens") && listed.contains("file_opens") && listed.contains("Running"),
+        "{listed}"
+    );
+
+    let deleted = px(&["trace", "delete", "opens", "--addr", &addr]);
+    assert!(deleted.contains("Terminated"), "{deleted}");
+    let after = json_rows(&px(&["run", "-f", script, "-o", "json", "--addr", &addr]));
+    assert!(
+        !after
+            .iter()
+            .any(|r| r["_table"] == "tables" && r["table_name"] == "file_opens"),
+        "the table is dropped: {after:#?}"
+    );
+    let _ = std::fs::remove_file(&status_script);
 }

@@ -12,10 +12,12 @@ mod auth;
 mod remote;
 mod results;
 mod service;
+mod tracepoints;
 
 pub use auth::TokenCheck;
 pub use remote::{PemError, RemotePem, RemotePems};
 pub use service::{Kelvin, func_calls};
+pub use tracepoints::{LocalProbes, roll_up as roll_up_tracepoints};
 
 /// The generated server type, behind the token check, ready for
 /// `tonic::transport::Server::add_service`.

@@ -32,8 +32,9 @@ use datafusion::physical_plan::{
 };
 use datafusion_proto::bytes::Serializeable as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use px_api::pem::probe_service_client::ProbeServiceClient;
 use px_api::pem::table_service_client::TableServiceClient;
-use px_api::pem::{ListTablesRequest, ScanRequest};
+use px_api::pem::{ListProbesRequest, ListTablesRequest, ProbeState, ScanRequest};
 use px_tablestore::TimeRange;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -86,6 +87,7 @@ pub struct RemotePem {
     name: String,
     addr: String,
     client: TableServiceClient<Channel>,
+    probes: ProbeServiceClient<Channel>,
 }
 
 impl fmt::Debug for RemotePem {
@@ -119,7 +121,9 @@ impl RemotePem {
         Self {
             name: name.to_owned(),
             addr: addr.to_owned(),
-            client: TableServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            client: TableServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            probes: ProbeServiceClient::new(channel),
         }
     }
 
@@ -135,6 +139,15 @@ impl RemotePem {
             addr: self.addr.clone(),
             reason: reason.to_string(),
         }
+    }
+
+    async fn list_probes(&self) -> Result<Vec<ProbeState>, PemError> {
+        let mut client = self.probes.clone();
+        let response = tokio::time::timeout(LIST_TIMEOUT, client.list_probes(ListProbesRequest {}))
+            .await
+            .map_err(|_| self.unavailable(format!("no answer within {LIST_TIMEOUT:?}")))?
+            .map_err(|status| self.unavailable(describe(&status)))?;
+        Ok(response.into_inner().probes)
     }
 
     async fn list_tables(&self) -> Result<Vec<RemoteTableInfo>, PemError> {
@@ -196,6 +209,18 @@ impl RemotePems {
     ///
     /// # Errors
     /// [`PemError::Unavailable`] for the first PEM that did not answer.
+    /// Each PEM's probes, by PEM name; a PEM that does not answer is named with why.
+    pub async fn probes(&self) -> Vec<(String, Result<Vec<ProbeState>, PemError>)> {
+        let listed =
+            futures_util::future::join_all(self.pems.iter().map(RemotePem::list_probes)).await;
+        self.pems
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(listed)
+            .collect()
+    }
+
+    /// The tables of every PEM, as one catalog.
     pub async fn tables(&self) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, PemError> {
         let listed =
             futures_util::future::join_all(self.pems.iter().map(RemotePem::list_tables)).await;

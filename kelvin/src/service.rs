@@ -47,6 +47,7 @@ pub struct Kelvin {
     hostname: String,
     cmdlines: Option<Arc<dyn pxl::CmdlineLookup>>,
     agents: Vec<pxl::AgentInfo>,
+    local_probes: Option<crate::LocalProbes>,
 }
 
 impl Kelvin {
@@ -69,6 +70,7 @@ impl Kelvin {
             hostname: String::new(),
             cmdlines: None,
             agents: Vec::new(),
+            local_probes: None,
         }
     }
 
@@ -98,6 +100,32 @@ impl Kelvin {
     pub fn with_agents(mut self, agents: Vec<pxl::AgentInfo>) -> Self {
         self.agents = agents;
         self
+    }
+
+    /// Where `px.GetTracepointStatus()` finds probe states when the tables are local.
+    #[must_use]
+    pub fn with_local_probes(mut self, probes: crate::LocalProbes) -> Self {
+        self.local_probes = Some(probes);
+        self
+    }
+
+    /// The Tracepoints as `px.GetTracepointStatus()` shows them; asked of the PEMs only
+    /// by scripts that call it.
+    async fn tracepoints(&self, script: &str) -> Vec<pxl::TracepointInfo> {
+        if !script.contains("GetTracepointStatus") {
+            return Vec::new();
+        }
+        let nodes = match (&self.source, &self.local_probes) {
+            (DataSource::Pems(pems), _) => pems
+                .probes()
+                .await
+                .into_iter()
+                .map(|(node, states)| (node, states.map_err(|e| e.to_string())))
+                .collect(),
+            (DataSource::Local(_), Some(probes)) => vec![(self.hostname.clone(), Ok(probes()))],
+            (DataSource::Local(_), None) => Vec::new(),
+        };
+        crate::roll_up_tracepoints(&nodes)
     }
 
     /// The gRPC service, requiring `token` on every request when one is given.
@@ -140,6 +168,7 @@ impl DataSource {
 struct QueryCatalog<'a> {
     tables: BTreeMap<String, Arc<dyn TableProvider>>,
     agents: &'a [pxl::AgentInfo],
+    tracepoints: Vec<pxl::TracepointInfo>,
 }
 
 impl pxl::TableCatalog for QueryCatalog<'_> {
@@ -155,6 +184,10 @@ impl pxl::TableCatalog for QueryCatalog<'_> {
 
     fn agents(&self) -> Vec<pxl::AgentInfo> {
         self.agents.to_vec()
+    }
+
+    fn tracepoints(&self) -> Vec<pxl::TracepointInfo> {
+        self.tracepoints.clone()
     }
 }
 
@@ -238,6 +271,7 @@ impl VizierService for Kelvin {
         let catalog = QueryCatalog {
             tables,
             agents: &self.agents,
+            tracepoints: self.tracepoints(&request.query_str).await,
         };
         let compiled = pxl::compile(&request.query_str, &catalog, &options);
         let compilation_ns = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);

@@ -555,6 +555,7 @@ impl<'a> Compiler<'a> {
             },
             "GetTables" | "GetSchemas" => self.catalog_table(at, name),
             "GetAgentStatus" => self.agent_status(at),
+            "GetTracepointStatus" => self.tracepoint_status(at),
             "sql" => match args.take(0, "query") {
                 Some(Value::Str(query)) => {
                     let functions = vec![
@@ -714,58 +715,129 @@ impl<'a> Compiler<'a> {
         use datafusion::arrow::array::{
             ArrayRef, FixedSizeBinaryArray, Int64Array, StringArray, TimestampNanosecondArray,
         };
-        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
         let agents = self.catalog.agents();
-        let typed = |name: &str, data_type: DataType, px: &str| {
-            Field::new(name, data_type, false)
-                .with_metadata(HashMap::from([("px.data_type".to_owned(), px.to_owned())]))
-        };
-        let schema = Arc::new(Schema::new(vec![
-            typed("agent_id", DataType::FixedSizeBinary(16), "UINT128"),
-            typed("asid", DataType::Int64, "INT64"),
-            typed("hostname", DataType::Utf8, "STRING"),
-            typed("ip_address", DataType::Utf8, "STRING"),
-            typed("agent_state", DataType::Utf8, "STRING"),
-            typed(
-                "create_time",
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                "TIME64NS",
-            ),
-            typed("last_heartbeat_ns", DataType::Int64, "INT64"),
-        ]));
-        let internal = |e: datafusion::error::DataFusionError| {
-            self.error(at, format!("internal error: {}", e.strip_backtrace()))
-        };
         let ids =
             FixedSizeBinaryArray::try_from_iter(agents.iter().map(|a| a.agent_id.to_be_bytes()))
                 .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(ids),
-            Arc::new(Int64Array::from_iter_values(agents.iter().map(|a| a.asid))),
-            Arc::new(StringArray::from_iter_values(
-                agents.iter().map(|a| a.hostname.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                agents.iter().map(|a| a.ip_address.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                agents.iter().map(|a| a.agent_state.as_str()),
-            )),
-            Arc::new(TimestampNanosecondArray::from_iter_values(
-                agents.iter().map(|a| a.create_time_ns),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                agents.iter().map(|a| a.last_heartbeat_ns),
-            )),
+        let text = |f: fn(&crate::AgentInfo) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(agents.iter().map(f)))
+        };
+        let columns: Vec<(&str, DataType, &str, ArrayRef)> = vec![
+            (
+                "agent_id",
+                DataType::FixedSizeBinary(16),
+                "UINT128",
+                Arc::new(ids),
+            ),
+            (
+                "asid",
+                DataType::Int64,
+                "INT64",
+                Arc::new(Int64Array::from_iter_values(agents.iter().map(|a| a.asid))),
+            ),
+            ("hostname", DataType::Utf8, "STRING", text(|a| &a.hostname)),
+            (
+                "ip_address",
+                DataType::Utf8,
+                "STRING",
+                text(|a| &a.ip_address),
+            ),
+            (
+                "agent_state",
+                DataType::Utf8,
+                "STRING",
+                text(|a| &a.agent_state),
+            ),
+            (
+                "create_time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                "TIME64NS",
+                Arc::new(TimestampNanosecondArray::from_iter_values(
+                    agents.iter().map(|a| a.create_time_ns),
+                )),
+            ),
+            (
+                "last_heartbeat_ns",
+                DataType::Int64,
+                "INT64",
+                Arc::new(Int64Array::from_iter_values(
+                    agents.iter().map(|a| a.last_heartbeat_ns),
+                )),
+            ),
         ];
+        self.memory_table(at, "GetAgentStatus", columns)
+    }
+
+    /// `px.GetTracepointStatus()`: the dynamic probes and their states, Pixie's columns.
+    fn tracepoint_status(&self, at: &ast::Expr) -> Result<Value> {
+        use datafusion::arrow::array::{ArrayRef, FixedSizeBinaryArray, StringArray};
+        use datafusion::arrow::datatypes::DataType;
+
+        let tracepoints = self.catalog.tracepoints();
+        let ids = FixedSizeBinaryArray::try_from_iter(
+            tracepoints.iter().map(|t| t.tracepoint_id.to_be_bytes()),
+        )
+        .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0));
+        let text = |f: fn(&crate::TracepointInfo) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(tracepoints.iter().map(f)))
+        };
+        let columns: Vec<(&str, DataType, &str, ArrayRef)> = vec![
+            (
+                "tracepoint_id",
+                DataType::FixedSizeBinary(16),
+                "UINT128",
+                Arc::new(ids),
+            ),
+            ("name", DataType::Utf8, "STRING", text(|t| &t.name)),
+            ("state", DataType::Utf8, "STRING", text(|t| &t.state)),
+            ("status", DataType::Utf8, "STRING", text(|t| &t.status)),
+            (
+                "output_tables",
+                DataType::Utf8,
+                "STRING",
+                text(|t| &t.output_tables),
+            ),
+        ];
+        self.memory_table(at, "GetTracepointStatus", columns)
+    }
+
+    /// A DataFrame over columns built here, each typed for Pixie with `px.data_type`.
+    fn memory_table(
+        &self,
+        at: &ast::Expr,
+        name: &str,
+        columns: Vec<(
+            &str,
+            datafusion::arrow::datatypes::DataType,
+            &str,
+            datafusion::arrow::array::ArrayRef,
+        )>,
+    ) -> Result<Value> {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+
+        let internal = |e: datafusion::error::DataFusionError| {
+            self.error(at, format!("internal error: {}", e.strip_backtrace()))
+        };
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, t, px, _)| {
+                Field::new(*n, t.clone(), false).with_metadata(HashMap::from([(
+                    "px.data_type".to_owned(),
+                    (*px).to_owned(),
+                )]))
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let arrays = columns.into_iter().map(|(_, _, _, a)| a).collect();
         let batch =
-            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| internal(e.into()))?;
+            RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(|e| internal(e.into()))?;
         let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
             .map_err(internal)?;
         let source = datafusion::datasource::provider_as_source(Arc::new(table));
-        self.plan(at, LogicalPlanBuilder::scan("GetAgentStatus", source, None))
+        self.plan(at, LogicalPlanBuilder::scan(name, source, None))
             .map(Value::DataFrame)
     }
 
@@ -1313,6 +1385,7 @@ const PX_FUNCTIONS: &[&str] = &[
     "GetTables",
     "GetSchemas",
     "GetAgentStatus",
+    "GetTracepointStatus",
     "sql",
     "quantiles",
     "pluck_float64",

@@ -31,6 +31,25 @@ pub trait TableCatalog {
     fn agents(&self) -> Vec<AgentInfo> {
         Vec::new()
     }
+    /// The dynamic probes, for `px.GetTracepointStatus()`.
+    fn tracepoints(&self) -> Vec<TracepointInfo> {
+        Vec::new()
+    }
+}
+
+/// One Tracepoint, as `px.GetTracepointStatus()` lists it (Pixie's columns).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TracepointInfo {
+    /// The Tracepoint's id (its Kubernetes UID as a 128-bit number).
+    pub tracepoint_id: u128,
+    /// `namespace/name`.
+    pub name: String,
+    /// `RUNNING_STATE`, `PENDING_STATE`, `FAILED_STATE` or `TERMINATED_STATE`.
+    pub state: String,
+    /// JSON: why it is not running, per node where it failed.
+    pub status: String,
+    /// JSON list of the tables it writes.
+    pub output_tables: String,
 }
 
 /// One agent (PEM), as `px.GetAgentStatus()` lists it.
