@@ -372,27 +372,23 @@ fn px_trace_loads_the_clusters_tracepoint_yaml_and_removes_it_with_its_table() {
         return;
     };
     let manifest = repo().join("crds/examples/tracepoint-openat.yaml");
-    let applied = px(&[
-        "trace",
-        "apply",
-        "-f",
-        manifest.to_str().unwrap(),
-        "--addr",
-        &addr,
-    ]);
+    let apply = || {
+        px(&[
+            "trace",
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--addr",
+            &addr,
+        ])
+    };
+    let applied = apply();
     assert!(
         applied.contains("tracepoint/opens: Running (table file_opens)"),
         "{applied}"
     );
     // The same file again changes nothing.
-    let again = px(&[
-        "trace",
-        "apply",
-        "-f",
-        manifest.to_str().unwrap(),
-        "--addr",
-        &addr,
-    ]);
+    let again = apply();
     assert!(again.contains("Running"), "{again}");
 
     let marker = format!("/tmp/px-trace-cli-{}", std::process::id());
