@@ -56,6 +56,21 @@ impl CgroupScope {
     }
 }
 
+/// Mount points of cgroup v2 on this host (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// beside v1).
+pub(crate) fn cgroup2_mount_points() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            rest.starts_with("cgroup2 ")
+                .then(|| fields.split(' ').nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .collect()
+}
+
 fn is_cgroup2(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;

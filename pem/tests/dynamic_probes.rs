@@ -535,3 +535,70 @@ fn a_hot_function_is_rate_limited_and_drops_are_counted() {
     );
     h.probes.remove("hot");
 }
+
+#[test]
+fn a_pod_target_traces_only_the_processes_in_the_pods_cgroups() {
+    let Some((h, _one)) = harness() else { return };
+    let uid = format!("0b9f6c1e-3a55-4c1c-9b3e-{:012x}", std::process::id());
+    // kubelet's layout: kubepods/pod<uid>/<container>, the process in the container's cgroup.
+    // Dropped in reverse: the container's cgroup, the pod's, then kubepods.
+    let kubepods = common::Cgroup::create("kubepods");
+    let pod = common::Cgroup(kubepods.0.join(format!("pod{uid}")));
+    let container = common::Cgroup(pod.0.join("ctr"));
+    std::fs::create_dir_all(&container.0).unwrap();
+    let target = h.target.to_str().unwrap();
+    let mut inside = container.spawn(target, &["calls", "3", "inside", "wait"]);
+
+    let spec = |uid: &str| ProbeSpec {
+        pod_target: true,
+        pods: vec![px_api::pem::TargetPod {
+            uid: uid.to_owned(),
+            namespace: "shop".into(),
+            name: "checkout-0".into(),
+        }],
+        ..probe("pod", add_probe_spec(h, "pod_calls"))
+    };
+    // A pod with no process on this node yet waits, saying so.
+    let waiting = h.probes.apply(ProbeSpec {
+        id: "nobody".into(),
+        ..spec("no-such-pod")
+    });
+    assert_eq!(phase(&waiting), ProbePhase::Pending, "{waiting:?}");
+    assert!(
+        waiting.message.contains("no process"),
+        "{}",
+        waiting.message
+    );
+    h.probes.remove("nobody");
+
+    // The binary is resolved through the pod process's own root (/proc/PID/root).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = loop {
+        let state = h.probes.apply(spec(&uid));
+        if phase(&state) != ProbePhase::Pending || Instant::now() > deadline {
+            break state;
+        }
+        h.probes.remove("pod");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_running(&state);
+    let outside = run_target(h, &["calls", "3", "outside"]);
+    inside.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let inside_pid = inside.id();
+    assert!(inside.wait_with_output().unwrap().status.success());
+    let batches = wait_rows(h, "pod_calls", |b| rows(b) >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let batches = h
+        .store
+        .table("pod_calls")
+        .map(|t| t.snapshot())
+        .unwrap_or(batches);
+    let pids: BTreeSet<i64> = ints(&batches, "pid").into_iter().collect();
+    assert_eq!(
+        pids,
+        BTreeSet::from([i64::from(inside_pid)]),
+        "not the process outside the pod ({outside})"
+    );
+    assert!(strings(&batches, "label").iter().all(|l| l == "inside"));
+    h.probes.remove("pod");
+}

@@ -1,15 +1,13 @@
 //! Which processes a probe traces on this node: the whole host, or the processes in
 //! the cgroups of the target pods (found by kubelet's `pod<uid>` naming).
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use px_api::pem::ProbeSpec;
 
 use super::state::ProbeFailure;
 
-/// Where cgroup v2 is mounted on a node.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// kubelet nests pods at most this deep (kubepods/burstable/pod<uid>/<container>).
 const MAX_DEPTH: usize = 6;
 
@@ -55,16 +53,14 @@ pub(crate) fn resolve(spec: &ProbeSpec) -> Result<Option<Target>, ProbeFailure> 
         }));
     }
     let mut target = Target::default();
+    let mounts = crate::cgroup::cgroup2_mount_points();
     for pod in &spec.pods {
-        for dir in pod_cgroups(Path::new(CGROUP_ROOT), &pod.uid) {
-            let Ok(meta) = std::fs::metadata(&dir) else {
+        for dir in mounts.iter().flat_map(|m| pod_cgroups(m, &pod.uid)) {
+            let Ok(scope) = crate::cgroup::CgroupScope::resolve(&dir) else {
                 continue;
             };
-            target.cgroups.push(meta.ino());
-            let level = dir
-                .strip_prefix(CGROUP_ROOT)
-                .map_or(0, |rel| rel.components().count());
-            let level = u8::try_from(level).unwrap_or(u8::MAX);
+            target.cgroups.push(scope.id);
+            let level = u8::try_from(scope.level).unwrap_or(u8::MAX);
             if !target.levels.contains(&level) {
                 target.levels.push(level);
             }
