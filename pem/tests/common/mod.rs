@@ -1,6 +1,7 @@
 //! What the kernel-facing test binaries share.
 
 #![allow(dead_code)] // each test binary uses its own part
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
