@@ -2,9 +2,10 @@
 # Installs the system packages the build and the tests need on Debian 12 (idempotent).
 # clang/llvm/libbpf-dev build the kernel programs; python3 runs the test HTTP peers;
 # python3-venv holds Pixie's Python client (pxapi) for the API compatibility test.
+# golang-go builds the Go program the dynamic probe tests trace (Go's register ABI).
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev python3 python3-venv openssl)
+packages=(clang llvm libbpf-dev python3 python3-venv openssl golang-go)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

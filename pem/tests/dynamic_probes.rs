@@ -71,17 +71,18 @@ fn harness() -> Option<(&'static Harness, MutexGuard<'static, ()>)> {
     h.as_ref().map(|h| (h, guard))
 }
 
-/// Compiles `probe_target.c` (known functions) with the system C compiler.
+/// Compiles `probe_target.c` (known functions) with clang, which builds the kernel
+/// programs too.
 fn build_target() -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe_target/probe_target.c");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe_target");
-    let status = Command::new("cc")
+    let status = Command::new("clang")
         .args(["-O2", "-Wall", "-o"])
         .arg(&out)
         .arg(&src)
         .status()
-        .expect("cc runs (apt-get install build-essential)");
-    assert!(status.success(), "cc failed on {}", src.display());
+        .expect("clang runs (apt-get install clang)");
+    assert!(status.success(), "clang failed on {}", src.display());
     out
 }
 
@@ -601,4 +602,83 @@ fn a_pod_target_traces_only_the_processes_in_the_pods_cgroups() {
     );
     assert!(strings(&batches, "label").iter().all(|l| l == "inside"));
     h.probes.remove("pod");
+}
+
+/// Builds the Go test program, when Go is installed (`.ci/run` installs Debian's).
+fn build_go_target() -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe_target/go/main.go");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join("go_checkout");
+    let built = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .env("GOCACHE", tmp.join("gocache"))
+        .env("GOPATH", tmp.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .status();
+    match built {
+        Ok(status) if status.success() => Some(out),
+        other => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: Go is needed for the Go probe test (apt-get install golang-go): {other:?}"
+            );
+            eprintln!("skipping: cannot build the Go test program: {other:?}");
+            None
+        }
+    }
+}
+
+#[test]
+fn go_functions_are_read_with_the_register_abi_chosen_from_the_binary() {
+    let Some((h, _one)) = harness() else { return };
+    let Some(go) = build_go_target() else { return };
+    // No `abi`: the PEM finds Go 1.17+ in the binary's build info.
+    let spec = uprobe_spec(
+        &go,
+        "main.Checkout",
+        "checkouts",
+        json!([
+            {"name": "cart", "source": "Arg", "index": 0, "type": "int64"},
+            {"name": "user", "source": "Arg", "index": 1, "type": "string", "maxLength": 16},
+            {"name": "qty", "source": "Arg", "index": 2, "type": "int64"},
+            {"name": "total", "source": "Return", "index": 0, "type": "int64"},
+            {"name": "err", "source": "Return", "index": 1, "type": "pointer"},
+            {"name": "latency", "source": "Latency"},
+        ]),
+    );
+    let state = h.probes.apply(probe("go", spec));
+    assert_running(&state);
+    assert!(
+        state.attachments >= 2,
+        "the entry and each return instruction: {state:?}"
+    );
+    let out = Command::new(&go).args(["4", "gopher"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the traced Go program still runs correctly"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done 96");
+
+    let batches = wait_rows(h, "checkouts", |b| rows(b) >= 4);
+    let carts = ints(&batches, "cart");
+    assert_eq!(carts, vec![0, 1, 2, 3]);
+    assert!(strings(&batches, "user").iter().all(|u| u == "gopher"));
+    assert_eq!(ints(&batches, "qty"), vec![3, 3, 3, 3]);
+    let want: Vec<i64> = carts.iter().map(|c| c * 10 + 6 + 3).collect();
+    assert_eq!(
+        ints(&batches, "total"),
+        want,
+        "the first return value, from AX"
+    );
+    assert_eq!(ints(&batches, "err"), vec![0, 0, 0, 0], "a nil error");
+    for l in ints(&batches, "latency") {
+        assert!(
+            (20_000_000..1_000_000_000).contains(&l),
+            "Checkout sleeps 20 ms; took {l} ns"
+        );
+    }
+    h.probes.remove("go");
 }

@@ -34,6 +34,18 @@ impl Attachments {
     }
 }
 
+/// How a probe sees its function return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// It does not need to.
+    None,
+    /// A uretprobe (C, C++, Rust).
+    Uretprobe,
+    /// A uprobe on each return instruction (Go: a uretprobe's trampoline address on a
+    /// goroutine stack breaks the runtime when it copies or scans the stack).
+    AtReturnInstructions,
+}
+
 /// The loaded object. Dropping it detaches everything.
 pub(crate) struct ProbeKernel {
     ebpf: Ebpf,
@@ -148,35 +160,64 @@ impl ProbeKernel {
         self.counters.get(&probe, 0).map_or(0, |c| c.dropped)
     }
 
-    /// Attaches `probe` to `symbol` in each binary (at entry, and at return when asked).
+    /// Attaches `probe` to `symbol` in each binary: at entry, and at return when asked,
+    /// with a uretprobe or (`returns_at_ret`, for Go) a uprobe on each return instruction.
     pub(crate) fn attach_uprobe(
         &mut self,
         probe: u32,
         binaries: &[String],
         symbol: &str,
-        returns: bool,
+        returns: Returns,
     ) -> Result<Attachments, ProbeFailure> {
         let mut attached = Attachments::default();
+        let result = self.attach_all(probe, binaries, symbol, returns, &mut attached);
+        if let Err(e) = result {
+            self.detach(probe, &mut attached);
+            return Err(e);
+        }
+        Ok(attached)
+    }
+
+    fn attach_all(
+        &mut self,
+        probe: u32,
+        binaries: &[String],
+        symbol: &str,
+        returns: Returns,
+        attached: &mut Attachments,
+    ) -> Result<(), ProbeFailure> {
         for binary in binaries {
-            let entry = self.attach_one(ENTRY, probe * 2, binary, symbol);
-            match entry {
-                Ok(link) => attached.entries.push(link),
-                Err(e) => {
-                    self.detach(probe, &mut attached);
-                    return Err(e);
+            let entry = UProbeAttachLocation::Symbol(symbol);
+            attached
+                .entries
+                .push(self.attach_one(ENTRY, probe * 2, binary, symbol, entry)?);
+            match returns {
+                Returns::None => {}
+                Returns::Uretprobe => {
+                    let at = UProbeAttachLocation::Symbol(symbol);
+                    attached.returns.push(self.attach_one(
+                        RETURN,
+                        probe * 2 + 1,
+                        binary,
+                        symbol,
+                        at,
+                    )?);
                 }
-            }
-            if returns {
-                match self.attach_one(RETURN, probe * 2 + 1, binary, symbol) {
-                    Ok(link) => attached.returns.push(link),
-                    Err(e) => {
-                        self.detach(probe, &mut attached);
-                        return Err(e);
+                Returns::AtReturnInstructions => {
+                    for offset in super::elf::return_offsets(Path::new(binary), symbol)? {
+                        let at = UProbeAttachLocation::AbsoluteOffset(offset);
+                        attached.entries.push(self.attach_one(
+                            ENTRY,
+                            probe * 2 + 1,
+                            binary,
+                            symbol,
+                            at,
+                        )?);
                     }
                 }
             }
         }
-        Ok(attached)
+        Ok(())
     }
 
     fn attach_one(
@@ -185,6 +226,7 @@ impl ProbeKernel {
         cookie: u32,
         binary: &str,
         symbol: &str,
+        location: UProbeAttachLocation<'_>,
     ) -> Result<UProbeLinkId, ProbeFailure> {
         let uprobe: &mut UProbe = self
             .ebpf
@@ -193,7 +235,7 @@ impl ProbeKernel {
             .try_into()
             .map_err(|e| map_failure(program, e))?;
         let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::Symbol(symbol),
+            location,
             cookie: Some(u64::from(cookie)),
         };
         uprobe

@@ -14,8 +14,8 @@ use px_ebpf::dynamic_probe::{
 };
 use px_tablestore::{RowBuilder, TableStore};
 
-use super::kernel::{Attachments, ProbeKernel, Slots};
-use super::plan::{Decode, Hook, Plan, ValueSource, plan};
+use super::kernel::{Attachments, ProbeKernel, Returns, Slots};
+use super::plan::{CallingConvention, Decode, Hook, Plan, ValueSource, plan};
 use super::state::{Phase, ProbeFailure};
 use super::targets;
 use crate::process::{ProcessCache, ProcessTable};
@@ -85,7 +85,8 @@ struct Loaded {
     plan: Plan,
     attachments: Attachments,
     rows: RowBuilder,
-    pending: HashMap<u32, Vec<PendingCall>>,
+    /// Calls awaiting their return, by thread (or goroutine, for Go).
+    pending: HashMap<u64, Vec<PendingCall>>,
     pending_count: usize,
 }
 
@@ -414,9 +415,22 @@ impl ProbeManager {
                 kernel.allow_cgroup(slot, *cgroup)?;
             }
         }
-        let returns = matches!(plan.hook, Hook::Uprobe { returns: true, .. });
+        let returns = match plan.hook {
+            Hook::Uprobe { returns: false, .. } | Hook::Tracepoint { .. } => Returns::None,
+            Hook::Uprobe {
+                convention: CallingConvention::Go,
+                ..
+            } => Returns::AtReturnInstructions,
+            Hook::Uprobe { .. } => Returns::Uretprobe,
+        };
         let mut entry = config;
-        entry.flags = flags | if returns { PROBE_PAIRED } else { 0 };
+        // Only a uretprobe needs the kernel to remember admitted calls.
+        entry.flags = flags
+            | if returns == Returns::Uretprobe {
+                PROBE_PAIRED
+            } else {
+                0
+            };
         fill(&mut entry, &plan.entry);
         kernel.configure(slot, 0, entry)?;
         let mut ret = config;
@@ -490,10 +504,11 @@ impl ProbeManager {
         if side == 0 {
             let cells = entry_cells(&loaded.plan, &event, data);
             if paired {
+                let key = pair_key(&loaded.plan, &event, 0);
                 push_pending(
                     loaded,
                     &mut probe.user_drops,
-                    event.tid,
+                    key,
                     PendingCall {
                         ktime_ns: event.ktime_ns,
                         cells,
@@ -515,13 +530,14 @@ impl ProbeManager {
             probe.events += 1;
             return;
         }
-        let Some(call) = loaded.pending.get_mut(&event.tid).and_then(Vec::pop) else {
+        let key = pair_key(&loaded.plan, &event, 1);
+        let Some(call) = loaded.pending.get_mut(&key).and_then(Vec::pop) else {
             probe.user_drops += 1;
             return;
         };
         loaded.pending_count = loaded.pending_count.saturating_sub(1);
-        if loaded.pending.get(&event.tid).is_some_and(Vec::is_empty) {
-            loaded.pending.remove(&event.tid);
+        if loaded.pending.get(&key).is_some_and(Vec::is_empty) {
+            loaded.pending.remove(&key);
         }
         let ret = decode_values(&loaded.plan.ret, &event, data);
         let upid = inner.upids.upid(event.tgid);
@@ -635,7 +651,15 @@ fn fill(config: &mut ProbeConfig, captures: &[px_ebpf::dynamic_probe::Capture]) 
     config.n_captures = u32::try_from(captures.len().min(MAX_CAPTURES)).unwrap_or(0);
 }
 
-fn push_pending(loaded: &mut Loaded, drops: &mut u64, tid: u32, call: PendingCall) {
+/// What pairs a return with its call: the goroutine for Go, else the thread.
+fn pair_key(plan: &Plan, event: &ProbeEvent, side: u32) -> u64 {
+    match plan.goroutine {
+        Some((entry, ret)) => event.values[if side == 0 { entry } else { ret }],
+        None => u64::from(event.tid),
+    }
+}
+
+fn push_pending(loaded: &mut Loaded, drops: &mut u64, key: u64, call: PendingCall) {
     if loaded.pending_count >= MAX_PENDING_CALLS {
         // Threads that never return (or exited): forget the whole backlog of one.
         if let Some(stale) = loaded.pending.keys().next().copied()
@@ -645,7 +669,7 @@ fn push_pending(loaded: &mut Loaded, drops: &mut u64, tid: u32, call: PendingCal
             *drops += calls.len() as u64;
         }
     }
-    loaded.pending.entry(tid).or_default().push(call);
+    loaded.pending.entry(key).or_default().push(call);
     loaded.pending_count += 1;
 }
 

@@ -4,6 +4,7 @@
 //! how each value becomes a column), is attached by [`kernel`], fills a table of its
 //! own through the [`reader`], and is controlled through the gRPC [`service`].
 
+mod elf;
 mod format;
 mod kernel;
 mod manager;

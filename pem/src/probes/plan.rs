@@ -15,6 +15,7 @@ use super::state::ProbeFailure;
 
 /// `pt_regs` offsets on x86-64 (arch/x86/include/asm/ptrace.h).
 mod regs {
+    pub(super) const R14: u16 = 8;
     pub(super) const R11: u16 = 48;
     pub(super) const R10: u16 = 56;
     pub(super) const R9: u16 = 64;
@@ -110,6 +111,10 @@ pub(crate) struct Plan {
     pub(crate) schema: TableSchema,
     /// Only threads with this command name (the target's `executable`).
     pub(crate) comm: Option<[u8; 16]>,
+    /// For Go: the captures (entry, return) holding the goroutine (`g` in R14), which
+    /// pairs a return with its call even when the goroutine moved to another thread.
+    /// Otherwise calls pair by thread.
+    pub(crate) goroutine: Option<(usize, usize)>,
 }
 
 /// Checks a spec and plans its probe. `tracefs` is where tracepoint formats are read;
@@ -139,10 +144,23 @@ pub(crate) fn plan(
                 Abi::Go => CallingConvention::Go,
                 Abi::Auto => detect_convention(&binary)?,
             };
-            let (entry, ret, columns) = uprobe_captures(&spec.columns, convention)?;
+            let (mut entry, mut ret, columns) = uprobe_captures(&spec.columns, convention)?;
             let returns = columns
                 .iter()
                 .any(|c| matches!(c, ValueSource::Return(..) | ValueSource::Latency));
+            let goroutine = (returns && convention == CallingConvention::Go).then(|| {
+                let g = Capture {
+                    offset: regs::R14,
+                    kind: CAP_SCALAR,
+                    size_or_flags: 8,
+                    ..Capture::default()
+                };
+                entry.push(g);
+                ret.push(g);
+                (entry.len() - 1, ret.len() - 1)
+            });
+            check_capture_count(&entry)?;
+            check_capture_count(&ret)?;
             Ok(Plan {
                 hook: Hook::Uprobe {
                     binary: binary.to_string_lossy().into_owned(),
@@ -155,6 +173,7 @@ pub(crate) fn plan(
                 columns,
                 schema,
                 comm,
+                goroutine,
             })
         }
         (None, Some(tracepoint)) => {
@@ -190,6 +209,7 @@ pub(crate) fn plan(
                 columns,
                 schema,
                 comm,
+                goroutine: None,
             })
         }
         _ => Err(ProbeFailure::invalid(
@@ -289,7 +309,7 @@ fn resolve_binary(root: &Path, binary: &str) -> Result<PathBuf, ProbeFailure> {
 
 /// Go's register ABI for binaries built by Go 1.17 or later, System V otherwise.
 fn detect_convention(binary: &Path) -> Result<CallingConvention, ProbeFailure> {
-    let Some(version) = go_version(binary) else {
+    let Some(version) = super::elf::go_version(binary) else {
         return Ok(CallingConvention::SysV);
     };
     let minor = version
@@ -307,31 +327,6 @@ fn detect_convention(binary: &Path) -> Result<CallingConvention, ProbeFailure> {
             ),
         )),
     }
-}
-
-/// The Go version a binary was built with (`go1.19.8`), from its `.go.buildinfo`.
-fn go_version(binary: &Path) -> Option<String> {
-    use object::{Object, ObjectSection};
-    let data = std::fs::read(binary).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let section = file.section_by_name(".go.buildinfo")?;
-    let bytes = section.data().ok()?;
-    // Go 1.18+: 32-byte header, then the version as a varint-prefixed string.
-    if bytes.len() > 33 && bytes[15] & 2 != 0 {
-        let len = usize::from(bytes[32]);
-        return bytes
-            .get(33..33 + len)
-            .map(|v| String::from_utf8_lossy(v).into_owned());
-    }
-    // Older layouts keep pointers to the string; any `go1.` text in the section will do.
-    let text = String::from_utf8_lossy(bytes);
-    let at = text.find("go1.")?;
-    Some(
-        text[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
-            .collect(),
-    )
 }
 
 type Captures = (Vec<Capture>, Vec<Capture>, Vec<ValueSource>);
@@ -681,6 +676,21 @@ mod tests {
         );
         assert_eq!(p.entry[2].offset, regs::DI, "after the string's two words");
         assert_eq!(p.ret[0].offset, regs::BX);
+        assert_eq!(p.goroutine, None, "no return side: nothing to pair");
+    }
+
+    #[test]
+    fn go_calls_pair_by_goroutine() {
+        let mut s = uprobe(
+            r#"[{"name":"id","source":"Arg","index":0,"type":"int64"},
+                {"name":"lat","source":"Latency"}]"#,
+        );
+        if let Some(u) = s.probe.uprobe.as_mut() {
+            u.abi = Some(Abi::Go);
+        }
+        let p = plan(&s, Path::new("/nonexistent"), Path::new("/")).expect("plans");
+        let (e, r) = p.goroutine.expect("paired by goroutine");
+        assert_eq!((p.entry[e].offset, p.ret[r].offset), (regs::R14, regs::R14));
     }
 
     #[test]
