@@ -49,7 +49,8 @@ struct {
 } probe_cgroups SEC(".maps");
 
 /* Calls whose entry was recorded and whose return is due, by thread and probe: a return
- * is recorded only if its entry was, so the rate limit bounds both. */
+ * is recorded only if its entry was, so the rate limit bounds both. A plain hash, not an
+ * LRU: an LRU may evict live entries early, and each lost one loses a row. */
 struct inflight_key {
 	__u64 pid_tgid;
 	__u32 probe;
@@ -57,7 +58,7 @@ struct inflight_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct inflight_key);
 	__type(value, __u32);

@@ -3,6 +3,7 @@
  *   probe_target calls N LABEL [wait]  px_add(i, 7, LABEL) for i < N, then px_sleepy(30)
  *                                      (with `wait`: after reading a line from stdin)
  *   probe_target hot N                 N calls of px_hot; prints nanoseconds per call
+ *   probe_target paced N PER_SEC       N calls of px_hot, spread evenly at PER_SEC
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,18 @@ int main(int argc, char **argv)
 			sum += px_hot(i);
 		long elapsed = now_ns() - start;
 		printf("%.2f %ld\n", (double)elapsed / (double)n, sum);
+		return 0;
+	}
+	if (argc >= 4 && strcmp(argv[1], "paced") == 0) {
+		long n = atol(argv[2]), rate = atol(argv[3]), sum = 0;
+		long start = now_ns();
+		for (long i = 0; i < n; i++) {
+			long due = start + i * (1000000000L / rate);
+			while (now_ns() < due)
+				;
+			sum += px_hot(i);
+		}
+		printf("%ld\n", sum);
 		return 0;
 	}
 	if (argc >= 4 && strcmp(argv[1], "calls") == 0) {
