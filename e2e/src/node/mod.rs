@@ -22,8 +22,15 @@ use crate::time::now_rfc3339;
 mod pod;
 mod process;
 
-/// The address every pod and node reports: everything runs on this machine.
-const LOCAL_IP: &str = "127.0.0.1";
+/// The loopback address of the simulated node at `index` (0-based): 127.1.0.1,
+/// 127.1.0.2, ... Linux routes all of 127/8 to `lo`, so each node's pods can listen
+/// on the same port on this one machine, as pods of different nodes do in a cluster.
+pub(crate) fn node_ip(index: usize) -> Option<std::net::Ipv4Addr> {
+    let base = u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0));
+    let offset = u32::try_from(index).ok()?.checked_add(1)?;
+    // Stay inside 127/8.
+    (offset < 1 << 23).then(|| std::net::Ipv4Addr::from(base + offset))
+}
 
 /// A simulated node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +55,9 @@ impl NodeSpec {
 pub(crate) struct NodeContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) name: String,
+    /// The node's address: its InternalIP, and every pod's `podIP` and `hostIP` (the
+    /// pods share the node's network, as with `hostNetwork`).
+    pub(crate) ip: String,
     /// Absolute path of the node's cgroup v2 directory.
     pub(crate) cgroup: PathBuf,
     /// Image name (with or without tag) to local executable.
@@ -103,7 +113,7 @@ fn register(ctx: &NodeContext, spec: &NodeSpec) -> Result<(), crate::Error> {
         "spec": {},
         "status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": LOCAL_IP}, {"type": "Hostname", "address": spec.name}],
+            "addresses": [{"type": "InternalIP", "address": ctx.ip}, {"type": "Hostname", "address": spec.name}],
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
             "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
             "nodeInfo": {"kubeletVersion": "v1.32.0-px-e2e", "containerRuntimeVersion": "px-e2e://processes", "operatingSystem": "linux", "architecture": std::env::consts::ARCH},
