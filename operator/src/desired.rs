@@ -259,11 +259,16 @@ pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
 }
 
 fn pod_ip_env() -> EnvVar {
+    downward_env("POD_IP", "status.podIP")
+}
+
+/// `name` from the downward API's `field_path`.
+fn downward_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_IP".to_string(),
+        name: name.to_string(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "status.podIP".to_string(),
+                field_path: field_path.to_string(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
@@ -344,7 +349,9 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let version = version(vz);
     let memory = pem_memory(vz)?;
     let (args, extra_env) = pem_args(vz, &memory);
-    let mut env = vec![pod_ip_env()];
+    // POD_IP: the PEM listens there (`--listen`), where Kelvin and the operator reach
+    // it. NODE_NAME: the node it reports probes and tables for.
+    let mut env = vec![pod_ip_env(), downward_env("NODE_NAME", "spec.nodeName")];
     env.extend(extra_env);
 
     let mut resources = vz

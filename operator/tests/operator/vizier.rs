@@ -275,7 +275,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     .await;
     assert_eq!(
         kelvin_pems,
-        "node-a=http://127.0.0.1:50400,node-b=http://127.0.0.1:50400"
+        "node-a=http://127.1.0.1:50400,node-b=http://127.1.0.2:50400"
     );
     let ignored = ok(
         &cluster,
@@ -305,7 +305,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         "2 SA, 2 Role, 2 RB, DS, Deploy, Svc: {before:?}"
     );
     let vz_rv = vz_api.get("pixie").await.unwrap().metadata.resource_version;
-    let ctx = Arc::new(px_operator::vizier::Context::new(client.clone(), None));
+    let ctx = Arc::new(px_operator::Context::new(client.clone(), None, None));
     px_operator::vizier::reconcile(Arc::new(vz_api.get("pixie").await.unwrap()), ctx)
         .await
         .unwrap();
