@@ -109,11 +109,13 @@ impl Cluster {
             let name = dir_name(cluster.dir.path());
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
+            static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+            let number = CLUSTERS.fetch_add(1, Ordering::Relaxed);
             for (index, spec) in config.nodes.iter().enumerate() {
-                let ip = crate::node::node_ip(index)
+                let ip = crate::node::node_ip(number, index)
                     .ok_or_else(|| Error::Refused {
                         what: format!("node {}", spec.name),
-                        message: "too many nodes for 127/8".into(),
+                        message: "at most 254 nodes per cluster".into(),
                     })?
                     .to_string();
                 let node_dir = cluster.dir.path().join("nodes").join(&spec.name);

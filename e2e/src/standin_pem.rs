@@ -196,14 +196,16 @@ pub fn retention_report<'a>(
     names.sort_unstable();
     names.dedup();
     let count = u64::try_from(names.len()).unwrap_or(1).max(1);
-    let default_budget = memory_limit / 100 * DEFAULT_DATA_PERCENT / count;
+    let default_budget = percent_of(memory_limit, DEFAULT_DATA_PERCENT) / count;
     let tables = names
         .into_iter()
         .map(|table| {
             let own = budgets.iter().find(|b| b.table == table);
             let budget = match own {
                 Some(b) if b.max_bytes > 0 => b.max_bytes,
-                Some(b) if b.memory_percent > 0 => memory_limit / 100 * u64::from(b.memory_percent),
+                Some(b) if b.memory_percent > 0 => {
+                    percent_of(memory_limit, u64::from(b.memory_percent))
+                }
                 _ => default_budget,
             };
             let max_age_ns = own.map_or(0, |b| b.max_age_ns);
@@ -226,6 +228,11 @@ pub fn retention_report<'a>(
         tables,
         memory_limit_bytes: memory_limit,
     }
+}
+
+/// `percent`% of `bytes`, exactly (50% of 1Gi is 512Mi), without overflow.
+fn percent_of(bytes: u64, percent: u64) -> u64 {
+    u64::try_from(u128::from(bytes) * u128::from(percent) / 100).unwrap_or(u64::MAX)
 }
 
 #[tonic::async_trait]

@@ -22,14 +22,18 @@ use crate::time::now_rfc3339;
 mod pod;
 mod process;
 
-/// The loopback address of the simulated node at `index` (0-based): 127.1.0.1,
-/// 127.1.0.2, ... Linux routes all of 127/8 to `lo`, so each node's pods can listen
-/// on the same port on this one machine, as pods of different nodes do in a cluster.
-pub(crate) fn node_ip(index: usize) -> Option<std::net::Ipv4Addr> {
-    let base = u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0));
-    let offset = u32::try_from(index).ok()?.checked_add(1)?;
-    // Stay inside 127/8.
-    (offset < 1 << 23).then(|| std::net::Ipv4Addr::from(base + offset))
+/// The loopback address of node `index` (0-based) of the cluster numbered `cluster` in
+/// this process: 127.P.C.(index+1), with P from the process id and C from `cluster`, so
+/// clusters of tests running at the same time (in one process or several) do not share
+/// addresses. Linux routes all of 127/8 to `lo`, so each node's pods can listen on the
+/// same port on this one machine, as pods of different nodes do in a cluster.
+pub(crate) fn node_ip(cluster: u64, index: usize) -> Option<std::net::Ipv4Addr> {
+    let process = u8::try_from(std::process::id() % 250 + 1).ok()?;
+    let cluster = u8::try_from(cluster % 256).ok()?;
+    let host = u8::try_from(index.checked_add(1)?)
+        .ok()
+        .filter(|h| *h < 255)?;
+    Some(std::net::Ipv4Addr::new(127, process, cluster, host))
 }
 
 /// A simulated node.
