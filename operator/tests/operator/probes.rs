@@ -527,6 +527,29 @@ async fn a_pem_failing_on_one_node_makes_it_partially_running_and_everything_hea
     )
     .await;
     wait_probe_phase(&cluster, &id, ProbePhase::Terminated).await;
+
+    // A TTL that runs out: removed from the PEMs, Failed with reason Expired.
+    let brief =
+        host("brief", "pl", "brief").replace("  table: brief\n", "  table: brief\n  ttl: 4s\n");
+    assert!(brief.contains("ttl: 4s"), "{brief}");
+    apply(&cluster, &brief).await;
+    let id = uid(&cluster, "pl", "brief").await;
+    wait_tp(&cluster, "pl", "brief", "0/0", "Failed").await;
+    let why = stalled(&cluster, "pl", "brief").await;
+    assert!(why.starts_with("Expired spec.ttl (4s) ran out"), "{why}");
+    wait_probe_phase(&cluster, &id, ProbePhase::Terminated).await;
+    let expires = jsonpath(
+        &cluster,
+        &["tp", "brief", "-n", "pl"],
+        "{.status.expiresAt}",
+    )
+    .await;
+    assert!(!expires.is_empty());
+    ok(
+        &cluster,
+        &["delete", "tp", "brief", "-n", "pl", "--timeout=60s"],
+    )
+    .await;
     operator.abort();
     cluster.stop().await;
 }
