@@ -50,7 +50,8 @@ pub const BUILT_IN_TABLES: &[&str] = &[
 /// the event's) and a message that names the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// `InvalidSpec`, `TableConflict` or `HostTargetRefused`.
+    /// `InvalidSpec`, `TableConflict` or `HostTargetRefused` (or `Expired`, for a TTL
+    /// that ran out).
     pub reason: &'static str,
     /// What to change.
     pub message: String,

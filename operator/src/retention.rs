@@ -234,6 +234,38 @@ async fn send(ctx: &Context, ns: &str, req: &SetRetentionRequest) -> Result<Roun
     Ok(round)
 }
 
+/// The event a status change deserves: the reason it stalled (when that is new), or
+/// `Applied` when it becomes ready.
+pub fn event(
+    old: Option<&DataRetentionStatus>,
+    new: &DataRetentionStatus,
+) -> Option<(EventType, String, String)> {
+    let stall = |s: &DataRetentionStatus| {
+        px_crds::find_condition(&s.conditions, STALLED)
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let was_ready = old.is_some_and(|s| px_crds::is_true(&s.conditions, READY));
+    match stall(new) {
+        Some(now) if old.and_then(stall).as_ref() != Some(&now) => {
+            Some((EventType::Warning, now.0, now.1))
+        }
+        Some(_) => None,
+        None if !was_ready && px_crds::is_true(&new.conditions, READY) => Some((
+            EventType::Normal,
+            "Applied".to_string(),
+            format!(
+                "every PEM applied the budgets; {} tables reported",
+                new.tables.len()
+            ),
+        )),
+        None => None,
+    }
+}
+
+/// Publishes the event the change deserves, then writes `status`, if it differs from
+/// the current one (events first, so a kill in between repeats them rather than loses
+/// them).
 async fn write(
     ctx: &Context,
     dr: &DataRetention,
@@ -242,33 +274,10 @@ async fn write(
     if dr.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let was_ready = dr
-        .status
-        .as_ref()
-        .is_some_and(|s| px_crds::is_true(&s.conditions, READY));
-    let stalled = px_crds::find_condition(&status.conditions, STALLED)
-        .filter(|c| c.status == "True")
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    let old_stall = dr
-        .status
-        .as_ref()
-        .and_then(|s| px_crds::find_condition(&s.conditions, STALLED))
-        .filter(|c| c.status == "True")
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    ctx.write_status(dr, &status).await?;
-    if let Some((reason, message)) = stalled.filter(|s| Some(s) != old_stall.as_ref()) {
-        ctx.publish(dr, EventType::Warning, &reason, message).await;
-    } else if !was_ready && px_crds::is_true(&status.conditions, READY) {
-        let n = status.tables.len();
-        ctx.publish(
-            dr,
-            EventType::Normal,
-            "Applied",
-            format!("every PEM applied the budgets; {n} tables reported"),
-        )
-        .await;
+    if let Some((type_, reason, note)) = event(dr.status.as_ref(), &status) {
+        ctx.publish(dr, type_, &reason, note).await;
     }
-    Ok(())
+    ctx.write_status(dr, &status).await
 }
 
 async fn apply(dr: &DataRetention, ctx: &Context) -> Result<Action, Error> {
@@ -431,6 +440,26 @@ mod tests {
             (100, 100, 2)
         );
         assert_eq!(http.oldest_record_age.as_deref(), Some("20m0s"));
+    }
+
+    #[test]
+    fn events_say_when_it_stalls_or_becomes_ready() {
+        let dr = DataRetention::new("r", DataRetentionSpec::default());
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
+        let stalled = stalled_status(&dr, "NoVizier", "no Vizier in \"shop\"", &now);
+        let e = event(None, &stalled).unwrap();
+        assert_eq!(
+            (e.1.as_str(), e.2.as_str()),
+            ("NoVizier", "no Vizier in \"shop\"")
+        );
+        assert_eq!(event(Some(&stalled), &stalled), None);
+        let round = Round {
+            reports: vec![RetentionReport::default()],
+            silent: vec![],
+        };
+        let ready = status(&dr, &round, &now);
+        assert_eq!(event(Some(&stalled), &ready).unwrap().1, "Applied");
+        assert_eq!(event(Some(&ready), &ready), None);
     }
 
     #[test]

@@ -60,42 +60,53 @@ async fn check(tp: &Tracepoint, ctx: &Context) -> Result<Result<(), Invalid>, Er
     Ok(probes::validate(tp, &all, vizier_here))
 }
 
-async fn apply(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
-    let now = now();
-    let pems = pem::pems_by_node(&ctx.pem_pods(None).await?);
-    if probes::expired(tp, &now) {
-        sync(tp, ctx, &pems, &BTreeMap::new()).await?;
+/// Why the Tracepoint must not run now, if it must not: its TTL ran out (a Normal event:
+/// it did what was asked) or it is invalid (a Warning).
+async fn refusal(
+    tp: &Tracepoint,
+    ctx: &Context,
+    now: &Time,
+) -> Result<Option<(EventType, Invalid)>, Error> {
+    if probes::expired(tp, now) {
         let ttl = tp.spec.ttl.clone().unwrap_or_default();
         let message = format!(
             "spec.ttl ({ttl}) ran out; the probe was removed from every node. Delete the Tracepoint, or raise spec.ttl to load it again"
         );
-        let status = probes::stalled_status(tp, "Expired", &message, &now);
-        write(tp, ctx, status, |_| {
-            Some((EventType::Normal, "Expired", message.clone()))
-        })
-        .await?;
-        return Ok(Action::requeue(RESYNC));
+        let expired = Invalid {
+            reason: "Expired",
+            message,
+        };
+        return Ok(Some((EventType::Normal, expired)));
     }
-    if let Err(invalid) = check(tp, ctx).await? {
-        sync(tp, ctx, &pems, &BTreeMap::new()).await?;
-        let status = probes::stalled_status(tp, invalid.reason, &invalid.message, &now);
-        write(tp, ctx, status, |_| {
-            Some((EventType::Warning, invalid.reason, invalid.message.clone()))
-        })
-        .await?;
-        // A table conflict resolves when the owner goes; look again at the resync.
-        return Ok(Action::requeue(RESYNC));
+    Ok(check(tp, ctx).await?.err().map(|i| (EventType::Warning, i)))
+}
+
+/// Removes the probe from every PEM that may have it, and reports why in the status
+/// (Failed, Stalled) and an event.
+async fn refuse(
+    tp: &Tracepoint,
+    ctx: &Context,
+    pems: &[Pem],
+    type_: EventType,
+    why: Invalid,
+    now: &Time,
+) -> Result<Action, Error> {
+    sync(tp, ctx, pems, &BTreeMap::new()).await?;
+    let status = probes::stalled_status(tp, why.reason, &why.message, now);
+    write(tp, ctx, status, (type_, why.reason, why.message)).await?;
+    // A table conflict resolves when the owner goes: look again at the resync.
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn apply(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
+    let now = now();
+    let pems = pem::pems_by_node(&ctx.pem_pods(None).await?);
+    if let Some((type_, why)) = refusal(tp, ctx, &now).await? {
+        return refuse(tp, ctx, &pems, type_, why, &now).await;
     }
     let targets = match selected_nodes(tp, ctx, &pems).await? {
         Ok(t) => t,
-        Err(invalid) => {
-            let status = probes::stalled_status(tp, invalid.reason, &invalid.message, &now);
-            write(tp, ctx, status, |_| {
-                Some((EventType::Warning, invalid.reason, invalid.message.clone()))
-            })
-            .await?;
-            return Ok(Action::await_change());
-        }
+        Err(why) => return refuse(tp, ctx, &pems, EventType::Warning, why, &now).await,
     };
     let outcomes = sync(tp, ctx, &pems, &targets).await?;
     let (rollup, conditions) = probes::roll_up(&outcomes);
@@ -286,25 +297,14 @@ async fn cleanup(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Writes `status` if it differs from the current one, then publishes what
-/// `event(old)` says about the change.
-async fn write<F>(
+/// Writes `status` if it differs from the current one, with `event`.
+async fn write(
     tp: &Tracepoint,
     ctx: &Context,
     status: TracepointStatus,
-    event: F,
-) -> Result<(), Error>
-where
-    F: FnOnce(Option<&TracepointStatus>) -> Option<(EventType, &'static str, String)>,
-{
-    if tp.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    ctx.write_status(tp, &status).await?;
-    if let Some((type_, reason, note)) = event(tp.status.as_ref()) {
-        ctx.publish(tp, type_, reason, note).await;
-    }
-    Ok(())
+    event: (EventType, &'static str, String),
+) -> Result<(), Error> {
+    write_with(tp, ctx, status, vec![event]).await
 }
 
 /// Writes a roll-up status and publishes an event per change a user would look for.
@@ -313,14 +313,27 @@ async fn write_with_events(
     ctx: &Context,
     status: TracepointStatus,
 ) -> Result<(), Error> {
+    let news = events(tp.status.as_ref(), &status);
+    write_with(tp, ctx, status, news).await
+}
+
+/// Publishes `news`, then writes `status`, when it differs from the current one. Events
+/// first: an operator killed in between publishes them again on the next reconcile (the
+/// recorder counts a repeated event), where the other order would lose them, since the
+/// status they describe would already be written.
+async fn write_with(
+    tp: &Tracepoint,
+    ctx: &Context,
+    status: TracepointStatus,
+    news: Vec<(EventType, &'static str, String)>,
+) -> Result<(), Error> {
     if tp.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    ctx.write_status(tp, &status).await?;
-    for (type_, reason, note) in events(tp.status.as_ref(), &status) {
+    for (type_, reason, note) in news {
         ctx.publish(tp, type_, reason, note).await;
     }
-    Ok(())
+    ctx.write_status(tp, &status).await
 }
 
 /// The events a status change deserves: `ProbeLoaded` when it starts running
