@@ -847,6 +847,21 @@ mod tests {
     }
 
     #[test]
+    fn the_pem_listens_on_its_pod_ip_and_knows_its_node() {
+        let ds = pem_daemonset(&vizier(VizierSpec::default())).unwrap();
+        assert!(args(&ds).contains(&format!("--listen=$(POD_IP):{PEM_PORT}")));
+        let env = pem_container(&ds).env.clone().unwrap();
+        let from = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        assert_eq!(from("POD_IP").as_deref(), Some("status.podIP"));
+        assert_eq!(from("NODE_NAME").as_deref(), Some("spec.nodeName"));
+    }
+
+    #[test]
     fn custom_pem_flags_become_flags_or_environment() {
         let ds = pem_daemonset(&vizier(VizierSpec {
             data_collector_params: Some(DataCollectorParams {
