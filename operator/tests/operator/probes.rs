@@ -109,7 +109,8 @@ async fn standin_pem() -> PathBuf {
             let exe = std::env::current_exe().unwrap();
             let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
             let target = profile_dir.parent().unwrap();
-            let status = tokio::process::Command::new(env!("CARGO"))
+            let mut cargo = tokio::process::Command::new(env!("CARGO"));
+            cargo
                 .args([
                     "build",
                     "-p",
@@ -119,10 +120,11 @@ async fn standin_pem() -> PathBuf {
                     "--target-dir",
                 ])
                 .arg(target)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .await
-                .unwrap();
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.ends_with("release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().await.unwrap();
             assert!(status.success(), "building standin-pem: {status}");
             profile_dir.join("standin-pem")
         })
