@@ -123,21 +123,43 @@ fn sweep_stale(root: &Path) {
     }
 }
 
-/// The pids in a cgroup directory.
+/// The pids in a cgroup directory and the cgroups below it (a node's pods).
 pub(crate) fn pids(dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
-        .collect()
+        .collect();
+    for child in children(dir) {
+        pids.extend(self::pids(&child));
+    }
+    pids
 }
 
-fn kill_and_remove(dir: &Path) {
+/// The cgroup directories directly below `dir`.
+fn children(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills everything in `dir` and below (`cgroup.kill` is recursive), then removes the
+/// directories, deepest first.
+pub(crate) fn kill_and_remove(dir: &Path) {
     // `cgroup.kill` (Linux 5.14+) SIGKILLs every process in the cgroup at once.
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     let deadline = Instant::now() + Duration::from_secs(3);
     while !pids(dir).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    for child in children(dir) {
+        kill_and_remove(&child);
     }
     // rmdir fails while the kernel still tears processes down; retry briefly.
     while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {

@@ -81,6 +81,7 @@ pub struct Cluster {
     agents: Vec<NodeAgent>,
     cgroup: Option<ClusterCgroup>,
     node_cgroups: BTreeMap<String, PathBuf>,
+    node_ips: BTreeMap<String, String>,
     emulator: Option<Emulator>,
     kubeconfig: PathBuf,
     cache_dir: PathBuf,
@@ -98,6 +99,7 @@ impl Cluster {
             agents: Vec::new(),
             cgroup: None,
             node_cgroups: BTreeMap::new(),
+            node_ips: BTreeMap::new(),
             emulator: Some(emulator),
             kubeconfig,
             cache_dir: dir.path().join("kube-cache"),
@@ -107,7 +109,15 @@ impl Cluster {
             let name = dir_name(cluster.dir.path());
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
-            for spec in &config.nodes {
+            static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+            let number = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+            for (index, spec) in config.nodes.iter().enumerate() {
+                let ip = crate::node::node_ip(number, index)
+                    .ok_or_else(|| Error::Refused {
+                        what: format!("node {}", spec.name),
+                        message: "at most 254 nodes per cluster".into(),
+                    })?
+                    .to_string();
                 let node_dir = cluster.dir.path().join("nodes").join(&spec.name);
                 std::fs::create_dir_all(&node_dir).map_err(|source| Error::WriteFile {
                     path: node_dir.clone(),
@@ -117,9 +127,11 @@ impl Cluster {
                 cluster
                     .node_cgroups
                     .insert(spec.name.clone(), cgroup_dir.clone());
+                cluster.node_ips.insert(spec.name.clone(), ip.clone());
                 let ctx = NodeContext {
                     shared: Arc::clone(cluster.emulator().shared()),
                     name: spec.name.clone(),
+                    ip,
                     cgroup: cgroup_dir,
                     images: Arc::clone(&images),
                     kubeconfig: cluster.kubeconfig.clone(),
@@ -136,6 +148,11 @@ impl Cluster {
     /// processes get as `PX_PEM_CGROUP`).
     pub fn node_cgroup(&self, node: &str) -> Option<&Path> {
         self.node_cgroups.get(node).map(PathBuf::as_path)
+    }
+
+    /// A simulated node's loopback address (its InternalIP and its pods' IPs).
+    pub fn node_ip(&self, node: &str) -> Option<&str> {
+        self.node_ips.get(node).map(String::as_str)
     }
 
     /// The pids currently in a node's cgroup.

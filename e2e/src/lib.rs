@@ -25,6 +25,7 @@ mod protobuf;
 mod resources;
 mod selectors;
 mod server;
+pub mod standin_pem;
 mod status;
 mod store;
 mod subresources;

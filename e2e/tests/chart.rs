@@ -179,7 +179,7 @@ fn operator_rules() -> Value {
         {"apiGroups": ["px.dev"], "resources": ["viziers/finalizers"], "verbs": ["update"]},
         {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
-        {"apiGroups": [""], "resources": ["services", "serviceaccounts", "configmaps"],
+        {"apiGroups": [""], "resources": ["services", "serviceaccounts"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
@@ -269,7 +269,7 @@ fn default_values_render_the_operator_with_least_privilege() {
     );
     assert_eq!(
         object(&out, "ClusterRole", "px-operator-nodes")["rules"],
-        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}])
+        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}])
     );
     assert_eq!(
         object(&out, "Role", "px-operator-leader-election")["rules"],

@@ -259,11 +259,16 @@ pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
 }
 
 fn pod_ip_env() -> EnvVar {
+    downward_env("POD_IP", "status.podIP")
+}
+
+/// `name` from the downward API's `field_path`.
+fn downward_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_IP".to_string(),
+        name: name.to_string(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "status.podIP".to_string(),
+                field_path: field_path.to_string(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
@@ -344,7 +349,9 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let version = version(vz);
     let memory = pem_memory(vz)?;
     let (args, extra_env) = pem_args(vz, &memory);
-    let mut env = vec![pod_ip_env()];
+    // POD_IP: the PEM listens there (`--listen`), where Kelvin and the operator reach
+    // it. NODE_NAME: the node it reports probes and tables for.
+    let mut env = vec![pod_ip_env(), downward_env("NODE_NAME", "spec.nodeName")];
     env.extend(extra_env);
 
     let mut resources = vz
@@ -837,6 +844,21 @@ mod tests {
             "linux"
         );
         assert_eq!(spec.tolerations.as_ref().unwrap(), &vec![toleration]);
+    }
+
+    #[test]
+    fn the_pem_listens_on_its_pod_ip_and_knows_its_node() {
+        let ds = pem_daemonset(&vizier(VizierSpec::default())).unwrap();
+        assert!(args(&ds).contains(&format!("--listen=$(POD_IP):{PEM_PORT}")));
+        let env = pem_container(&ds).env.clone().unwrap();
+        let from = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        assert_eq!(from("POD_IP").as_deref(), Some("status.podIP"));
+        assert_eq!(from("NODE_NAME").as_deref(), Some("spec.nodeName"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub enum Error {
         limit: u64,
     },
     /// The object lacks a name, namespace or uid the API server always sets.
-    #[error("the Vizier has no {field}")]
+    #[error("the object has no {field}")]
     MissingMetadata {
         /// Which field is missing.
         field: &'static str,
@@ -45,10 +45,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Writing the Vizier's status failed.
-    #[error("cannot write the status of Vizier {name}")]
+    /// Writing an object's status failed.
+    #[error("cannot write the status of {kind} {name}")]
     PatchStatus {
-        /// The Vizier's name.
+        /// The object's kind.
+        kind: String,
+        /// The object's name.
         name: String,
         /// The API error.
         #[source]
@@ -73,6 +75,25 @@ pub enum Error {
         /// The Lease's name.
         name: String,
     },
+    /// Adding or removing a finalizer, or the work under it, failed.
+    #[error("finalizer {finalizer}")]
+    Finalizer {
+        /// The finalizer.
+        finalizer: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+    /// A PEM did not confirm that it removed a probe or reset its retention, so the
+    /// object's finalizer stays until it does.
+    #[error("the PEM on node {node} did not answer")]
+    PemCall {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: crate::pem::CallError,
+    },
     /// Encoding an object as JSON failed (a bug).
     #[error("cannot encode {what} as JSON")]
     Encode {
@@ -96,6 +117,8 @@ impl Error {
             Self::PatchStatus { .. } => "patch_status",
             Self::Lease { .. } => "lease",
             Self::LeadershipLost { .. } => "leadership_lost",
+            Self::Finalizer { .. } => "finalizer",
+            Self::PemCall { .. } => "pem_call",
             Self::Encode { .. } => "encode",
         }
     }

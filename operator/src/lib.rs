@@ -1,15 +1,25 @@
 //! `px-operator`: reconciles `Vizier` custom resources into the PEM DaemonSet, the
-//! Kelvin Deployment and Service, and their ServiceAccounts and RBAC.
+//! Kelvin Deployment and Service, and their ServiceAccounts and RBAC; hands
+//! `Tracepoint`s to the PEMs of the nodes they select and rolls up what the PEMs report;
+//! sends `DataRetention` budgets to the PEMs and reports what they hold.
 //!
-//! [`run`] is the whole operator: it waits to lead (a Lease), then runs the Vizier
-//! controller until told to stop or until it loses the Lease. The desired state of each
-//! kind is a pure function ([`desired`], [`status`]), tested without a cluster.
+//! [`run`] is the whole operator: it waits to lead (a Lease), then runs the three
+//! controllers until told to stop or until it loses the Lease. The decisions of each
+//! kind are pure functions ([`desired`], [`status`], [`probes`], [`retention`]), tested
+//! without a cluster.
 
+mod context;
 pub mod desired;
 mod error;
 pub mod lease;
+pub mod pem;
+pub mod probes;
+pub mod retention;
 pub mod status;
+pub mod tracepoint;
 pub mod vizier;
+
+pub use context::Context;
 
 use std::time::Duration;
 
@@ -56,14 +66,21 @@ pub async fn run(
         () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
-    let controller = vizier::run(
+    let stop = futures_util::FutureExt::shared(async move {
+        let _ = stop_rx.await;
+    });
+    let ctx = std::sync::Arc::new(Context::new(
         client,
-        config.watch_namespace.as_deref(),
+        config.watch_namespace.clone(),
         Some(config.identity.clone()),
-        async move {
-            let _ = stop_rx.await;
-        },
-    );
+    ));
+    let controller = async move {
+        tokio::join!(
+            vizier::run(ctx.clone(), stop.clone()),
+            tracepoint::run(ctx.clone(), stop.clone()),
+            retention::run(ctx, stop),
+        );
+    };
     tokio::pin!(controller);
     tokio::select! {
         () = &mut controller => Ok(()),

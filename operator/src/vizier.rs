@@ -4,44 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use px_crds::{Vizier, VizierPhase, VizierStatus};
+use px_crds::{Vizier, VizierPhase};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::context::{Context, drain, error_policy};
 use crate::desired::{self, FIELD_MANAGER, Names, VIZIER_LABEL};
 use crate::error::Error;
 use crate::status;
-
-/// What every reconcile shares.
-pub struct Context {
-    client: Client,
-    recorder: Recorder,
-}
-
-impl Context {
-    /// A context on `client`; events are reported as `px-operator` from `instance`.
-    pub fn new(client: Client, instance: Option<String>) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_string(),
-                instance,
-            },
-        );
-        Self { client, recorder }
-    }
-}
 
 async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
@@ -79,43 +59,6 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
     }
 }
 
-async fn publish(ctx: &Context, vz: &Vizier, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &vz.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish an event");
-    }
-}
-
-async fn write_status(
-    client: &Client,
-    vz: &Vizier,
-    ns: &str,
-    status: &VizierStatus,
-) -> Result<(), Error> {
-    let name = vz.name_any();
-    let api: Api<Vizier> = Api::namespaced(client.clone(), ns);
-    let patch = serde_json::json!({
-        "apiVersion": "px.dev/v1alpha1",
-        "kind": "Vizier",
-        "metadata": {"name": name, "namespace": ns},
-        "status": status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::PatchStatus { name, source })?;
-    Ok(())
-}
-
 /// One reconcile of `vz`: applies its children, then writes its status if it changed.
 pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vz
@@ -141,7 +84,7 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
     let children = match desired::children(&vz, &pem_pods) {
         Ok(c) => c,
         Err(e) if e.is_spec_error() => {
-            return invalid_spec(&vz, &ctx, &ns, &e).await;
+            return invalid_spec(&vz, &ctx, &e).await;
         }
         Err(e) => return Err(e),
     };
@@ -177,9 +120,8 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
     };
     match &before {
         None => {
-            publish(
-                &ctx,
-                &vz,
+            ctx.publish(
+                &*vz,
                 EventType::Normal,
                 "Deploying",
                 format!(
@@ -190,9 +132,8 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
             .await;
         }
         Some(old) if checksum(old) != checksum(&ds) => {
-            publish(
-                &ctx,
-                &vz,
+            ctx.publish(
+                &*vz,
                 EventType::Normal,
                 "RollingPEMs",
                 "the PEMs' configuration changed; rolling them".to_string(),
@@ -207,15 +148,14 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
     let new_status = status::status(&vz, Some(&ds), &health, &now);
     if vz.status.as_ref() != Some(&new_status) {
         let old_phase = vz.status.as_ref().and_then(|s| s.vizier_phase);
-        write_status(client, &vz, &ns, &new_status).await?;
+        ctx.write_status(&*vz, &new_status).await?;
         if old_phase != Some(health.phase) {
             let type_ = match health.phase {
                 VizierPhase::Healthy | VizierPhase::Updating => EventType::Normal,
                 _ => EventType::Warning,
             };
-            publish(
-                &ctx,
-                &vz,
+            ctx.publish(
+                &*vz,
                 type_,
                 &format!("{:?}", health.phase),
                 health.message.clone(),
@@ -233,12 +173,7 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
 
 /// A spec the operator cannot deploy: say so in the status and an event, and wait for a
 /// change (retrying would fail the same way).
-async fn invalid_spec(
-    vz: &Vizier,
-    ctx: &Context,
-    ns: &str,
-    error: &Error,
-) -> Result<Action, Error> {
+async fn invalid_spec(vz: &Vizier, ctx: &Context, error: &Error) -> Result<Action, Error> {
     let message = error.to_string();
     let mut status = vz.status.clone().unwrap_or_default();
     status.observed_generation = vz.metadata.generation;
@@ -253,62 +188,29 @@ async fn invalid_spec(
         px_crds::set_condition(&mut status.conditions, c, vz.metadata.generation, &now);
     }
     if vz.status.as_ref() != Some(&status) {
-        write_status(&ctx.client, vz, ns, &status).await?;
-        publish(ctx, vz, EventType::Warning, "InvalidSpec", message).await;
+        ctx.write_status(vz, &status).await?;
+        ctx.publish(vz, EventType::Warning, "InvalidSpec", message)
+            .await;
     }
     Ok(Action::await_change())
 }
 
-/// Logs a failed reconcile and retries with a delay.
-pub fn error_policy(vz: Arc<Vizier>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(
-        vizier = %vz.name_any(),
-        namespace = ?vz.namespace(),
-        kind = error.metric_label(),
-        error = %error,
-        source = ?std::error::Error::source(error).map(ToString::to_string),
-        "reconcile failed"
-    );
-    Action::requeue(Duration::from_secs(5))
-}
-
-/// Runs the Vizier controller until `shutdown` resolves, watching `namespace` (all when
-/// `None`).
+/// Runs the Vizier controller until `shutdown` resolves, over the namespace scope of
+/// `ctx`.
 pub async fn run(
-    client: Client,
-    namespace: Option<&str>,
-    instance: Option<String>,
+    ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    let ctx = Arc::new(Context::new(client.clone(), instance));
-    Controller::new(
-        api::<Vizier>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(api::<DaemonSet>(&client, namespace), managed.clone())
-    .owns(api::<Deployment>(&client, namespace), managed.clone())
-    .watches(api::<Pod>(&client, namespace), managed, |pod: Pod| {
-        let vizier = pod.labels().get(VIZIER_LABEL)?.clone();
-        Some(ObjectRef::new(&vizier).within(&pod.namespace()?))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => tracing::debug!(vizier = %obj.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller"),
-        }
-    })
-    .await;
+    let results = Controller::new(ctx.scoped::<Vizier>(), watcher::Config::default())
+        .owns(ctx.scoped::<DaemonSet>(), managed.clone())
+        .owns(ctx.scoped::<Deployment>(), managed.clone())
+        .watches(ctx.scoped::<Pod>(), managed, |pod: Pod| {
+            let vizier = pod.labels().get(VIZIER_LABEL)?.clone();
+            Some(ObjectRef::new(&vizier).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy::<Vizier>, ctx);
+    drain(results).await;
 }

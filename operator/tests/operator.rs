@@ -4,5 +4,6 @@
 
 mod operator {
     mod lease;
+    mod probes;
     mod vizier;
 }

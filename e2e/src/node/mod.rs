@@ -22,8 +22,19 @@ use crate::time::now_rfc3339;
 mod pod;
 mod process;
 
-/// The address every pod and node reports: everything runs on this machine.
-const LOCAL_IP: &str = "127.0.0.1";
+/// The loopback address of node `index` (0-based) of the cluster numbered `cluster` in
+/// this process: 127.P.C.(index+1), with P from the process id and C from `cluster`, so
+/// clusters of tests running at the same time (in one process or several) do not share
+/// addresses. Linux routes all of 127/8 to `lo`, so each node's pods can listen on the
+/// same port on this one machine, as pods of different nodes do in a cluster.
+pub(crate) fn node_ip(cluster: u64, index: usize) -> Option<std::net::Ipv4Addr> {
+    let process = u8::try_from(std::process::id() % 250 + 1).ok()?;
+    let cluster = u8::try_from(cluster % 256).ok()?;
+    let host = u8::try_from(index.checked_add(1)?)
+        .ok()
+        .filter(|h| *h < 255)?;
+    Some(std::net::Ipv4Addr::new(127, process, cluster, host))
+}
 
 /// A simulated node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +59,9 @@ impl NodeSpec {
 pub(crate) struct NodeContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) name: String,
+    /// The node's address: its InternalIP, and every pod's `podIP` and `hostIP` (the
+    /// pods share the node's network, as with `hostNetwork`).
+    pub(crate) ip: String,
     /// Absolute path of the node's cgroup v2 directory.
     pub(crate) cgroup: PathBuf,
     /// Image name (with or without tag) to local executable.
@@ -103,7 +117,7 @@ fn register(ctx: &NodeContext, spec: &NodeSpec) -> Result<(), crate::Error> {
         "spec": {},
         "status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": LOCAL_IP}, {"type": "Hostname", "address": spec.name}],
+            "addresses": [{"type": "InternalIP", "address": ctx.ip}, {"type": "Hostname", "address": spec.name}],
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
             "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
             "nodeInfo": {"kubeletVersion": "v1.32.0-px-e2e", "containerRuntimeVersion": "px-e2e://processes", "operatingSystem": "linux", "architecture": std::env::consts::ARCH},

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::process::{ProcessGroup, spawn};
-use super::{LOCAL_IP, NodeContext, s};
+use super::process::{ProcessGroup, pod_cgroup, spawn};
+use super::{NodeContext, s};
 use crate::store::WriteOptions;
 use crate::time::now_rfc3339;
 
@@ -102,7 +102,7 @@ fn container_status(c: &ContainerRun) -> Value {
     status
 }
 
-fn pod_status(containers: &[ContainerRun], started: &str, policy: &str) -> Value {
+fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str) -> Value {
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c.process.is_some());
     let any_running = containers.iter().any(|c| c.process.is_some());
     let all_done = containers.iter().all(|c| c.done);
@@ -132,10 +132,10 @@ fn pod_status(containers: &[ContainerRun], started: &str, policy: &str) -> Value
             {"type": "ContainersReady", "status": ready, "lastTransitionTime": started},
             {"type": "Ready", "status": ready, "lastTransitionTime": started},
         ],
-        "hostIP": LOCAL_IP,
-        "hostIPs": [{"ip": LOCAL_IP}],
-        "podIP": LOCAL_IP,
-        "podIPs": [{"ip": LOCAL_IP}],
+        "hostIP": ip,
+        "hostIPs": [{"ip": ip}],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
         "startTime": started,
         "qosClass": "BestEffort",
         "containerStatuses": containers.iter().map(container_status).collect::<Vec<_>>(),
@@ -179,8 +179,16 @@ fn write_status(ctx: &NodeContext, pod: &Value, status: Value) -> bool {
         .is_ok()
 }
 
+/// Runs one pod's containers until told to stop, then removes the pod's cgroup (with
+/// anything a container left running in it).
+pub(super) async fn run_pod(ctx: Arc<NodeContext>, pod: Value, stop: watch::Receiver<PodStop>) {
+    let cgroup = pod_cgroup(&ctx, &pod);
+    run_containers(ctx, pod, stop).await;
+    let _ = tokio::task::spawn_blocking(move || crate::cgroup::kill_and_remove(&cgroup)).await;
+}
+
 /// Runs one pod's containers until told to stop; restarts exits per restartPolicy.
-pub(super) async fn run_pod(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<PodStop>) {
+async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<PodStop>) {
     let grace = Duration::from_secs(
         pod.pointer("/spec/terminationGracePeriodSeconds")
             .and_then(Value::as_u64)
@@ -230,7 +238,7 @@ pub(super) async fn run_pod(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::
                 }
             }
         }
-        let status = pod_status(&containers, &started, &policy);
+        let status = pod_status(&containers, &started, &policy, &ctx.ip);
         if status != last_written {
             if !write_status(&ctx, &pod, status.clone()) {
                 // The pod is gone (deleted or replaced).

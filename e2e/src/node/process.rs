@@ -1,5 +1,6 @@
 //! Container processes: the executable an image maps to, the environment (downward API,
-//! kubeconfig, the node's cgroup), joining the node's cgroup before exec, and killing
+//! kubeconfig, the node's cgroup), joining the pod's cgroup (`<node cgroup>/pod<uid>`,
+//! kubelet's naming) before exec, and killing
 //! the whole process group.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::{LOCAL_IP, NodeContext, s};
+use super::{NodeContext, s};
 
 /// A process group that is SIGKILLed when dropped (pod deleted, agent aborted).
 pub(super) struct ProcessGroup {
@@ -57,7 +58,7 @@ fn image_path(images: &HashMap<String, PathBuf>, image: &str) -> Option<PathBuf>
 }
 
 /// `valueFrom.fieldRef` values the downward API offers.
-fn field_ref(pod: &Value, node: &str, path: &str) -> Option<String> {
+fn field_ref(pod: &Value, ctx: &NodeContext, path: &str) -> Option<String> {
     if let Some(key) = path
         .strip_prefix("metadata.labels['")
         .and_then(|k| k.strip_suffix("']"))
@@ -82,9 +83,9 @@ fn field_ref(pod: &Value, node: &str, path: &str) -> Option<String> {
         "metadata.name" => s(pod, "/metadata/name").to_string(),
         "metadata.namespace" => s(pod, "/metadata/namespace").to_string(),
         "metadata.uid" => s(pod, "/metadata/uid").to_string(),
-        "spec.nodeName" => node.to_string(),
+        "spec.nodeName" => ctx.name.clone(),
         "spec.serviceAccountName" => s(pod, "/spec/serviceAccountName").to_string(),
-        "status.podIP" | "status.hostIP" => LOCAL_IP.to_string(),
+        "status.podIP" | "status.hostIP" | "status.podIPs" | "status.hostIPs" => ctx.ip.clone(),
         _ => return None,
     })
 }
@@ -116,7 +117,7 @@ fn environment(ctx: &NodeContext, pod: &Value, container: &Value) -> Vec<(String
             .pointer("/valueFrom/fieldRef/fieldPath")
             .and_then(Value::as_str)
         {
-            field_ref(pod, &ctx.name, path)
+            field_ref(pod, ctx, path)
         } else {
             None
         };
@@ -140,6 +141,12 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
         out = out.replace(&format!("$({k})"), v);
     }
     out
+}
+
+/// The pod's cgroup under its node's: `pod<uid>`, as kubelet names it (cgroupfs driver),
+/// so a PEM can find a pod's processes from its uid.
+pub(super) fn pod_cgroup(ctx: &NodeContext, pod: &Value) -> PathBuf {
+    ctx.cgroup.join(format!("pod{}", s(pod, "/metadata/uid")))
 }
 
 pub(super) fn spawn(
@@ -196,7 +203,14 @@ pub(super) fn spawn(
         "" => ctx.dir.clone(),
         w => PathBuf::from(w),
     };
-    let procs = std::ffi::CString::new(ctx.cgroup.join("cgroup.procs").as_os_str().as_bytes())
+    let pod_cgroup = pod_cgroup(ctx, pod);
+    std::fs::create_dir_all(&pod_cgroup).map_err(|e| {
+        (
+            "RunContainerError".to_string(),
+            format!("creating {}: {e}", pod_cgroup.display()),
+        )
+    })?;
+    let procs = std::ffi::CString::new(pod_cgroup.join("cgroup.procs").as_os_str().as_bytes())
         .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
     let mut cmd = Command::new(&exe);
     cmd.args(&argv)
@@ -212,7 +226,7 @@ pub(super) fn spawn(
     // async-signal-safe functions (open, write, close) on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
-            // Joins the node's cgroup before exec, so every process the container
+            // Joins the pod's cgroup before exec, so every process the container
             // starts is in it; "0" means the writing process.
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 {

@@ -88,6 +88,7 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     let cgroup_a = cluster.node_cgroup("node-a").unwrap().to_path_buf();
     let cgroup_b = cluster.node_cgroup("node-b").unwrap().to_path_buf();
     assert_ne!(cgroup_a, cgroup_b);
+    assert_ne!(cluster.node_ip("node-a"), cluster.node_ip("node-b"));
 
     let nodes = table(&ok(&cluster, &["get", "nodes"]).await);
     assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
@@ -163,7 +164,11 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
         .unwrap();
         assert_eq!(
             env.trim(),
-            format!("{node} {pod} px 127.0.0.1 hello {}", cgroup.display())
+            format!(
+                "{node} {pod} px {} hello {}",
+                cluster.node_ip(node).unwrap(),
+                cgroup.display()
+            )
         );
         let pid: i32 = ok(
             &cluster,
@@ -185,6 +190,25 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
             cluster.node_pids(node).contains(&pid),
             "pid {pid} not in {}",
             cgroup.display()
+        );
+        // In its pod's own cgroup, named as kubelet names it, below the node's.
+        let uid = ok(
+            &cluster,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "px",
+                pod,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        )
+        .await;
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            own.trim_end().ends_with(&format!("/{node}/pod{uid}")),
+            "{own}"
         );
     }
 

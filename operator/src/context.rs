@@ -1,0 +1,258 @@
+//! What every controller shares: the client, the event recorder, the namespace scope,
+//! and the few API calls they all make (status by server-side apply, events, PEM pods).
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, finalizer, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::desired::FIELD_MANAGER;
+use crate::error::Error;
+
+/// Labels of every PEM pod the operator made.
+pub(crate) const PEM_POD_SELECTOR: &str =
+    "app.kubernetes.io/name=vizier-pem,app.kubernetes.io/managed-by=px-operator";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub(crate) client: Client,
+    pub(crate) recorder: Recorder,
+    /// The namespace the operator is confined to, if any.
+    pub(crate) namespace: Option<String>,
+    /// Per Tracepoint uid, the nodes its probe was sent to since this operator started
+    /// (so a node that stops being selected is told to remove it). Lost on restart:
+    /// the first reconcile after a start tells every other PEM to remove it.
+    pub(crate) applied: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Context {
+    /// A context on `client`, watching `namespace` (all when `None`); events are
+    /// reported as `px-operator` from `instance`.
+    pub fn new(client: Client, namespace: Option<String>, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            recorder,
+            namespace,
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An API over the operator's scope: its namespace, or every namespace.
+    pub(crate) fn scoped<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        scoped(&self.client, self.namespace.as_deref())
+    }
+
+    /// Publishes an event about `obj`; a failure is logged, never fatal.
+    pub(crate) async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an event");
+        }
+    }
+
+    /// Writes `status` on `obj` by server-side apply under the operator's field manager.
+    pub(crate) async fn write_status<K, S>(&self, obj: &K, status: &S) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned,
+        S: Serialize,
+    {
+        let name = obj.name_any();
+        let ns = obj
+            .namespace()
+            .ok_or(Error::MissingMetadata { field: "namespace" })?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"name": name, "namespace": ns},
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            kind: K::kind(&()).to_string(),
+            name,
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Whether namespace `ns` has a Vizier.
+    pub(crate) async fn has_vizier(&self, ns: &str) -> Result<bool, Error> {
+        let viziers = Api::<px_crds::Vizier>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| Error::Read {
+                what: "the Viziers",
+                source,
+            })?;
+        Ok(!viziers.items.is_empty())
+    }
+
+    /// The PEM pods in `namespace`, or in the operator's whole scope.
+    pub(crate) async fn pem_pods(&self, namespace: Option<&str>) -> Result<Vec<Pod>, Error> {
+        let api: Api<Pod> = match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => self.scoped(),
+        };
+        api.list(&ListParams::default().labels(PEM_POD_SELECTOR))
+            .await
+            .map(|l| l.items)
+            .map_err(|source| Error::Read {
+                what: "the PEM pods",
+                source,
+            })
+    }
+
+    /// Ticks whenever a PEM pod in scope is added, changes or goes: a restarted PEM
+    /// gets its probes and budgets back, and a new node its probes, without waiting for
+    /// the periodic resync.
+    pub(crate) fn pem_pod_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let api: Api<Pod> = self.scoped();
+        watcher(api, watcher::Config::default().labels(PEM_POD_SELECTOR))
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|r| std::future::ready(r.ok().map(|_| ())))
+    }
+}
+
+/// An API over `ns`, or every namespace when `None`.
+pub(crate) fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+impl Context {
+    /// Runs `reconcile` under the finalizer `name` of `obj` (kube's `finalizer`: it adds
+    /// the finalizer first, and removes it once `Cleanup` succeeds).
+    pub(crate) async fn finalized<K, F, Fut>(
+        &self,
+        obj: Arc<K>,
+        name: &'static str,
+        reconcile: F,
+    ) -> Result<Action, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + Serialize
+            + DeserializeOwned,
+        F: FnOnce(finalizer::Event<K>) -> Fut,
+        Fut: Future<Output = Result<Action, Error>>,
+    {
+        let ns = obj
+            .namespace()
+            .ok_or(Error::MissingMetadata { field: "namespace" })?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        finalizer::finalizer(&api, name, obj, reconcile)
+            .await
+            .map_err(|e| Error::Finalizer {
+                finalizer: name,
+                source: Box::new(e),
+            })
+    }
+}
+
+/// Runs the controller of kind `K` over the scope of `ctx` until `shutdown` resolves:
+/// on every change of a `K`, on every PEM pod change (every `K`: what the PEMs hold
+/// must follow the PEMs), and when each reconcile asks to be requeued.
+pub(crate) async fn run_on_pem_changes<K, R, Fut>(
+    ctx: Arc<Context>,
+    reconcile: R,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let results = Controller::new(ctx.scoped::<K>(), watcher::Config::default())
+        .reconcile_all_on(ctx.pem_pod_changes())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy::<K>, ctx);
+    drain(results).await;
+}
+
+/// Logs a failed reconcile of any kind and retries after a few seconds.
+pub(crate) fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = %obj.name_any(),
+        namespace = ?obj.namespace(),
+        failure = error.metric_label(),
+        error = %error,
+        source = ?std::error::Error::source(error).map(ToString::to_string),
+        "reconcile failed"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Drives a controller's result stream to its end, logging each result.
+pub(crate) async fn drain<K, E, S>(results: S)
+where
+    K: Resource,
+    E: std::fmt::Display,
+    S: Stream<Item = Result<(ObjectRef<K>, Action), E>>,
+{
+    results
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => {
+                    tracing::debug!(kind = %K::kind(&obj.dyntype), name = %obj.name, "reconciled")
+                }
+                Err(e) => tracing::debug!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
