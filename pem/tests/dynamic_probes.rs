@@ -498,6 +498,7 @@ fn ttl_removes_the_probe_and_its_table() {
             .unwrap();
         if phase(&state) == ProbePhase::Terminated {
             assert!(state.message.contains("TTL"), "{}", state.message);
+            assert_eq!(state.reason, "Expired");
             break;
         }
         assert!(Instant::now() < deadline, "the TTL never removed the probe");
@@ -601,6 +602,20 @@ fn a_pod_target_traces_only_the_processes_in_the_pods_cgroups() {
         "not the process outside the pod ({outside})"
     );
     assert!(strings(&batches, "label").iter().all(|l| l == "inside"));
+
+    // Another pod of the selector appears on the node: the probe follows, table kept.
+    let table = Arc::downgrade(&h.store.table("pod_calls").unwrap());
+    let mut more = spec(&uid);
+    more.pods.push(px_api::pem::TargetPod {
+        uid: "another".into(),
+        namespace: "shop".into(),
+        name: "checkout-1".into(),
+    });
+    assert_running(&h.probes.apply(more));
+    assert!(
+        table.upgrade().is_some_and(|t| t.stats().rows_held >= 3),
+        "the rows so far are kept"
+    );
     h.probes.remove("pod");
 }
 

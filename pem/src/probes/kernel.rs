@@ -155,6 +155,27 @@ impl ProbeKernel {
             .map_err(|e| map_failure("probe_cgroups", e))
     }
 
+    /// Replaces the cgroups `probe` may trace.
+    pub(crate) fn set_cgroups(&mut self, probe: u32, cgroups: &[u64]) -> Result<(), ProbeFailure> {
+        self.clear_cgroups(probe);
+        for cgroup in cgroups {
+            self.allow_cgroup(probe, *cgroup)?;
+        }
+        Ok(())
+    }
+
+    fn clear_cgroups(&mut self, probe: u32) {
+        let stale: Vec<ProbeCgroupKey> = self
+            .cgroups
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.probe == probe)
+            .collect();
+        for key in stale {
+            let _ = self.cgroups.remove(&key);
+        }
+    }
+
     /// Events dropped by `probe` so far.
     pub(crate) fn dropped(&self, probe: u32) -> u64 {
         self.counters.get(&probe, 0).map_or(0, |c| c.dropped)
@@ -300,15 +321,7 @@ impl ProbeKernel {
                 .configs
                 .set(probe * 2 + side, ProbeConfig::default(), 0);
         }
-        let stale: Vec<ProbeCgroupKey> = self
-            .cgroups
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.probe == probe)
-            .collect();
-        for key in stale {
-            let _ = self.cgroups.remove(&key);
-        }
+        self.clear_cgroups(probe);
     }
 }
 

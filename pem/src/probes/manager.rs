@@ -22,6 +22,8 @@ use crate::process::{ProcessCache, ProcessTable};
 
 /// How long a removed probe stays listed (as Terminated) before it is forgotten.
 const KEEP_TERMINATED: Duration = Duration::from_secs(300);
+/// Why a probe whose TTL ran out was removed.
+const TTL_RAN_OUT: &str = "the TTL ran out";
 /// Calls whose return has not come back yet, per probe; beyond it the oldest go.
 const MAX_PENDING_CALLS: usize = 65_536;
 
@@ -81,6 +83,10 @@ struct Probe {
 
 struct Loaded {
     slot: u32,
+    /// Cgroup levels and binaries the probe was attached for: while a pod change keeps
+    /// them, the probe follows the pods in place.
+    levels: Vec<u8>,
+    binaries: Vec<String>,
     epoch: u32,
     plan: Plan,
     attachments: Attachments,
@@ -168,12 +174,8 @@ impl ProbeManager {
     /// Loads a probe, or replaces it when the generation changed; returns its state.
     pub fn apply(&self, spec: ProbeSpec) -> ProbeState {
         let mut inner = self.lock();
-        if let Some(existing) = inner.probes.get(&spec.id)
-            && existing.spec.generation == spec.generation
-            && existing.spec.pods == spec.pods
-            && existing.terminated_at.is_none()
-        {
-            return existing.state(inner.kernel.as_ref());
+        if let Some(state) = follow_pods(&mut inner, &spec) {
+            return state;
         }
         self.unload(&mut inner, &spec.id, "replaced by a new generation");
         let id = spec.id.clone();
@@ -229,7 +231,11 @@ impl ProbeManager {
                     id: id.to_owned(),
                     ..ProbeState::default()
                 };
-                Phase::Terminated("not loaded on this node".to_owned()).to_proto(&mut state);
+                Phase::Terminated {
+                    reason: "",
+                    message: "not loaded on this node".to_owned(),
+                }
+                .to_proto(&mut state);
                 state
             }
         }
@@ -256,7 +262,10 @@ impl ProbeManager {
             .map(|p| {
                 let (reason, message) = match &p.phase {
                     Phase::Failed(f) => (f.reason.clone(), f.message.clone()),
-                    Phase::Pending(m) | Phase::Terminated(m) => (String::new(), m.clone()),
+                    Phase::Terminated { reason, message } => {
+                        ((*reason).to_owned(), message.clone())
+                    }
+                    Phase::Pending(m) => (String::new(), m.clone()),
                     Phase::Running => (String::new(), String::new()),
                 };
                 [
@@ -278,7 +287,10 @@ impl ProbeManager {
         if probe.spec.expires_at_unix_ns != 0
             && probe.spec.expires_at_unix_ns <= crate::clock::epoch_ns()
         {
-            probe.phase = Phase::Terminated("the TTL ran out".to_owned());
+            probe.phase = Phase::Terminated {
+                reason: "Expired",
+                message: TTL_RAN_OUT.to_owned(),
+            };
             probe.terminated_at = Some(Instant::now());
             return Ok(None);
         }
@@ -339,6 +351,8 @@ impl ProbeManager {
                 }
                 Ok(Some(Loaded {
                     slot,
+                    levels: target.levels.clone(),
+                    binaries: target_binaries(&plan, &target),
                     epoch,
                     rows: RowBuilder::new(&plan.schema),
                     plan,
@@ -439,8 +453,7 @@ impl ProbeManager {
         kernel.configure(slot, 1, ret)?;
         let attached = match &plan.hook {
             Hook::Uprobe { binary, symbol, .. } => {
-                let mut binaries = target.binaries(binary);
-                binaries.dedup();
+                let binaries = target.binaries(binary);
                 kernel.attach_uprobe(slot, &binaries, symbol, returns)
             }
             Hook::Tracepoint { category, name } => {
@@ -468,7 +481,10 @@ impl ProbeManager {
             tracing::info!(probe = %probe.spec.name, table = %probe.table, "probe removed: {why}");
         }
         if probe.terminated_at.is_none() {
-            probe.phase = Phase::Terminated(why.to_owned());
+            probe.phase = Phase::Terminated {
+                reason: if why == TTL_RAN_OUT { "Expired" } else { "" },
+                message: why.to_owned(),
+            };
             probe.terminated_at = Some(Instant::now());
         }
         inner.probes.insert(id.to_owned(), probe);
@@ -600,7 +616,7 @@ impl ProbeManager {
         };
         for id in expired {
             let mut inner = self.lock();
-            self.unload(&mut inner, &id, "the TTL ran out");
+            self.unload(&mut inner, &id, TTL_RAN_OUT);
         }
         for id in pending {
             self.retry(&id);
@@ -616,6 +632,44 @@ impl ProbeManager {
             }
             notified.await;
         }
+    }
+}
+
+/// The state of the probe `spec` names when it is loaded with the same generation,
+/// after following a change of its pods in place; `None` when it must be (re)loaded.
+fn follow_pods(inner: &mut Inner, spec: &ProbeSpec) -> Option<ProbeState> {
+    let inner = &mut *inner;
+    let existing = inner.probes.get_mut(&spec.id)?;
+    if existing.spec.generation != spec.generation || existing.terminated_at.is_some() {
+        return None;
+    }
+    if existing.spec.pods != spec.pods {
+        let loaded = existing.loaded.as_ref()?;
+        let target = targets::resolve_cgroups(spec).ok()?;
+        let same_levels = target.levels.iter().all(|l| loaded.levels.contains(l));
+        // Without a process yet there is nothing new to attach to.
+        let same_binaries = target.roots.is_empty()
+            || target_binaries(&loaded.plan, &target)
+                .iter()
+                .all(|b| loaded.binaries.contains(b));
+        if !same_levels || !same_binaries {
+            return None;
+        }
+        inner
+            .kernel
+            .as_mut()?
+            .set_cgroups(loaded.slot, &target.cgroups)
+            .ok()?;
+        existing.spec = spec.clone();
+    }
+    Some(existing.state(inner.kernel.as_ref()))
+}
+
+/// The binaries a uprobe attaches to for `target` (none for a kernel tracepoint).
+fn target_binaries(plan: &Plan, target: &targets::Target) -> Vec<String> {
+    match &plan.hook {
+        Hook::Uprobe { binary, .. } => target.binaries(binary),
+        Hook::Tracepoint { .. } => Vec::new(),
     }
 }
 

@@ -32,8 +32,12 @@ pub(crate) enum Phase {
     Pending(String),
     Running,
     Failed(ProbeFailure),
-    /// Removed; kept for a while so pollers see the end.
-    Terminated(String),
+    /// Removed (reason `Expired` when its TTL ran out); kept for a while so pollers
+    /// see the end.
+    Terminated {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Phase {
@@ -42,7 +46,9 @@ impl Phase {
             Self::Pending(why) => (ProbePhase::Pending, "", why.as_str()),
             Self::Running => (ProbePhase::Running, "", ""),
             Self::Failed(f) => (ProbePhase::Failed, f.reason.as_str(), f.message.as_str()),
-            Self::Terminated(why) => (ProbePhase::Terminated, "", why.as_str()),
+            Self::Terminated { reason, message } => {
+                (ProbePhase::Terminated, *reason, message.as_str())
+            }
         };
         state.set_phase(phase);
         reason.clone_into(&mut state.reason);
@@ -55,7 +61,7 @@ impl Phase {
             Self::Pending(_) => "PENDING_STATE",
             Self::Running => "RUNNING_STATE",
             Self::Failed(_) => "FAILED_STATE",
-            Self::Terminated(_) => "TERMINATED_STATE",
+            Self::Terminated { .. } => "TERMINATED_STATE",
         }
     }
 }

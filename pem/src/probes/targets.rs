@@ -44,13 +44,22 @@ impl Target {
 
 /// The target of `spec` on this node; `None` while none of its pods has a process here.
 pub(crate) fn resolve(spec: &ProbeSpec) -> Result<Option<Target>, ProbeFailure> {
+    let target = resolve_cgroups(spec)?;
+    if spec.pod_target && target.roots.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(target))
+}
+
+/// The target of `spec`, with or without processes in its pods yet.
+pub(crate) fn resolve_cgroups(spec: &ProbeSpec) -> Result<Target, ProbeFailure> {
     if !spec.pod_target {
         let host = Path::new("/proc/1/root");
         let root = if host.exists() { host } else { Path::new("/") };
-        return Ok(Some(Target {
+        return Ok(Target {
             root: root.to_path_buf(),
             ..Target::default()
-        }));
+        });
     }
     let mut target = Target::default();
     let mounts = crate::cgroup::cgroup2_mount_points();
@@ -73,11 +82,10 @@ pub(crate) fn resolve(spec: &ProbeSpec) -> Result<Option<Target>, ProbeFailure> 
             "the target pods' cgroups sit at more than 4 different depths",
         ));
     }
-    let Some(first) = target.roots.first().cloned() else {
-        return Ok(None);
-    };
-    target.root = first;
-    Ok(Some(target))
+    if let Some(first) = target.roots.first() {
+        target.root = first.clone();
+    }
+    Ok(target)
 }
 
 /// Cgroup directories named for the pod (`pod<uid>`, or `pod<uid_with_underscores>`
