@@ -5,5 +5,6 @@
 mod operator {
     mod lease;
     mod probes;
+    mod real_pem;
     mod vizier;
 }

@@ -99,35 +99,31 @@ spec:
   - {table: conn_stats, maxBytes: 128Mi}
 "#;
 
-/// Builds `standin-pem` (a binary of px-e2e, which cargo does not build for this
-/// package's tests) into the target directory these tests run from.
+/// A binary of this workspace (cargo does not build other packages' binaries for this
+/// package's tests), built into the target directory these tests run from.
+pub(super) async fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    // <target>/debug/deps/operator-<hash> -> <target>/debug
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target = profile_dir.parent().unwrap();
+    let mut cargo = tokio::process::Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "-p", package, "--bin", bin, "--target-dir"])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.ends_with("release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().await.unwrap();
+    assert!(status.success(), "building {bin}: {status}");
+    profile_dir.join(bin)
+}
+
+/// `standin-pem`, an in-memory ProbeService (`px_e2e::standin_pem`).
 async fn standin_pem() -> PathBuf {
     static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     BUILT
-        .get_or_init(|| async {
-            // <target>/debug/deps/operator-<hash> -> <target>/debug
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target = profile_dir.parent().unwrap();
-            let mut cargo = tokio::process::Command::new(env!("CARGO"));
-            cargo
-                .args([
-                    "build",
-                    "-p",
-                    "px-e2e",
-                    "--bin",
-                    "standin-pem",
-                    "--target-dir",
-                ])
-                .arg(target)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.ends_with("release") {
-                cargo.arg("--release");
-            }
-            let status = cargo.status().await.unwrap();
-            assert!(status.success(), "building standin-pem: {status}");
-            profile_dir.join("standin-pem")
-        })
+        .get_or_init(|| workspace_binary("px-e2e", "standin-pem"))
         .await
         .clone()
 }
@@ -158,7 +154,7 @@ async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
     cluster
 }
 
-async fn apply(cluster: &Cluster, yaml: &str) {
+pub(super) async fn apply(cluster: &Cluster, yaml: &str) {
     let out = cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
         .await
@@ -166,7 +162,7 @@ async fn apply(cluster: &Cluster, yaml: &str) {
     assert!(out.success(), "{out:?}");
 }
 
-async fn pem_client(
+pub(super) async fn pem_client(
     cluster: &Cluster,
     node: &str,
 ) -> Option<ProbeServiceClient<tonic::transport::Channel>> {
@@ -180,7 +176,11 @@ async fn pem_client(
 }
 
 /// What the stand-in PEM of `node` says about probe `id`, if it answers.
-async fn probe_on(cluster: &Cluster, node: &str, id: &str) -> Option<Option<ProbeState>> {
+pub(super) async fn probe_on(
+    cluster: &Cluster,
+    node: &str,
+    id: &str,
+) -> Option<Option<ProbeState>> {
     let mut c = pem_client(cluster, node).await?;
     let probes = c.list_probes(ListProbesRequest {}).await.ok()?.into_inner();
     Some(probes.probes.into_iter().find(|p| p.id == id))
@@ -215,7 +215,7 @@ async fn wait_probe_phase(cluster: &Cluster, id: &str, phase: ProbePhase) {
 }
 
 /// `kubectl get tp NAME` columns: NAME TABLE READY PHASE AGE.
-async fn tp_row(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> {
+pub(super) async fn tp_row(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> {
     let out = cluster
         .kubectl(&["get", "tp", name, "-n", ns, "--no-headers"])
         .await
@@ -223,7 +223,7 @@ async fn tp_row(cluster: &Cluster, ns: &str, name: &str) -> Vec<String> {
     out.stdout.split_whitespace().map(String::from).collect()
 }
 
-async fn wait_tp(cluster: &Cluster, ns: &str, name: &str, ready: &str, phase: &str) {
+pub(super) async fn wait_tp(cluster: &Cluster, ns: &str, name: &str, ready: &str, phase: &str) {
     let row = eventually(SETTLE, || async {
         let row = tp_row(cluster, ns, name).await;
         (row.get(2).map(String::as_str) == Some(ready)
@@ -257,7 +257,7 @@ async fn stalled(cluster: &Cluster, ns: &str, name: &str) -> String {
     .await
 }
 
-async fn uid(cluster: &Cluster, ns: &str, name: &str) -> String {
+pub(super) async fn uid(cluster: &Cluster, ns: &str, name: &str) -> String {
     jsonpath(cluster, &["tp", name, "-n", ns], "{.metadata.uid}").await
 }
 

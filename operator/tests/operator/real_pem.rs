@@ -1,0 +1,200 @@
+//! The operator with the real `vizier-pem` on two simulated nodes (each PEM scoped to
+//! its node's cgroup, as on a real node it traces its host): `kubectl apply` of a
+//! Tracepoint on pods loads a uprobe into the pods' processes on both nodes, the PEMs
+//! record their calls, `kubectl get tp` shows READY 2/2 Running, and deleting the
+//! Tracepoint detaches the probe and drops its table on every node.
+//!
+//! Needs root (the PEM loads eBPF programs); under `CI=true` it fails rather than skips.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use px_api::pem::table_service_client::TableServiceClient;
+use px_api::pem::{ListTablesRequest, ProbePhase};
+use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
+use tonic::transport::Endpoint;
+
+use super::probes::{apply, probe_on, tp_row, uid, wait_tp, workspace_binary};
+use super::vizier::{
+    SETTLE, Scratch, apply_crds, client, ok, stand_in, start_operator, wait_healthy,
+};
+
+const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
+
+/// A C program with known functions (`pem/tests/probe_target`), and an app image that
+/// calls them in a loop.
+fn adder(dir: &Path) -> (PathBuf, PathBuf) {
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../pem/tests/probe_target/probe_target.c");
+    let program = dir.join("probe_target");
+    let built = std::process::Command::new("clang")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(built.success(), "clang failed on {}", src.display());
+    let app = dir.join("adder-app");
+    std::fs::write(
+        &app,
+        format!(
+            "#!/bin/sh\nwhile true; do {} calls 2 pod; sleep 0.2; done\n",
+            program.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (program, app)
+}
+
+fn tracepoint(program: &Path) -> String {
+    format!(
+        r#"
+apiVersion: px.dev/v1alpha1
+kind: Tracepoint
+metadata: {{name: adds, namespace: shop}}
+spec:
+  probe:
+    uprobe: {{binary: {}, symbol: px_add}}
+  target:
+    pods:
+      selector:
+        matchLabels: {{app: adder}}
+  columns:
+  - {{name: a, source: Arg, index: 0, type: int64}}
+  - {{name: label, source: Arg, index: 2, type: string}}
+  - {{name: pid, source: Pid}}
+  table: adds
+"#,
+        program.display()
+    )
+}
+
+const ADDER: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: adder, namespace: shop}
+spec:
+  selector:
+    matchLabels: {app: adder}
+  template:
+    metadata:
+      labels: {app: adder}
+    spec:
+      containers:
+      - {name: app, image: px/adder}
+"#;
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: the real PEM test must run as root"
+    );
+    eprintln!("skipping: the real PEM loads eBPF programs and needs root");
+    false
+}
+
+/// The tables the PEM of `node` holds.
+async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
+    let ip = cluster.node_ip(node)?;
+    let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let listed = TableServiceClient::new(channel)
+        .list_tables(ListTablesRequest {})
+        .await
+        .ok()?;
+    Some(
+        listed
+            .into_inner()
+            .tables
+            .into_iter()
+            .map(|t| t.name)
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
+    if !privileged() {
+        return;
+    }
+    let scratch = Scratch::new("real-pem");
+    let (program, app) = adder(&scratch.0);
+    let pem = workspace_binary("vizier-pem", "vizier-pem").await;
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), pem),
+            ("px/kelvin".into(), stand_in(&scratch.0)),
+            ("px/adder".into(), app),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    apply_crds(&cluster).await;
+    for ns in ["pl", "shop"] {
+        ok(&cluster, &["create", "namespace", ns]).await;
+    }
+    apply(&cluster, VIZIER).await;
+    let operator = start_operator(client(&cluster).await, "operator-0");
+    wait_healthy(&cluster).await;
+    apply(&cluster, ADDER).await;
+
+    apply(&cluster, &tracepoint(&program)).await;
+    wait_tp(&cluster, "shop", "adds", "2/2", "Running").await;
+    let row = tp_row(&cluster, "shop", "adds").await;
+    assert_eq!(row[..4], ["adds", "adds", "2/2", "Running"], "{row:?}");
+
+    // Each node's PEM records the calls of its own pod's processes.
+    let id = uid(&cluster, "shop", "adds").await;
+    for node in ["node-a", "node-b"] {
+        let recorded = eventually(SETTLE, || async {
+            probe_on(&cluster, node, &id)
+                .await
+                .flatten()
+                .filter(|p| p.events >= 4)
+        })
+        .await;
+        let state = recorded.unwrap_or_else(|| panic!("{node} recorded no calls"));
+        assert_eq!(state.phase, i32::from(ProbePhase::Running));
+        assert!(state.attachments >= 1, "{state:?}");
+        let tables = tables_on(&cluster, node).await.unwrap();
+        assert!(tables.contains(&"adds".to_owned()), "{node}: {tables:?}");
+    }
+
+    // Deleting the Tracepoint detaches it and drops the table on every node.
+    ok(
+        &cluster,
+        &["delete", "tp", "adds", "-n", "shop", "--wait=true"],
+    )
+    .await;
+    for node in ["node-a", "node-b"] {
+        let state = probe_on(&cluster, node, &id).await.flatten().unwrap();
+        assert_eq!(
+            state.phase,
+            i32::from(ProbePhase::Terminated),
+            "{node}: {state:?}"
+        );
+        assert_eq!(state.attachments, 0);
+        let tables = tables_on(&cluster, node).await.unwrap();
+        assert!(
+            !tables.contains(&"adds".to_owned()),
+            "{node} still has the table: {tables:?}"
+        );
+    }
+    let gone = cluster
+        .kubectl(&["get", "tp", "-A", "--no-headers"])
+        .await
+        .unwrap();
+    assert!(gone.stdout.trim().is_empty(), "{gone:?}");
+    operator.abort();
+}
