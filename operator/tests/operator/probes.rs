@@ -135,13 +135,22 @@ async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
         .try_init();
     let pem = standin_pem().await;
     let sleeper = stand_in(&scratch.0);
+    let images = HashMap::from([
+        ("px/vizier-pem".into(), pem),
+        ("px/kelvin".into(), sleeper.clone()),
+        ("px/app".into(), sleeper),
+    ]);
+    two_nodes_with_vizier(images, &vizier(fail_on)).await
+}
+
+/// Two nodes running `images`, the CRDs, namespaces `pl` and `shop`, and `vizier`.
+pub(super) async fn two_nodes_with_vizier(
+    images: HashMap<String, PathBuf>,
+    vizier: &str,
+) -> Cluster {
     let cluster = Cluster::start(ClusterConfig {
         nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
-        images: HashMap::from([
-            ("px/vizier-pem".into(), pem),
-            ("px/kelvin".into(), sleeper.clone()),
-            ("px/app".into(), sleeper),
-        ]),
+        images,
         ..ClusterConfig::default()
     })
     .await
@@ -150,7 +159,7 @@ async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
     for ns in ["pl", "shop"] {
         ok(&cluster, &["create", "namespace", ns]).await;
     }
-    apply(&cluster, &vizier(fail_on)).await;
+    apply(&cluster, vizier).await;
     cluster
 }
 

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use px_api::pem::table_service_client::TableServiceClient;
 use px_api::pem::{ListTablesRequest, ProbePhase};
-use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
+use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
-use super::probes::{apply, probe_on, tp_row, uid, wait_tp, workspace_binary};
-use super::vizier::{
-    SETTLE, Scratch, apply_crds, client, ok, stand_in, start_operator, wait_healthy,
+use super::probes::{
+    apply, probe_on, tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
+use super::vizier::{SETTLE, Scratch, client, ok, stand_in, start_operator, wait_healthy};
 
 const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
 
@@ -129,22 +129,12 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     let scratch = Scratch::new("real-pem");
     let (program, app) = adder(&scratch.0);
     let pem = workspace_binary("vizier-pem", "vizier-pem").await;
-    let cluster = Cluster::start(ClusterConfig {
-        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
-        images: HashMap::from([
-            ("px/vizier-pem".into(), pem),
-            ("px/kelvin".into(), stand_in(&scratch.0)),
-            ("px/adder".into(), app),
-        ]),
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    apply_crds(&cluster).await;
-    for ns in ["pl", "shop"] {
-        ok(&cluster, &["create", "namespace", ns]).await;
-    }
-    apply(&cluster, VIZIER).await;
+    let images = HashMap::from([
+        ("px/vizier-pem".into(), pem),
+        ("px/kelvin".into(), stand_in(&scratch.0)),
+        ("px/adder".into(), app),
+    ]);
+    let cluster = two_nodes_with_vizier(images, VIZIER).await;
     let operator = start_operator(client(&cluster).await, "operator-0");
     wait_healthy(&cluster).await;
     apply(&cluster, ADDER).await;
