@@ -195,7 +195,7 @@ pub(super) async fn probe_on(
     Some(probes.probes.into_iter().find(|p| p.id == id))
 }
 
-async fn retention_on(cluster: &Cluster, node: &str) -> Option<RetentionReport> {
+pub(super) async fn retention_on(cluster: &Cluster, node: &str) -> Option<RetentionReport> {
     let mut c = pem_client(cluster, node).await?;
     Some(
         c.get_retention(GetRetentionRequest {})
@@ -248,7 +248,7 @@ pub(super) async fn wait_tp(cluster: &Cluster, ns: &str, name: &str, ready: &str
     }
 }
 
-async fn jsonpath(cluster: &Cluster, what: &[&str], path: &str) -> String {
+pub(super) async fn jsonpath(cluster: &Cluster, what: &[&str], path: &str) -> String {
     let mut args = vec!["get"];
     args.extend_from_slice(what);
     let expr = format!("jsonpath={path}");

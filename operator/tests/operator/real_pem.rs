@@ -2,7 +2,8 @@
 //! its node's cgroup, as on a real node it traces its host): `kubectl apply` of a
 //! Tracepoint on pods loads a uprobe into the pods' processes on both nodes, the PEMs
 //! record their calls, `kubectl get tp` shows READY 2/2 Running, and deleting the
-//! Tracepoint detaches the probe and drops its table on every node.
+//! Tracepoint detaches the probe and drops its table on every node. A DataRetention's
+//! budgets and age limits reach the running PEMs, and its status shows what they hold.
 //!
 //! Needs root (the PEM loads eBPF programs); under `CI=true` it fails rather than skips.
 
@@ -16,7 +17,8 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, probe_on, tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
+    apply, jsonpath, probe_on, retention_on, tp_row, two_nodes_with_vizier, uid, wait_tp,
+    workspace_binary,
 };
 use super::vizier::{SETTLE, Scratch, client, ok, stand_in, start_operator, wait_healthy};
 
@@ -70,6 +72,16 @@ spec:
         program.display()
     )
 }
+
+const RETENTION: &str = r#"
+apiVersion: px.dev/v1alpha1
+kind: DataRetention
+metadata: {name: retention, namespace: pl}
+spec:
+  tables:
+  - {table: conn_stats, maxBytes: 16Mi}
+  - {table: http_events, maxAge: 1h}
+"#;
 
 const ADDER: &str = r#"
 apiVersion: apps/v1
@@ -160,6 +172,45 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
         let tables = tables_on(&cluster, node).await.unwrap();
         assert!(tables.contains(&"adds".to_owned()), "{node}: {tables:?}");
     }
+
+    // A DataRetention reaches the running PEMs: the budget and the age limit are in
+    // force on both, and its status reports what each table holds across the nodes.
+    apply(&cluster, RETENTION).await;
+    for node in ["node-a", "node-b"] {
+        let applied = eventually(SETTLE, || async {
+            let report = retention_on(&cluster, node).await?;
+            let held = |t: &str| report.tables.iter().find(|h| h.table == t).cloned();
+            let conn_stats = held("conn_stats")?;
+            let http = held("http_events")?;
+            (conn_stats.budget_bytes == 16 << 20 && http.max_age_ns == 3_600_000_000_000)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            applied.is_some(),
+            "{node}: {:?}",
+            retention_on(&cluster, node).await
+        );
+    }
+    let status = eventually(SETTLE, || async {
+        let nodes = jsonpath(
+            &cluster,
+            &["pxdr", "retention", "-n", "pl"],
+            "{.status.tables[?(@.table==\"conn_stats\")].budgetBytes} {.status.tables[?(@.table==\"conn_stats\")].nodes}",
+        )
+        .await;
+        (nodes.trim() == format!("{} 2", 16 << 20)).then_some(nodes)
+    })
+    .await;
+    assert!(
+        status.is_some(),
+        "{}",
+        ok(
+            &cluster,
+            &["get", "pxdr", "retention", "-n", "pl", "-o", "yaml"]
+        )
+        .await
+    );
 
     // Deleting the Tracepoint detaches it and drops the table on every node.
     ok(
