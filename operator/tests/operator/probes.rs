@@ -270,6 +270,21 @@ pub(super) async fn uid(cluster: &Cluster, ns: &str, name: &str) -> String {
     jsonpath(cluster, &["tp", name, "-n", ns], "{.metadata.uid}").await
 }
 
+/// The DataRetention `pl/retention`'s tables as `table=budgetBytes/nodes ...`, once it
+/// contains `want`.
+pub(super) async fn retention_listing(cluster: &Cluster, want: &str) -> Option<String> {
+    eventually(SETTLE, || async {
+        let out = jsonpath(
+            cluster,
+            &["pxdr", "retention", "-n", "pl"],
+            "{range .status.tables[*]}{.table}={.budgetBytes}/{.nodes} {end}",
+        )
+        .await;
+        out.contains(want).then_some(out)
+    })
+    .await
+}
+
 /// `uid containerID restarts` of each PEM pod, sorted: equal before and after means no
 /// PEM restarted.
 async fn pem_processes(cluster: &Cluster) -> String {
@@ -372,16 +387,7 @@ async fn tracepoints_run_on_the_pems_they_select_and_go_away_everywhere() {
             .unwrap();
         assert_eq!(conn.budget_bytes, 128 << 20);
     }
-    let listed = eventually(SETTLE, || async {
-        let out = jsonpath(
-            &cluster,
-            &["pxdr", "retention", "-n", "pl"],
-            "{range .status.tables[*]}{.table}={.budgetBytes}/{.nodes} {end}",
-        )
-        .await;
-        out.contains("http_events=536870912/2").then_some(out)
-    })
-    .await;
+    let listed = retention_listing(&cluster, "http_events=536870912/2").await;
     let listed = listed.expect("the status lists the tables");
     assert!(listed.contains("conn_stats=134217728/2"), "{listed}");
     let ready = jsonpath(

@@ -17,7 +17,7 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, jsonpath, probe_on, retention_on, tp_row, two_nodes_with_vizier, uid, wait_tp,
+    apply, probe_on, retention_listing, retention_on, tp_row, two_nodes_with_vizier, uid, wait_tp,
     workspace_binary,
 };
 use super::vizier::{SETTLE, Scratch, client, ok, stand_in, start_operator, wait_healthy};
@@ -192,16 +192,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
             retention_on(&cluster, node).await
         );
     }
-    let status = eventually(SETTLE, || async {
-        let nodes = jsonpath(
-            &cluster,
-            &["pxdr", "retention", "-n", "pl"],
-            "{.status.tables[?(@.table==\"conn_stats\")].budgetBytes} {.status.tables[?(@.table==\"conn_stats\")].nodes}",
-        )
-        .await;
-        (nodes.trim() == format!("{} 2", 16 << 20)).then_some(nodes)
-    })
-    .await;
+    let status = retention_listing(&cluster, &format!("conn_stats={}/2", 16 << 20)).await;
     assert!(
         status.is_some(),
         "{}",

@@ -676,7 +676,11 @@ mod tests {
         );
         assert_eq!(p.entry[2].offset, regs::DI, "after the string's two words");
         assert_eq!(p.ret[0].offset, regs::BX);
-        assert_eq!(p.goroutine, None, "no return side: nothing to pair");
+        assert_eq!(
+            p.goroutine,
+            Some((3, 1)),
+            "the goroutine is captured after the columns"
+        );
     }
 
     #[test]
