@@ -697,3 +697,53 @@ fn go_functions_are_read_with_the_register_abi_chosen_from_the_binary() {
     }
     h.probes.remove("go");
 }
+
+#[test]
+fn a_new_generation_replaces_the_probe_and_its_table() {
+    let Some((h, _one)) = harness() else { return };
+    let first = uprobe_spec(
+        &h.target,
+        "px_add",
+        "replaced",
+        json!([{"name": "a", "source": "Arg", "index": 0, "type": "int64"}]),
+    );
+    assert_running(&h.probes.apply(probe("replace", first.clone())));
+    // The same generation again changes nothing.
+    let old = Arc::downgrade(&h.store.table("replaced").unwrap());
+    assert_running(&h.probes.apply(probe("replace", first)));
+    assert!(old.upgrade().is_some(), "the same table");
+
+    let second = uprobe_spec(
+        &h.target,
+        "px_add",
+        "replaced",
+        json!([
+            {"name": "a", "source": "Arg", "index": 0, "type": "int64"},
+            {"name": "label", "source": "Arg", "index": 2, "type": "string"},
+        ]),
+    );
+    let state = h.probes.apply(ProbeSpec {
+        generation: 2,
+        ..probe("replace", second)
+    });
+    assert_running(&state);
+    assert_eq!(state.generation, 2);
+    assert!(
+        old.upgrade().is_none(),
+        "the old table and its rows are gone"
+    );
+    let columns: Vec<String> = h
+        .store
+        .table("replaced")
+        .unwrap()
+        .schema()
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(columns, ["time_", "upid", "a", "label"]);
+    run_target(h, &["calls", "2", "second"]);
+    let batches = wait_rows(h, "replaced", |b| rows(b) >= 2);
+    assert!(strings(&batches, "label").iter().all(|l| l == "second"));
+    h.probes.remove("replace");
+}
