@@ -40,3 +40,16 @@ static DYNAMIC_PROBE_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
 pub fn dynamic_probe_object() -> &'static [u8] {
     &DYNAMIC_PROBE_OBJECT.0
 }
+
+static DYNAMIC_PROBE_REJECTED_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/dynamic_probe_rejected.bpf.o"
+)));
+
+/// The dynamic probe object with a deliberate out-of-bounds read that the kernel's
+/// verifier refuses: for tests of how a refusal is reported. Never load it otherwise.
+#[doc(hidden)]
+#[must_use]
+pub fn dynamic_probe_rejected_object() -> &'static [u8] {
+    &DYNAMIC_PROBE_REJECTED_OBJECT.0
+}

@@ -78,9 +78,17 @@ impl ProbeKernel {
         ring_bytes: u32,
         globals: ProbeGlobals,
     ) -> Result<(Self, RingBuf<MapData>), ProbeFailure> {
+        Self::load_object(px_ebpf::dynamic_probe_object(), ring_bytes, globals)
+    }
+
+    fn load_object(
+        object: &[u8],
+        ring_bytes: u32,
+        globals: ProbeGlobals,
+    ) -> Result<(Self, RingBuf<MapData>), ProbeFailure> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("probe_events", ring_bytes)
-            .load(px_ebpf::dynamic_probe_object())
+            .load(object)
             .map_err(|e| {
                 ProbeFailure::new("VerifierRejected", format!("loading the probe object: {e}"))
             })?;
@@ -369,5 +377,41 @@ impl Slots {
         if let Some(u) = self.used.get_mut(slot as usize) {
             *u = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program the verifier refuses is reported with the verifier's own words. Loads
+    /// into the kernel: needs root, and runs (never skips) under `CI=true`.
+    #[test]
+    fn a_refused_program_is_reported_with_the_verifiers_message() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: must run as root"
+            );
+            return;
+        }
+        let refused = ProbeKernel::load_object(
+            px_ebpf::dynamic_probe_rejected_object(),
+            1 << 16,
+            ProbeGlobals::default(),
+        );
+        let Err(failure) = refused else {
+            panic!("the kernel accepted a program reading past a map value");
+        };
+        assert_eq!(failure.reason, "VerifierRejected");
+        assert!(failure.message.contains("verifier"), "{}", failure.message);
+        assert!(
+            failure.message.contains("invalid access to map value")
+                || failure.message.contains("min value is outside")
+                || failure.message.contains("unbounded memory access"),
+            "the verifier's own words: {}",
+            failure.message
+        );
     }
 }
