@@ -101,6 +101,24 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional), as Secret `data` holds it; `None` when
+/// `text` is not base64.
+pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let sextet = BASE64.iter().position(|b| *b == c)?;
+        acc = (acc << 6) | u32::try_from(sextet).ok()?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
 /// Applies defaults to a built-in object being written; `next_ip` hands out Service IPs.
 pub(crate) fn apply(
     res: &Resource,
@@ -218,6 +236,26 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"hello world"), "aGVsbG8gd29ybGQ=");
+    }
+
+    #[test]
+    fn base64_decodes_what_it_encodes() {
+        for text in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"hello world",
+            &[0, 255, 128, 7],
+        ] {
+            assert_eq!(base64_decode(&base64(text)).as_deref(), Some(text));
+        }
+        assert_eq!(
+            base64_decode("Zm8").as_deref(),
+            Some(&b"fo"[..]),
+            "unpadded"
+        );
+        assert_eq!(base64_decode("Zm8*"), None);
     }
 
     #[test]

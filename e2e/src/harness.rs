@@ -162,6 +162,32 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The environment the process of a pod's first container runs with, as `NAME=value`
+    /// entries (`/proc/<pid>/environ`: the container id `px-e2e://<pid>` names the
+    /// process); empty while the pod or its container is not running.
+    pub fn container_env(&self, namespace: &str, pod: &str) -> Vec<String> {
+        let pid = {
+            let store = self.emulator().shared().lock();
+            store
+                .resource("", "v1", "pods")
+                .and_then(|res| store.get(&res, "v1", namespace, pod).ok())
+                .and_then(|p| {
+                    p.pointer("/status/containerStatuses/0/containerID")?
+                        .as_str()?
+                        .strip_prefix("px-e2e://")?
+                        .parse::<i32>()
+                        .ok()
+                })
+        };
+        let raw = pid
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
+            .unwrap_or_default();
+        raw.split(|b| *b == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect()
+    }
+
     /// The kubeconfig file for this cluster.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

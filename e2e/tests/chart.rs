@@ -183,6 +183,7 @@ fn operator_rules() -> Value {
          "verbs": ["get", "list", "watch", "create", "patch"]},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -281,6 +282,14 @@ fn default_values_render_the_operator_with_least_privilege() {
     );
     for o in out["objects"].as_array().unwrap() {
         for rule in o["rules"].as_array().into_iter().flatten() {
+            // The operator creates API-key Secrets and never reads any Secret.
+            if rule["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("secrets"))
+            {
+                assert_eq!(rule["verbs"], json!(["create"]), "{rule}");
+            }
             for field in ["apiGroups", "resources", "verbs"] {
                 assert!(
                     !rule[field].as_array().unwrap().contains(&json!("*")),

@@ -10,18 +10,22 @@
 //!   every node join or leave would restart Kelvin: a `kelvin --pems-from-dns` reading a
 //!   headless Service per query is the way out, and is not built yet.
 //! - **TLS between Kelvin and the PEMs: off for now.** Both are started with
-//!   `--disable-tls` and Kelvin with `--allow-unauthenticated`; **anything that reaches
-//!   Kelvin's Service or a PEM's port may query every node.** Generating a CA and
-//!   certificates (rcgen) and an API key into Secrets needs `secrets` in the chart's RBAC
-//!   (it has none) and `secretKeyRef` support in the e2e emulator; both are to do.
+//!   `--disable-tls`; **anything that reaches a PEM's port may scan its tables.**
+//!   Generating a CA and certificates (rcgen) into Secrets is to do.
+//! - **Kelvin's API key.** Kelvin requires `pixie-api-key` on every query; the key comes
+//!   from the Secret [`api_key_secret`] (`<vizier>-api-key`, key `key`), which the
+//!   operator creates once with a random value and never rewrites, and reaches Kelvin as
+//!   `PX_API_KEY` through `secretKeyRef`, so it is in no object but the Secret.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -43,6 +47,10 @@ pub const PEM_PORT: u16 = 50400;
 pub const KELVIN_PORT: u16 = 50300;
 /// Default image registry.
 pub const DEFAULT_REGISTRY: &str = "px";
+/// The key of the API-key Secret's `data` that holds the key.
+pub const API_KEY_SECRET_KEY: &str = "key";
+/// The environment variable Kelvin reads its API key from (`kelvin --api-key`).
+pub const API_KEY_ENV: &str = "PX_API_KEY";
 /// Default PEM memory limit (Pixie's).
 pub const DEFAULT_PEM_MEMORY_LIMIT: &str = "2Gi";
 
@@ -54,6 +62,8 @@ pub struct Names {
     pub pem: String,
     /// Kelvin Deployment, Service, ServiceAccount, Role and RoleBinding.
     pub kelvin: String,
+    /// The Secret holding Kelvin's API key.
+    pub api_key: String,
 }
 
 impl Names {
@@ -62,6 +72,7 @@ impl Names {
         Self {
             pem: format!("{vizier}-pem"),
             kelvin: format!("{vizier}-kelvin"),
+            api_key: format!("{vizier}-api-key"),
         }
     }
 }
@@ -481,9 +492,9 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
         image: Some(image(vz, "kelvin")),
         args: Some(vec![
             format!("--listen=$(POD_IP):{KELVIN_PORT}"),
-            // See the module docs: no TLS and no API key yet.
+            // See the module docs: no TLS yet. The API key is required (no
+            // `--allow-unauthenticated`): it comes from the Secret, in `PX_API_KEY`.
             "--disable-tls".to_string(),
-            "--allow-unauthenticated".to_string(),
         ]),
         env: Some(vec![
             pod_ip_env(),
@@ -492,6 +503,7 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
                 value: Some(kelvin_pems(pems)),
                 ..EnvVar::default()
             },
+            api_key_env(&names.api_key),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("query".to_string()),
@@ -545,6 +557,42 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
             ..DeploymentSpec::default()
         },
         status: None,
+    })
+}
+
+/// `PX_API_KEY` from the API-key Secret `secret`. A reference, not the value: the key
+/// stays out of the Deployment (readable by anyone who may read Deployments) and a
+/// Secret the user replaces reaches Kelvin at its next start.
+fn api_key_env(secret: &str) -> EnvVar {
+    EnvVar {
+        name: API_KEY_ENV.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: API_KEY_SECRET_KEY.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The Secret holding Kelvin's API key `key` (`<vizier>-api-key`, type Opaque, data
+/// `key`), owned by the Vizier so that deleting the Vizier deletes it. The caller
+/// generates the key: this stays pure, and the Secret is created once, never applied
+/// again (a new value on every reconcile would lock out every client).
+pub fn api_key_secret(vz: &Vizier, key: &str) -> Result<Secret, Error> {
+    let o = owner(vz)?;
+    let names = Names::of(o.name);
+    Ok(Secret {
+        metadata: meta(&o, &names.api_key, "kelvin", &version(vz)),
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([(
+            API_KEY_SECRET_KEY.to_string(),
+            ByteString(key.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
     })
 }
 
@@ -1064,5 +1112,58 @@ mod tests {
         let spec = svc.spec.unwrap();
         assert_eq!(spec.selector.unwrap(), selector_labels("pixie", "kelvin"));
         assert_eq!(spec.ports.unwrap()[0].port, 50300);
+    }
+    #[test]
+    fn kelvin_requires_the_api_key_from_the_secret() {
+        let vz = vizier(VizierSpec::default());
+        let d = kelvin_deployment(&vz, &[]).unwrap();
+        let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(
+            !args.iter().any(|a| a == "--allow-unauthenticated"),
+            "{args:?}"
+        );
+        let env = c.env.clone().unwrap();
+        let key = env.iter().find(|e| e.name == "PX_API_KEY").unwrap();
+        assert_eq!(key.value, None, "the key itself is not in the Deployment");
+        let from = key
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str(), from.optional),
+            ("pixie-api-key", "key", Some(false))
+        );
+    }
+
+    #[test]
+    fn the_api_key_secret_is_opaque_owned_by_the_vizier_and_holds_the_key() {
+        let vz = vizier(VizierSpec::default());
+        let secret = api_key_secret(&vz, "0123abcd").unwrap();
+        let m = &secret.metadata;
+        assert_eq!(m.name.as_deref(), Some("pixie-api-key"));
+        assert_eq!(m.name.as_deref(), Some(Names::of("pixie").api_key.as_str()));
+        assert_eq!(m.namespace.as_deref(), Some("pl"));
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data.len(), 1);
+        assert_eq!(data["key"].0, b"0123abcd");
+        assert_eq!(secret.string_data, None);
+        let owner = &m.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Vizier", "pixie", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(m.labels.as_ref().unwrap()[VIZIER_LABEL], "pixie");
+        let mut nameless = vz.clone();
+        nameless.metadata.uid = None;
+        assert!(
+            api_key_secret(&nameless, "k").is_err(),
+            "no owner, no Secret"
+        );
     }
 }

@@ -94,6 +94,22 @@ pub enum Error {
         #[source]
         source: crate::pem::CallError,
     },
+    /// Reading random bytes for a new API key failed.
+    #[error("cannot read random bytes for an API key")]
+    RandomKey {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating a Vizier's API-key Secret failed (other than because it exists).
+    #[error("cannot create the API-key Secret {name}")]
+    CreateApiKey {
+        /// The Secret's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Encoding an object as JSON failed (a bug).
     #[error("cannot encode {what} as JSON")]
     Encode {
@@ -119,6 +135,8 @@ impl Error {
             Self::LeadershipLost { .. } => "leadership_lost",
             Self::Finalizer { .. } => "finalizer",
             Self::PemCall { .. } => "pem_call",
+            Self::RandomKey { .. } => "random_key",
+            Self::CreateApiKey { .. } => "create_api_key",
             Self::Encode { .. } => "encode",
         }
     }

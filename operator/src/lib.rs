@@ -8,6 +8,7 @@
 //! kind are pure functions ([`desired`], [`status`], [`probes`], [`retention`]), tested
 //! without a cluster.
 
+mod api_key;
 mod context;
 pub mod desired;
 mod error;

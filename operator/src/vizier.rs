@@ -1,5 +1,7 @@
 //! The Vizier controller: applies what [`crate::desired`] derives from a Vizier with
 //! server-side apply, and writes the status [`crate::status`] derives from what runs.
+//! Kelvin's API-key Secret is the exception: created once, never applied
+//! (`api_key.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +109,8 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
         apply::<RoleBinding>(client, &ns, binding).await?;
     }
     let ds = apply::<DaemonSet>(client, &ns, &children.pem).await?;
+    // Before Kelvin: its pod cannot start without the Secret its key comes from.
+    crate::api_key::ensure(&vz, &ns, &ctx).await?;
     let kelvin = apply::<Deployment>(client, &ns, &children.kelvin).await?;
     apply::<Service>(client, &ns, &children.kelvin_service).await?;
 

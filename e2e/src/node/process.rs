@@ -90,9 +90,99 @@ fn field_ref(pod: &Value, ctx: &NodeContext, path: &str) -> Option<String> {
     })
 }
 
-/// The container's environment: PATH, the pod's env (plain values and field refs), the
-/// kubeconfig in place of in-cluster credentials, and the node's cgroup for the PEM.
-fn environment(ctx: &NodeContext, pod: &Value, container: &Value) -> Vec<(String, String)> {
+/// Why a container cannot be started: kubelet's waiting reason and message.
+type StartError = (String, String);
+
+fn config_error(message: String) -> StartError {
+    ("CreateContainerConfigError".to_string(), message)
+}
+
+/// The value of one `env[]` entry: a plain value, a downward-API field, or a key of a
+/// Secret or ConfigMap of the pod's namespace. `Ok(None)` leaves the variable unset.
+fn env_value(ctx: &NodeContext, pod: &Value, e: &Value) -> Result<Option<String>, StartError> {
+    if let Some(v) = e.get("value").and_then(Value::as_str) {
+        return Ok(Some(v.to_string()));
+    }
+    let Some(from) = e.get("valueFrom") else {
+        return Ok(None);
+    };
+    if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+        return Ok(field_ref(pod, ctx, path));
+    }
+    let ns = s(pod, "/metadata/namespace");
+    for (field, kind) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")] {
+        if let Some(selector) = from.get(field) {
+            let name = s(selector, "/name");
+            let object = stored(ctx, kind, ns, name);
+            return key_ref(kind, ns, object.as_ref(), selector).map_err(config_error);
+        }
+    }
+    Ok(None)
+}
+
+/// The Secret or ConfigMap `namespace/name`, as stored, if it exists.
+fn stored(ctx: &NodeContext, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+    let plural = if kind == "Secret" {
+        "secrets"
+    } else {
+        "configmaps"
+    };
+    let store = ctx.shared.lock();
+    let res = store.resource("", "v1", plural)?;
+    store.get(&res, "v1", namespace, name).ok()
+}
+
+/// The value `selector` (`{name, key, optional}`) picks from `object`, a Secret
+/// (`data`, base64) or ConfigMap (`data`), with kubelet's messages when the object or
+/// the key is missing and not `optional` (then the container is not started).
+fn key_ref(
+    kind: &str,
+    namespace: &str,
+    object: Option<&Value>,
+    selector: &Value,
+) -> Result<Option<String>, String> {
+    let (name, key) = (s(selector, "/name"), s(selector, "/key"));
+    let optional = selector.get("optional").and_then(Value::as_bool) == Some(true);
+    let Some(object) = object else {
+        return missing(
+            optional,
+            format!("{} {name:?} not found", kind.to_lowercase()),
+        );
+    };
+    let Some(raw) = object
+        .get("data")
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_str)
+    else {
+        return missing(
+            optional,
+            format!("couldn't find key {key} in {kind} {namespace}/{name}"),
+        );
+    };
+    if kind != "Secret" {
+        return Ok(Some(raw.to_string()));
+    }
+    let bytes = crate::defaults::base64_decode(raw)
+        .ok_or_else(|| format!("key {key} of {kind} {namespace}/{name} is not base64"))?;
+    // The environment is kept as strings here; a key that is not UTF-8 is mangled
+    // rather than refused (kubelet would pass the bytes).
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Something `key_ref` looked for is missing: unset if `optional`, else `message`.
+fn missing(optional: bool, message: String) -> Result<Option<String>, String> {
+    if optional { Ok(None) } else { Err(message) }
+}
+
+/// The container's environment: PATH, the pod's env (plain values, field refs, Secret
+/// and ConfigMap keys), the kubeconfig in place of in-cluster credentials, and the
+/// node's cgroup for the PEM. A Secret or ConfigMap key that cannot be read is kubelet's
+/// `CreateContainerConfigError`: the container is not started, and retried.
+fn environment(
+    ctx: &NodeContext,
+    pod: &Value,
+    container: &Value,
+) -> Result<Vec<(String, String)>, StartError> {
     let mut env = vec![
         (
             "PATH".to_string(),
@@ -111,17 +201,7 @@ fn environment(ctx: &NodeContext, pod: &Value, container: &Value) -> Vec<(String
         .flatten()
     {
         let name = s(e, "/name").to_string();
-        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
-            Some(v.to_string())
-        } else if let Some(path) = e
-            .pointer("/valueFrom/fieldRef/fieldPath")
-            .and_then(Value::as_str)
-        {
-            field_ref(pod, ctx, path)
-        } else {
-            None
-        };
-        if let Some(v) = value {
+        if let Some(v) = env_value(ctx, pod, e)? {
             let v = expand(&v, &env);
             env.retain(|(k, _)| *k != name);
             env.push((name, v));
@@ -131,7 +211,7 @@ fn environment(ctx: &NodeContext, pod: &Value, container: &Value) -> Vec<(String
         "PX_PEM_CGROUP".to_string(),
         ctx.cgroup.display().to_string(),
     ));
-    env
+    Ok(env)
 }
 
 /// `$(VAR)` references in args and env, expanded as Kubernetes does.
@@ -153,7 +233,7 @@ pub(super) fn spawn(
     ctx: &NodeContext,
     pod: &Value,
     container: &Value,
-) -> Result<ProcessGroup, (String, String)> {
+) -> Result<ProcessGroup, StartError> {
     let image = s(container, "/image");
     let exe = image_path(&ctx.images, image).ok_or_else(|| {
         (
@@ -161,7 +241,7 @@ pub(super) fn spawn(
             format!("image {image:?} is not mapped to a local executable"),
         )
     })?;
-    let env = environment(ctx, pod, container);
+    let env = environment(ctx, pod, container)?;
     let strings = |key: &str| -> Vec<String> {
         container
             .get(key)
@@ -253,4 +333,66 @@ pub(super) fn spawn(
         )
     })?;
     Ok(ProcessGroup { child, pgid })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn selector(name: &str, key: &str, optional: bool) -> Value {
+        json!({"name": name, "key": key, "optional": optional})
+    }
+
+    #[test]
+    fn secret_keys_are_decoded_and_config_map_keys_taken_as_they_are() {
+        let secret = json!({"data": {"key": "czNjcjN0"}});
+        assert_eq!(
+            key_ref("Secret", "pl", Some(&secret), &selector("k", "key", false)),
+            Ok(Some("s3cr3t".to_string()))
+        );
+        let cm = json!({"data": {"mode": "fast"}});
+        assert_eq!(
+            key_ref("ConfigMap", "pl", Some(&cm), &selector("c", "mode", false)),
+            Ok(Some("fast".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_or_key_is_kubelets_error_unless_optional() {
+        assert_eq!(
+            key_ref(
+                "Secret",
+                "pl",
+                None,
+                &selector("pixie-api-key", "key", false)
+            ),
+            Err("secret \"pixie-api-key\" not found".to_string())
+        );
+        let secret = json!({"data": {"other": "eA=="}});
+        assert_eq!(
+            key_ref("Secret", "pl", Some(&secret), &selector("s", "key", false)),
+            Err("couldn't find key key in Secret pl/s".to_string())
+        );
+        assert_eq!(
+            key_ref("Secret", "pl", Some(&secret), &selector("s", "key", true)),
+            Ok(None)
+        );
+        assert_eq!(
+            key_ref("ConfigMap", "pl", None, &selector("c", "k", true)),
+            Ok(None)
+        );
+        assert!(
+            key_ref(
+                "Secret",
+                "pl",
+                Some(&json!({"data": {"key": "*"}})),
+                &selector("s", "key", false)
+            )
+            .is_err()
+        );
+    }
 }

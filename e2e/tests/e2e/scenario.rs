@@ -308,23 +308,27 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     assert!(!dir.exists(), "temporary directory left behind");
 }
 
-#[tokio::test]
-async fn dropping_the_cluster_kills_every_pod_process() {
-    let images = HashMap::from([("sleeper".to_string(), PathBuf::from("/usr/bin/sleep"))]);
+/// A cluster of one node, `n1`, with `image` mapped to the executable `path`.
+async fn one_node_cluster(image: &str, path: &str) -> Cluster {
     let config = ClusterConfig {
-        nodes: vec![NodeSpec::named("only")],
-        images,
+        nodes: vec![NodeSpec::named("n1")],
+        images: HashMap::from([(image.to_string(), PathBuf::from(path))]),
         ..ClusterConfig::default()
     };
-    let cluster = Cluster::start(config).await.unwrap();
+    Cluster::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn dropping_the_cluster_kills_every_pod_process() {
+    let cluster = one_node_cluster("sleeper", "/usr/bin/sleep").await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: sleeper\n    args: [\"1000\"]\n";
     assert!(apply(&cluster, pod).await.success());
     let pid = eventually(SETTLE, || async {
-        cluster.node_pids("only").first().copied()
+        cluster.node_pids("n1").first().copied()
     })
     .await
     .unwrap();
-    let cgroup = cluster.node_cgroup("only").unwrap().to_path_buf();
+    let cgroup = cluster.node_cgroup("n1").unwrap().to_path_buf();
     drop(cluster);
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -455,13 +459,7 @@ spec:
 
 #[tokio::test]
 async fn deleted_pods_get_sigterm_then_sigkill_after_the_grace_period() {
-    let images = HashMap::from([("shell".to_string(), PathBuf::from("/bin/sh"))]);
-    let config = ClusterConfig {
-        nodes: vec![NodeSpec::named("n1")],
-        images,
-        ..ClusterConfig::default()
-    };
-    let cluster = Cluster::start(config).await.unwrap();
+    let cluster = one_node_cluster("shell", "/bin/sh").await;
     let out_dir = cluster.dir().display().to_string();
     let pods = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: polite\nspec:\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"trap 'echo terminated > {out_dir}/polite; exit 0' TERM; while true; do sleep 0.05; done\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"trap '' TERM; exec sleep 1000\"]\n"
@@ -503,6 +501,73 @@ async fn deleted_pods_get_sigterm_then_sigkill_after_the_grace_period() {
     .await;
     assert!(gone.is_some(), "pid {stubborn} still in the node cgroup");
     assert!(!cluster.node_pids("n1").contains(&polite));
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn secret_and_config_map_keys_reach_the_environment_once_they_exist() {
+    let cluster = one_node_cluster("sleep", "/usr/bin/sleep").await;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: keyed\nspec:\n  containers:\n  - name: main\n    image: sleep\n    args: [\"1000\"]\n    env:\n    - name: API_KEY\n      valueFrom: {secretKeyRef: {name: creds, key: key}}\n    - name: MODE\n      valueFrom: {configMapKeyRef: {name: settings, key: mode}}\n    - name: UNSET\n      valueFrom: {secretKeyRef: {name: absent, key: key, optional: true}}\n    - name: DERIVED\n      value: \"$(API_KEY)-$(MODE)\"\n";
+    assert!(apply(&cluster, pod).await.success());
+    let waiting = |want: &'static str| {
+        let cluster = &cluster;
+        async move {
+            eventually(SETTLE, || async {
+                let w = ok(
+                    cluster,
+                    &[
+                        "get",
+                        "pod",
+                        "keyed",
+                        "-o",
+                        "jsonpath={.status.phase} {.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}",
+                    ],
+                )
+                .await;
+                w.contains(want).then_some(w)
+            })
+            .await
+        }
+    };
+    let why = waiting("secret \"creds\" not found").await;
+    assert_eq!(
+        why.as_deref(),
+        Some("Pending CreateContainerConfigError: secret \"creds\" not found")
+    );
+    ok(
+        &cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=key=s3cr3t",
+        ],
+    )
+    .await;
+    // Retried by the node agent: now the ConfigMap is what is missing.
+    let why = waiting("configmap").await;
+    assert!(why.is_some(), "the container was not retried");
+    ok(
+        &cluster,
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+        ],
+    )
+    .await;
+    let env = eventually(SETTLE, || async {
+        let env = cluster.container_env("default", "keyed");
+        (!env.is_empty()).then_some(env)
+    })
+    .await
+    .expect("the container never started");
+    for expected in ["API_KEY=s3cr3t", "MODE=fast", "DERIVED=s3cr3t-fast"] {
+        assert!(env.iter().any(|e| e == expected), "{expected}: {env:?}");
+    }
+    assert!(!env.iter().any(|e| e.starts_with("UNSET=")), "{env:?}");
     cluster.stop().await;
 }
 

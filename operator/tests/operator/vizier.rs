@@ -1,7 +1,8 @@
 //! A Vizier applied with `kubectl` becomes PEMs on both nodes and Kelvin; its status goes
 //! Updating then Healthy; a `pemMemoryLimit` change rolls the PEMs; a second reconcile
 //! changes nothing; a killed and restarted operator converges to the same objects;
-//! deleting the Vizier leaves nothing behind.
+//! deleting the Vizier leaves nothing behind. Kelvin's process gets the API key of the
+//! Secret the operator made.
 //!
 //! The PEM and Kelvin images are mapped to a stand-in script that sleeps, not to the real
 //! `vizier-pem` and `kelvin`: building the PEM (aya, DataFusion) here is out of budget.
@@ -14,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use px_crds::{Vizier, VizierPhase};
 use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
@@ -28,7 +31,7 @@ pub(super) const SETTLE: Duration = Duration::from_secs(30);
 
 /// Kinds a Vizier makes, as `kubectl get` names them (their pods apart: the emulator
 /// keeps writing pod status).
-const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings";
+const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings,secrets";
 
 /// A scratch directory removed when the test ends, passed or not.
 pub(super) struct Scratch(pub(super) PathBuf);
@@ -154,6 +157,36 @@ async fn made_objects(cluster: &Cluster) -> Vec<String> {
     let mut lines: Vec<String> = out.lines().map(String::from).collect();
     lines.sort();
     lines
+}
+
+/// The API key in the Vizier's Secret, and the Secret's resourceVersion.
+async fn api_key(client: &Client) -> (String, Option<String>) {
+    let secret = Api::<Secret>::namespaced(client.clone(), "pl")
+        .get("pixie-api-key")
+        .await
+        .unwrap();
+    let key = &secret.data.as_ref().unwrap()["key"].0;
+    (
+        String::from_utf8(key.clone()).unwrap(),
+        secret.metadata.resource_version,
+    )
+}
+
+/// `PX_API_KEY` in the environment of the running Kelvin container's process (the
+/// stand-in execs `sleep`, which keeps the environment it was started with).
+async fn kelvin_api_key(cluster: &Cluster, client: &Client) -> Option<String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "pl")
+        .list(&ListParams::default().labels("app.kubernetes.io/name=kelvin"))
+        .await
+        .ok()?;
+    let [pod] = pods.items.as_slice() else {
+        return None;
+    };
+    let name = pod.metadata.name.as_deref()?;
+    cluster
+        .container_env("pl", name)
+        .iter()
+        .find_map(|e| e.strip_prefix("PX_API_KEY=").map(String::from))
 }
 
 async fn pem_pods(cluster: &Cluster) -> BTreeMap<String, (String, String)> {
@@ -302,16 +335,53 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     assert!(ignored.contains("deployKey"), "{ignored}");
     let describe = ok(&cluster, &["describe", "vz", "pixie", "-n", "pl"]).await;
     assert!(
-        describe.contains("Deploying"),
+        describe.contains("Deploying") && describe.contains("APIKeyCreated"),
         "events in describe: {describe}"
     );
+
+    // The API key: a Secret owned by the Vizier, in Kelvin's environment, in no spec.
+    let (key, key_rv) = api_key(&client).await;
+    assert_eq!(key.len(), 64, "32 random bytes, hex");
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let owner = ok(
+        &cluster,
+        &[
+            "get",
+            "secret",
+            "pixie-api-key",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.type} {.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.metadata.ownerReferences[0].uid}",
+        ],
+    )
+    .await;
+    let vz_uid = vz_api.get("pixie").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(owner, format!("Opaque Vizier/pixie {vz_uid}"));
+    let seen = eventually(SETTLE, || async {
+        kelvin_api_key(&cluster, &client)
+            .await
+            .filter(|k| *k == key)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "Kelvin's process never had the Secret's key"
+    );
+    let kelvin = Api::<Deployment>::namespaced(client.clone(), "pl")
+        .get("pixie-kelvin")
+        .await
+        .unwrap();
+    let kelvin_spec = serde_json::to_string(&kelvin).unwrap();
+    assert!(!kelvin_spec.contains(&key), "the key is in the Deployment");
+    assert!(!kelvin_spec.contains("--allow-unauthenticated"));
 
     // A second reconcile changes nothing.
     let before = made_objects(&cluster).await;
     assert_eq!(
         before.len(),
-        9,
-        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc: {before:?}"
+        10,
+        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc, Secret: {before:?}"
     );
     let vz_rv = vz_api.get("pixie").await.unwrap().metadata.resource_version;
     let ctx = Arc::new(px_operator::Context::new(client.clone(), None, None));
@@ -326,6 +396,11 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     assert_eq!(
         vz_api.get("pixie").await.unwrap().metadata.resource_version,
         vz_rv
+    );
+    assert_eq!(
+        api_key(&client).await,
+        (key.clone(), key_rv.clone()),
+        "the key was rewritten"
     );
 
     // pemMemoryLimit 2Gi -> 3Gi rolls the PEMs with the new limit.
@@ -411,8 +486,13 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         "a restart rewrote objects it had right"
     );
     wait_healthy(&cluster).await;
+    assert_eq!(
+        api_key(&client).await,
+        (key, key_rv),
+        "the restarted operator rotated the key"
+    );
 
-    // Deleting the Vizier leaves nothing behind.
+    // Deleting the Vizier leaves nothing behind, the API-key Secret included.
     ok(&cluster, &["delete", "vz", "pixie", "-n", "pl"]).await;
     let gone = eventually(SETTLE, || async {
         let pods = ok(&cluster, &["get", "pods", "-n", "pl", "-o", "name"]).await;
