@@ -16,6 +16,7 @@
 //! `new()`.
 
 /// Pixie's public API, package `px.api.vizierpb`.
+pub mod auth;
 pub mod process;
 pub mod tls;
 

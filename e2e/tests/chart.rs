@@ -184,6 +184,8 @@ fn operator_rules() -> Value {
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token"],
+         "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -282,13 +284,16 @@ fn default_values_render_the_operator_with_least_privilege() {
     );
     for o in out["objects"].as_array().unwrap() {
         for rule in o["rules"].as_array().into_iter().flatten() {
-            // The operator creates API-key Secrets and never reads any Secret.
+            // The operator creates its Secrets and reads only the PEM token, by name.
             if rule["resources"]
                 .as_array()
                 .unwrap()
                 .contains(&json!("secrets"))
             {
-                assert_eq!(rule["verbs"], json!(["create"]), "{rule}");
+                let create = rule["verbs"] == json!(["create"]);
+                let get_token = rule["verbs"] == json!(["get"])
+                    && rule["resourceNames"] == json!(["px-pem-token"]);
+                assert!(create || get_token, "{rule}");
             }
             for field in ["apiGroups", "resources", "verbs"] {
                 assert!(

@@ -8,13 +8,12 @@
 //! fans each query out to the PEMs' table services ([`RemotePems`]), pushing down the
 //! columns, time window and filters each scan needs.
 
-mod auth;
 mod remote;
 mod results;
 mod service;
 mod tracepoints;
 
-pub use auth::TokenCheck;
+pub use px_api::auth::TokenCheck;
 pub use remote::{PemError, RemotePem, RemotePems};
 pub use service::{Kelvin, func_calls};
 pub use tracepoints::{LocalProbes, roll_up as roll_up_tracepoints};

@@ -49,6 +49,9 @@ struct Args {
     /// The name the PEMs' certificates carry, when not the host of their URLs.
     #[arg(long, env = "PX_PEM_TLS_SERVER_NAME")]
     pem_tls_server_name: Option<String>,
+    /// The token the PEMs require (their `--service-token`), sent on every call.
+    #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
+    pem_token: Option<String>,
 }
 
 impl Args {
@@ -88,7 +91,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|(name, url)| {
             let tls = url.starts_with("https://").then(|| pem_tls.clone());
-            RemotePem::new(name, url, tls)
+            RemotePem::new(name, url, tls)?.with_token(args.pem_token.as_deref())
         })
         .collect::<Result<Vec<_>, _>>()?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;

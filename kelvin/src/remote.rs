@@ -32,10 +32,12 @@ use datafusion::physical_plan::{
 };
 use datafusion_proto::bytes::Serializeable as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use px_api::auth::Bearer;
 use px_api::pem::probe_service_client::ProbeServiceClient;
 use px_api::pem::table_service_client::TableServiceClient;
 use px_api::pem::{ListProbesRequest, ListTablesRequest, ProbeState, ScanRequest};
 use px_tablestore::TimeRange;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How long Kelvin waits for a PEM to accept a connection.
@@ -86,8 +88,9 @@ pub enum PemError {
 pub struct RemotePem {
     name: String,
     addr: String,
-    client: TableServiceClient<Channel>,
-    probes: ProbeServiceClient<Channel>,
+    channel: Channel,
+    client: TableServiceClient<InterceptedService<Channel, Bearer>>,
+    probes: ProbeServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 impl fmt::Debug for RemotePem {
@@ -118,13 +121,31 @@ impl RemotePem {
     }
 
     fn with_channel(name: &str, addr: &str, channel: Channel) -> Self {
+        Self::clients(name, addr, channel, Bearer::default())
+    }
+
+    fn clients(name: &str, addr: &str, channel: Channel, bearer: Bearer) -> Self {
         Self {
             name: name.to_owned(),
             addr: addr.to_owned(),
-            client: TableServiceClient::new(channel.clone())
+            client: TableServiceClient::with_interceptor(channel.clone(), bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            probes: ProbeServiceClient::new(channel),
+            probes: ProbeServiceClient::with_interceptor(channel.clone(), bearer),
+            channel,
         }
+    }
+
+    /// Presents `token` (the PEMs' `--service-token`) on every call to this PEM.
+    ///
+    /// # Errors
+    /// [`PemError::BadAddress`] when the token cannot be sent (not printable ASCII).
+    pub fn with_token(self, token: Option<&str>) -> Result<Self, PemError> {
+        let bearer = Bearer::new(token).map_err(|reason| PemError::BadAddress {
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            reason,
+        })?;
+        Ok(Self::clients(&self.name, &self.addr, self.channel, bearer))
     }
 
     /// The PEM's name.

@@ -45,6 +45,46 @@ pub(crate) async fn ensure(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), E
     // A key every reconcile: knowing whether one is needed would take a read (see the
     // module docs), and 32 random bytes are cheap. An unused one is dropped unseen.
     let secret = desired::api_key_secret(vz, &generate()?)?;
+    create_once(vz, ns, ctx, secret, "APIKeyCreated", "Kelvin's API key").await?;
+    // The PEMs' service token, the same way. The operator reads this one back (and only
+    // this one, by name: see `pem_token`) to call the PEMs.
+    let token = desired::pem_token_secret(vz, &generate()?)?;
+    create_once(
+        vz,
+        ns,
+        ctx,
+        token,
+        "PEMTokenCreated",
+        "the PEMs' service token",
+    )
+    .await
+}
+
+/// The PEMs' service token of namespace `ns`, if its Secret exists.
+pub(crate) async fn pem_token(ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = api
+        .get_opt(desired::PEM_TOKEN_SECRET)
+        .await
+        .map_err(|source| Error::Read {
+            what: "the PEMs' token Secret",
+            source,
+        })?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(desired::API_KEY_SECRET_KEY).cloned())
+        .and_then(|v| String::from_utf8(v.0).ok()))
+}
+
+/// Creates `secret` unless it exists; publishes `reason` when it does create it.
+async fn create_once(
+    vz: &Vizier,
+    ns: &str,
+    ctx: &Context,
+    secret: Secret,
+    reason: &str,
+    what: &str,
+) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     match api.create(&PostParams::default(), &secret).await {
@@ -52,8 +92,8 @@ pub(crate) async fn ensure(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), E
             ctx.publish(
                 vz,
                 EventType::Normal,
-                "APIKeyCreated",
-                format!("created Secret {name} with Kelvin's API key (data key `key`)"),
+                reason,
+                format!("created Secret {name} with {what} (data key `key`)"),
             )
             .await;
             Ok(())

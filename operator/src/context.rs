@@ -127,6 +127,25 @@ impl Context {
         Ok(!viziers.items.is_empty())
     }
 
+    /// One PEM per node in `namespace` (or the operator's whole scope), each with the
+    /// service token of its namespace.
+    pub(crate) async fn pems(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<crate::pem::Pem>, Error> {
+        let mut pems = crate::pem::pems_by_node(&self.pem_pods(namespace).await?);
+        let mut tokens: std::collections::BTreeMap<String, Option<String>> =
+            std::collections::BTreeMap::new();
+        for pem in &mut pems {
+            if !tokens.contains_key(&pem.namespace) {
+                let token = crate::api_key::pem_token(self, &pem.namespace).await?;
+                tokens.insert(pem.namespace.clone(), token);
+            }
+            pem.token = tokens.get(&pem.namespace).cloned().flatten();
+        }
+        Ok(pems)
+    }
+
     /// The PEM pods in `namespace`, or in the operator's whole scope.
     pub(crate) async fn pem_pods(&self, namespace: Option<&str>) -> Result<Vec<Pod>, Error> {
         let api: Api<Pod> = match namespace {

@@ -51,6 +51,12 @@ pub const DEFAULT_REGISTRY: &str = "px";
 pub const API_KEY_SECRET_KEY: &str = "key";
 /// The environment variable Kelvin reads its API key from (`kelvin --api-key`).
 pub const API_KEY_ENV: &str = "PX_API_KEY";
+/// The Secret, one per namespace, holding the PEMs' service token. A fixed name, so that
+/// the operator's RBAC can read this Secret and no other (`resourceNames`).
+pub const PEM_TOKEN_SECRET: &str = "px-pem-token";
+/// The environment variable in which the PEMs (`--service-token`) and Kelvin
+/// (`--pem-token`) get it.
+pub const PEM_TOKEN_ENV: &str = "PX_PEM_SERVICE_TOKEN";
 /// Default PEM memory limit (Pixie's).
 pub const DEFAULT_PEM_MEMORY_LIMIT: &str = "2Gi";
 
@@ -64,6 +70,8 @@ pub struct Names {
     pub kelvin: String,
     /// The Secret holding Kelvin's API key.
     pub api_key: String,
+    /// The Secret holding the token the PEMs require of Kelvin and the operator.
+    pub pem_token: String,
 }
 
 impl Names {
@@ -73,6 +81,7 @@ impl Names {
             pem: format!("{vizier}-pem"),
             kelvin: format!("{vizier}-kelvin"),
             api_key: format!("{vizier}-api-key"),
+            pem_token: PEM_TOKEN_SECRET.to_string(),
         }
     }
 }
@@ -362,7 +371,12 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let (args, extra_env) = pem_args(vz, &memory);
     // POD_IP: the PEM listens there (`--listen`), where Kelvin and the operator reach
     // it. NODE_NAME: the node it reports probes and tables for.
-    let mut env = vec![pod_ip_env(), downward_env("NODE_NAME", "spec.nodeName")];
+    // PX_PEM_SERVICE_TOKEN: callers without it cannot read the tables or load probes.
+    let mut env = vec![
+        pod_ip_env(),
+        downward_env("NODE_NAME", "spec.nodeName"),
+        secret_env(PEM_TOKEN_ENV, &names.pem_token),
+    ];
     env.extend(extra_env);
 
     let mut resources = vz
@@ -503,7 +517,8 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
                 value: Some(kelvin_pems(pems)),
                 ..EnvVar::default()
             },
-            api_key_env(&names.api_key),
+            secret_env(API_KEY_ENV, &names.api_key),
+            secret_env(PEM_TOKEN_ENV, &names.pem_token),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("query".to_string()),
@@ -560,12 +575,12 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
     })
 }
 
-/// `PX_API_KEY` from the API-key Secret `secret`. A reference, not the value: the key
-/// stays out of the Deployment (readable by anyone who may read Deployments) and a
-/// Secret the user replaces reaches Kelvin at its next start.
-fn api_key_env(secret: &str) -> EnvVar {
+/// `name` from the `key` of Secret `secret`. A reference, not the value: the key stays
+/// out of the Deployment (readable by anyone who may read Deployments) and a Secret the
+/// user replaces reaches the pods at their next start.
+fn secret_env(name: &str, secret: &str) -> EnvVar {
     EnvVar {
-        name: API_KEY_ENV.to_string(),
+        name: name.to_string(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.to_string(),
@@ -585,8 +600,19 @@ fn api_key_env(secret: &str) -> EnvVar {
 pub fn api_key_secret(vz: &Vizier, key: &str) -> Result<Secret, Error> {
     let o = owner(vz)?;
     let names = Names::of(o.name);
+    key_secret(vz, &names.api_key, "kelvin", key)
+}
+
+/// The Secret holding the PEMs' service token (`px-pem-token`, type Opaque, data `key`),
+/// owned by the Vizier; created once, like [`api_key_secret`].
+pub fn pem_token_secret(vz: &Vizier, token: &str) -> Result<Secret, Error> {
+    key_secret(vz, PEM_TOKEN_SECRET, "vizier-pem", token)
+}
+
+fn key_secret(vz: &Vizier, name: &str, component: &str, key: &str) -> Result<Secret, Error> {
+    let o = owner(vz)?;
     Ok(Secret {
-        metadata: meta(&o, &names.api_key, "kelvin", &version(vz)),
+        metadata: meta(&o, name, component, &version(vz)),
         type_: Some("Opaque".to_string()),
         data: Some(BTreeMap::from([(
             API_KEY_SECRET_KEY.to_string(),
@@ -1124,19 +1150,40 @@ mod tests {
             "{args:?}"
         );
         let env = c.env.clone().unwrap();
-        let key = env.iter().find(|e| e.name == "PX_API_KEY").unwrap();
-        assert_eq!(key.value, None, "the key itself is not in the Deployment");
-        let from = key
+        assert_eq!(secret_ref(&env, "PX_API_KEY"), ("pixie-api-key", "key"));
+        assert_eq!(
+            secret_ref(&env, PEM_TOKEN_ENV),
+            (PEM_TOKEN_SECRET, "key"),
+            "Kelvin presents the PEMs' token"
+        );
+    }
+
+    #[test]
+    fn the_pems_require_the_token_from_its_secret() {
+        let ds = pem_daemonset(&vizier(VizierSpec::default())).unwrap();
+        let env = pem_container(&ds).env.clone().unwrap();
+        assert_eq!(secret_ref(&env, PEM_TOKEN_ENV), (PEM_TOKEN_SECRET, "key"));
+        let token = pem_token_secret(&vizier(VizierSpec::default()), "t0k").unwrap();
+        assert_eq!(token.metadata.name.as_deref(), Some(PEM_TOKEN_SECRET));
+        assert_eq!(token.metadata.owner_references.unwrap()[0].kind, "Vizier");
+    }
+
+    /// (Secret name, key) that env var `name` comes from; it must carry no value itself.
+    fn secret_ref<'a>(env: &'a [EnvVar], name: &str) -> (&'a str, &'a str) {
+        let var = env.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(
+            var.value, None,
+            "{name}: the value itself is not in the object"
+        );
+        let from = var
             .value_from
             .as_ref()
             .unwrap()
             .secret_key_ref
             .as_ref()
             .unwrap();
-        assert_eq!(
-            (from.name.as_str(), from.key.as_str(), from.optional),
-            ("pixie-api-key", "key", Some(false))
-        );
+        assert_eq!(from.optional, Some(false));
+        (from.name.as_str(), from.key.as_str())
     }
 
     #[test]

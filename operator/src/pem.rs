@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use px_api::auth::Bearer;
 use px_api::pem::probe_service_client::ProbeServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::desired::PEM_PORT;
@@ -21,7 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PEM of one node, as its pod says.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pem {
     /// The node the PEM runs on.
     pub node: String,
@@ -29,12 +31,48 @@ pub struct Pem {
     pub ip: Option<String>,
     /// Whether the pod is Ready.
     pub ready: bool,
+    /// The PEM pod's namespace (the Vizier's), where its token Secret is.
+    pub namespace: String,
+    /// The service token the PEM requires, from that Secret.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: debug output reaches logs.
+        f.debug_struct("Pem")
+            .field("node", &self.node)
+            .field("ip", &self.ip)
+            .field("ready", &self.ready)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to call one PEM.
+#[derive(Clone)]
+pub struct Address {
+    /// The PEM pod's IP.
+    pub ip: String,
+    /// The token it requires.
+    token: Option<String>,
+}
+
+impl Address {
+    /// A PEM at `ip` that requires `token`.
+    pub fn new(ip: &str, token: Option<&str>) -> Self {
+        Self {
+            ip: ip.to_string(),
+            token: token.map(String::from),
+        }
+    }
 }
 
 impl Pem {
-    /// Whether the operator can call this PEM: ready, with an IP.
-    pub fn reachable(&self) -> Option<&str> {
-        self.ip.as_deref().filter(|_| self.ready)
+    /// Whether the operator can call this PEM (ready, with an IP), and how.
+    pub fn reachable(&self) -> Option<Address> {
+        let ip = self.ip.as_deref().filter(|_| self.ready)?;
+        Some(Address::new(ip, self.token.as_deref()))
     }
 }
 
@@ -56,6 +94,8 @@ pub fn pems_by_node(pods: &[Pod]) -> Vec<Pem> {
                 node: p.spec.as_ref()?.node_name.clone()?,
                 ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 ready: pod_ready(p),
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                token: None,
             })
         })
         .collect();
@@ -77,6 +117,14 @@ pub enum CallError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The token cannot be sent.
+    #[error("the PEM token for {addr} cannot be sent: {reason}")]
+    Token {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// No answer within the timeout.
     #[error("no answer from {addr} within {CALL_TIMEOUT:?}")]
     Timeout {
@@ -94,9 +142,14 @@ pub enum CallError {
     },
 }
 
-/// A `ProbeService` client for the PEM at `ip` (plaintext: TLS between the operator
-/// and the PEMs is not set up yet, as between Kelvin and the PEMs).
-fn client(ip: &str) -> Result<(String, ProbeServiceClient<Channel>), CallError> {
+/// A `ProbeService` client presenting the PEM's service token.
+pub type PemClient = ProbeServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A `ProbeService` client for the PEM at `address` (plaintext: TLS between the
+/// operator and the PEMs is not set up yet, as between Kelvin and the PEMs; the token
+/// authenticates the operator).
+fn client(address: &Address) -> Result<(String, PemClient), CallError> {
+    let ip = address.ip.as_str();
     let addr = if ip.contains(':') {
         format!("http://[{ip}]:{PEM_PORT}")
     } else {
@@ -109,16 +162,23 @@ fn client(ip: &str) -> Result<(String, ProbeServiceClient<Channel>), CallError> 
         })?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    Ok((addr, ProbeServiceClient::new(endpoint.connect_lazy())))
+    let bearer = Bearer::new(address.token.as_deref()).map_err(|reason| CallError::Token {
+        addr: addr.clone(),
+        reason,
+    })?;
+    Ok((
+        addr,
+        ProbeServiceClient::with_interceptor(endpoint.connect_lazy(), bearer),
+    ))
 }
 
-/// Calls the PEM at `ip` with `call`, within [`CALL_TIMEOUT`].
-pub async fn call<T, F, Fut>(ip: &str, call: F) -> Result<T, CallError>
+/// Calls the PEM at `address` with `call`, within [`CALL_TIMEOUT`].
+pub async fn call<T, F, Fut>(address: &Address, call: F) -> Result<T, CallError>
 where
-    F: FnOnce(ProbeServiceClient<Channel>) -> Fut,
+    F: FnOnce(PemClient) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let (addr, client) = client(ip)?;
+    let (addr, client) = client(address)?;
     match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
         Err(_) => Err(CallError::Timeout { addr }),
         Ok(Err(source)) => Err(CallError::Rpc { addr, source }),
@@ -167,15 +227,15 @@ mod tests {
             pod("b", Some("10.0.0.3"), true),
             pod("c", None, false),
         ]);
-        let got: Vec<(&str, Option<&str>)> = pems
+        let got: Vec<(&str, Option<String>)> = pems
             .iter()
-            .map(|p| (p.node.as_str(), p.reachable()))
+            .map(|p| (p.node.as_str(), p.reachable().map(|a| a.ip)))
             .collect();
         assert_eq!(
             got,
             [
-                ("a", Some("10.0.0.1")),
-                ("b", Some("10.0.0.3")),
+                ("a", Some("10.0.0.1".to_string())),
+                ("b", Some("10.0.0.3".to_string())),
                 ("c", None)
             ]
         );
@@ -184,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_pem_is_an_error_not_a_hang() {
         // Port 50400 on an address of 127/8 where nothing listens.
-        let err = call("127.3.2.1", |mut c| async move {
+        let err = call(&Address::new("127.3.2.1", Some("t")), |mut c| async move {
             c.list_probes(px_api::pem::ListProbesRequest {}).await
         })
         .await

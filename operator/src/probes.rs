@@ -541,6 +541,8 @@ mod tests {
             node: node.into(),
             ip: Some("10.0.0.1".into()),
             ready,
+            namespace: "pl".into(),
+            token: None,
         };
         let pems = [pem("a", true), pem("b", true), pem("c", false)];
         let labels = BTreeMap::from([

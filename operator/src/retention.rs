@@ -205,13 +205,13 @@ fn with_conditions(
 
 /// Sends `req` to every ready PEM of the Vizier in `ns`.
 async fn send(ctx: &Context, ns: &str, req: &SetRetentionRequest) -> Result<Round, Error> {
-    let pems = pem::pems_by_node(&ctx.pem_pods(Some(ns)).await?);
+    let pems = ctx.pems(Some(ns)).await?;
     let mut round = Round::default();
     // Collected first: a lazy iterator borrowing `pems` across the awaits below is
     // not `Send` for the controller's future.
-    let targets: Vec<(String, Option<String>)> = pems
+    let targets: Vec<(String, Option<pem::Address>)> = pems
         .iter()
-        .map(|p| (p.node.clone(), p.reachable().map(String::from)))
+        .map(|p| (p.node.clone(), p.reachable()))
         .collect();
     let results = fan_out(targets, |(node, ip)| {
         let req = req.clone();

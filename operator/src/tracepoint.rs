@@ -100,7 +100,7 @@ async fn refuse(
 
 async fn apply(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
     let now = now();
-    let pems = pem::pems_by_node(&ctx.pem_pods(None).await?);
+    let pems = ctx.pems(None).await?;
     if let Some((type_, why)) = refusal(tp, ctx, &now).await? {
         return refuse(tp, ctx, &pems, type_, why, &now).await;
     }
@@ -202,10 +202,7 @@ async fn sync(
         .map(|(node, pods)| Ok((node.clone(), probes::probe_spec(tp, pods.clone())?)))
         .collect::<Result<_, Error>>()?;
     let outcomes: BTreeMap<String, NodeOutcome> = fan_out(specs, |(node, spec)| {
-        let ip = by_node
-            .get(node.as_str())
-            .and_then(|p| p.reachable())
-            .map(String::from);
+        let ip = by_node.get(node.as_str()).and_then(|p| p.reachable());
         async move {
             let Some(ip) = ip else {
                 return (node, NodeOutcome::NoPem);
@@ -248,9 +245,9 @@ fn lock(
 async fn remove(uid: &str, pems: &[&Pem]) -> Vec<(String, pem::CallError)> {
     // Collected first: a lazy iterator borrowing `pems` across the awaits below is
     // not `Send` for the controller's future.
-    let reachable: Vec<(String, String)> = pems
+    let reachable: Vec<(String, pem::Address)> = pems
         .iter()
-        .filter_map(|p| Some((p.node.clone(), p.reachable()?.to_string())))
+        .filter_map(|p| Some((p.node.clone(), p.reachable()?)))
         .collect();
     fan_out(reachable, |(node, ip)| async move {
         let req = RemoveProbeRequest {
@@ -273,7 +270,7 @@ async fn cleanup(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
         ctx.write_status(tp, &status).await?;
     }
     let uid = tp.uid().ok_or(Error::MissingMetadata { field: "uid" })?;
-    let pems = pem::pems_by_node(&ctx.pem_pods(None).await?);
+    let pems = ctx.pems(None).await?;
     let all: Vec<&Pem> = pems.iter().collect();
     if let Some((node, source)) = remove(&uid, &all)
         .await

@@ -108,9 +108,10 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
     for binding in &children.role_bindings {
         apply::<RoleBinding>(client, &ns, binding).await?;
     }
-    let ds = apply::<DaemonSet>(client, &ns, &children.pem).await?;
-    // Before Kelvin: its pod cannot start without the Secret its key comes from.
+    // Before the PEMs and Kelvin: their pods cannot start without the Secrets their
+    // key and token come from.
     crate::api_key::ensure(&vz, &ns, &ctx).await?;
+    let ds = apply::<DaemonSet>(client, &ns, &children.pem).await?;
     let kelvin = apply::<Deployment>(client, &ns, &children.kelvin).await?;
     apply::<Service>(client, &ns, &children.kelvin_service).await?;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use tonic::service::interceptor::InterceptedService;
 use vizier_pem::probes::ProbeControl;
 use vizier_pem::{Pem, PemArgs, TableScanService};
 
@@ -25,6 +26,11 @@ struct Args {
     pem: PemArgs,
     #[command(flatten)]
     tls: px_api::tls::ServerTlsArgs,
+    /// Require this token (`authorization: Bearer ...`) on every call of the table and
+    /// probe services: whoever can load probes can read any process's memory. The
+    /// operator passes it from the Vizier's `px-pem-token` Secret, as Kelvin gets it.
+    #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -43,10 +49,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "tracing; serving the table and probe services"
     );
     let shutdown = px_api::process::shutdown_signal()?;
+    if args.service_token.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "no --service-token: anyone who can reach this address can read the tables and load probes"
+        );
+    }
+    let check = px_api::auth::TokenCheck::new(args.service_token.clone());
     let mut server = px_api::tls::server(tls)?;
     server
-        .add_service(TableScanService::new(pem.store()).into_server())
-        .add_service(ProbeControl::new(pem.probes()).into_server())
+        .add_service(InterceptedService::new(
+            TableScanService::new(pem.store()).into_server(),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ProbeControl::new(pem.probes()).into_server(),
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("table service failed")?;

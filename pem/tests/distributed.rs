@@ -436,6 +436,25 @@ fn certificates() -> PathBuf {
     dir
 }
 
+/// A `vizier-pem` on a free loopback port with the flags `configure` adds, once it
+/// listens.
+fn listening_pem(
+    configure: impl FnOnce(&mut Command) -> &mut Command,
+) -> (Process, std::net::SocketAddr) {
+    let addr = free_addr();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vizier-pem"));
+    command
+        .args(["--listen", &addr.to_string(), "--memory-limit", "256Mi"])
+        .env("RUST_LOG", "warn");
+    let pem = Process(configure(&mut command).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the PEM never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (pem, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kelvin_and_a_pem_authenticate_each_other_with_mutual_tls() {
     if !may_run() {
@@ -443,26 +462,15 @@ async fn kelvin_and_a_pem_authenticate_each_other_with_mutual_tls() {
     }
     let certs = certificates();
     let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
-    let addr = free_addr();
-    let pem = Process(
-        Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
-            .args(["--listen", &addr.to_string(), "--memory-limit", "256Mi"])
-            .args([
-                "--tls-cert",
-                &path("server.pem"),
-                "--tls-key",
-                &path("server.key"),
-            ])
-            .args(["--tls-client-ca", &path("ca.pem")])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the PEM never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (pem, addr) = listening_pem(|c| {
+        c.args([
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+        ])
+        .args(["--tls-client-ca", &path("ca.pem")])
+    });
     let url = format!("https://{addr}");
     let client_tls = |identity: bool| {
         px_api::tls::ClientTls {
@@ -496,5 +504,56 @@ async fn kelvin_and_a_pem_authenticate_each_other_with_mutual_tls() {
         let error = run(&kelvin, script).await.unwrap_err();
         assert!(error.contains("PEM node-a"), "{error}");
     }
+    drop(pem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pem_with_a_service_token_answers_only_callers_that_present_it() {
+    if !may_run() {
+        return;
+    }
+    let (pem, addr) = listening_pem(|c| {
+        c.arg("--disable-tls")
+            .env("PX_PEM_SERVICE_TOKEN", "s3rvice-token")
+    });
+    let url = format!("http://{addr}");
+    let script = "import px\npx.display(px.GetTables(), 'tables')\n";
+    let kelvin_with = |token: Option<&str>| {
+        let pem = RemotePem::new("node-a", &url, None)
+            .unwrap()
+            .with_token(token)
+            .unwrap();
+        Kelvin::over_pems(RemotePems::new(vec![pem]))
+    };
+
+    // Kelvin with the token gets the tables.
+    let kelvin = serve_kelvin(kelvin_with(Some("s3rvice-token"))).await;
+    let tables = run(&kelvin, script).await.unwrap();
+    assert!(
+        tables["tables"]
+            .iter()
+            .any(|r| r["table_name"] == "http_events")
+    );
+
+    // Without it, or with another: refused, naming the PEM.
+    for token in [None, Some("guess")] {
+        let kelvin = serve_kelvin(kelvin_with(token)).await;
+        let error = run(&kelvin, script).await.unwrap_err();
+        let refused = error.contains("not valid") || error.contains("needs a key");
+        assert!(error.contains("PEM node-a") && refused, "{error}");
+    }
+
+    // The probe service too: nobody without the token loads a probe.
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut probes = px_api::pem::probe_service_client::ProbeServiceClient::new(channel);
+    let refused = probes
+        .list_probes(px_api::pem::ListProbesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     drop(pem);
 }

@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use px_api::auth::Bearer;
 use px_api::pem::probe_service_client::ProbeServiceClient;
 use px_api::pem::{
     GetRetentionRequest, ListProbesRequest, ProbePhase, ProbeState, RetentionReport,
 };
 use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use super::vizier::{
@@ -174,14 +176,50 @@ pub(super) async fn apply(cluster: &Cluster, yaml: &str) {
 pub(super) async fn pem_client(
     cluster: &Cluster,
     node: &str,
-) -> Option<ProbeServiceClient<tonic::transport::Channel>> {
+) -> Option<ProbeServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>> {
     let ip = cluster.node_ip(node)?;
     let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
         .ok()?
         .connect()
         .await
         .ok()?;
-    Some(ProbeServiceClient::new(channel))
+    // The PEMs' service token, as Kelvin and the operator present it.
+    let token = pem_token(cluster).await;
+    let bearer = Bearer::new(token.as_deref()).ok()?;
+    Some(ProbeServiceClient::with_interceptor(channel, bearer))
+}
+
+/// The PEMs' service token of namespace `pl`, if its Secret exists.
+pub(super) async fn pem_token(cluster: &Cluster) -> Option<String> {
+    let out = cluster
+        .kubectl(&[
+            "get",
+            "secret",
+            "px-pem-token",
+            "-n",
+            "pl",
+            "-o",
+            "jsonpath={.data.key}",
+        ])
+        .await
+        .ok()?;
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()?
+                .write_all(out.stdout.trim().as_bytes())
+                .ok()?;
+            child.wait_with_output().ok()
+        })?;
+    let token = String::from_utf8(decoded.stdout).ok()?;
+    (!token.is_empty()).then_some(token)
 }
 
 /// What the stand-in PEM of `node` says about probe `id`, if it answers.

@@ -11,14 +11,16 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use px_api::auth::Bearer;
+use px_api::pem::probe_service_client::ProbeServiceClient;
 use px_api::pem::table_service_client::TableServiceClient;
-use px_api::pem::{ListTablesRequest, ProbePhase};
+use px_api::pem::{ListProbesRequest, ListTablesRequest, ProbePhase};
 use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, probe_on, retention_listing, retention_on, tp_row, two_nodes_with_vizier, uid, wait_tp,
-    workspace_binary,
+    apply, pem_token, probe_on, retention_listing, retention_on, tp_row, two_nodes_with_vizier,
+    uid, wait_tp, workspace_binary,
 };
 use super::vizier::{SETTLE, Scratch, client, ok, stand_in, start_operator, wait_healthy};
 
@@ -119,7 +121,8 @@ async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
         .connect()
         .await
         .ok()?;
-    let listed = TableServiceClient::new(channel)
+    let bearer = Bearer::new(pem_token(cluster).await.as_deref()).ok()?;
+    let listed = TableServiceClient::with_interceptor(channel, bearer)
         .list_tables(ListTablesRequest {})
         .await
         .ok()?;
@@ -155,6 +158,19 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     wait_tp(&cluster, "shop", "adds", "2/2", "Running").await;
     let row = tp_row(&cluster, "shop", "adds").await;
     assert_eq!(row[..4], ["adds", "adds", "2/2", "Running"], "{row:?}");
+
+    // The PEMs answer only callers with the Vizier's token (Kelvin, the operator).
+    let ip = cluster.node_ip("node-a").unwrap();
+    let stranger = Endpoint::from_shared(format!("http://{ip}:50400"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = ProbeServiceClient::new(stranger)
+        .list_probes(ListProbesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
     // Each node's PEM records the calls of its own pod's processes.
     let id = uid(&cluster, "shop", "adds").await;

@@ -380,8 +380,8 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     let before = made_objects(&cluster).await;
     assert_eq!(
         before.len(),
-        10,
-        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc, Secret: {before:?}"
+        11,
+        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc, 2 Secrets: {before:?}"
     );
     let vz_rv = vz_api.get("pixie").await.unwrap().metadata.resource_version;
     let ctx = Arc::new(px_operator::Context::new(client.clone(), None, None));

@@ -1,5 +1,7 @@
-//! API authentication: when a token is configured, every request must carry it, either
-//! as Pixie's clients send API keys (`pixie-api-key` metadata) or as a bearer token.
+//! Token authentication for the gRPC services: when a token is configured, every request
+//! must carry it, either as Pixie's clients send API keys (`pixie-api-key` metadata) or
+//! as a bearer token. Kelvin's public API checks the API key with it; the PEM's internal
+//! services check the service token that Kelvin and the operator present ([`Bearer`]).
 
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -24,6 +26,41 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Adds `authorization: Bearer <token>` to every request of a client; nothing without a
+/// token.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Bearer {
+    /// Presents `token`.
+    ///
+    /// # Errors
+    /// A message when the token is not printable ASCII (it cannot be sent in metadata).
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        let header = token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| "the token must be printable ASCII".to_owned())
+            })
+            .transpose()?;
+        Ok(Self { header })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
 impl Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
@@ -43,9 +80,9 @@ impl Interceptor for TokenCheck {
         match presented {
             Some(token) if same(token, expected.as_bytes()) => Ok(request),
             // Never echo what was sent: it may be someone's credential.
-            Some(_) => Err(Status::unauthenticated("the API key is not valid")),
+            Some(_) => Err(Status::unauthenticated("the key or token is not valid")),
             None => Err(Status::unauthenticated(
-                "this API needs a key: send it as `pixie-api-key` metadata or as \
+                "this service needs a key: send it as `pixie-api-key` metadata or as \
                  `authorization: Bearer <key>`",
             )),
         }
