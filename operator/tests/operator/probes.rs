@@ -191,11 +191,16 @@ pub(super) async fn pem_client(
 
 /// The PEMs' service token of namespace `pl`, if its Secret exists.
 pub(super) async fn pem_token(cluster: &Cluster) -> Option<String> {
+    secret_value(cluster, "px-pem-token").await
+}
+
+/// The `key` of Secret `name` in namespace `pl`, decoded, if it exists.
+pub(super) async fn secret_value(cluster: &Cluster, name: &str) -> Option<String> {
     let out = cluster
         .kubectl(&[
             "get",
             "secret",
-            "px-pem-token",
+            name,
             "-n",
             "pl",
             "-o",
@@ -218,8 +223,8 @@ pub(super) async fn pem_token(cluster: &Cluster) -> Option<String> {
                 .ok()?;
             child.wait_with_output().ok()
         })?;
-    let token = String::from_utf8(decoded.stdout).ok()?;
-    (!token.is_empty()).then_some(token)
+    let value = String::from_utf8(decoded.stdout).ok()?;
+    (!value.is_empty()).then_some(value)
 }
 
 /// What the stand-in PEM of `node` says about probe `id`, if it answers.

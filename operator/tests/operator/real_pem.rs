@@ -19,10 +19,10 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, pem_token, probe_on, retention_listing, retention_on, tp_row, two_nodes_with_vizier,
-    uid, wait_tp, workspace_binary,
+    apply, jsonpath, pem_token, probe_on, retention_listing, retention_on, secret_value, tp_row,
+    two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
-use super::vizier::{SETTLE, Scratch, client, ok, stand_in, start_operator, wait_healthy};
+use super::vizier::{SETTLE, Scratch, client, ok, start_operator, wait_healthy};
 
 const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
 
@@ -136,6 +136,74 @@ async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The Kelvin pod's address, once it has one.
+async fn kelvin_addr(cluster: &Cluster) -> Option<String> {
+    let ip = jsonpath(
+        cluster,
+        &["pods", "-n", "pl", "-l", "app.kubernetes.io/name=kelvin"],
+        "{.items[0].status.podIP}",
+    )
+    .await;
+    (!ip.trim().is_empty()).then(|| format!("http://{}:50300", ip.trim()))
+}
+
+/// A query's stream: the status code it ends with, or the rows it returned in all.
+async fn execute(
+    cluster: &Cluster,
+    script: &str,
+    key: Option<&str>,
+) -> Option<Result<i64, tonic::Code>> {
+    use px_api::vizierpb::execute_script_response::Result as Part;
+    use px_api::vizierpb::vizier_service_client::VizierServiceClient;
+    let channel = Endpoint::from_shared(kelvin_addr(cluster).await?)
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut request = tonic::Request::new(px_api::vizierpb::ExecuteScriptRequest {
+        query_str: script.to_owned(),
+        ..Default::default()
+    });
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("pixie-api-key", key.parse().ok()?);
+    }
+    let mut stream = match VizierServiceClient::new(channel)
+        .execute_script(request)
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Some(Err(status.code())),
+    };
+    let mut rows = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => {
+                if m.status.as_ref().is_some_and(|s| s.code != 0) {
+                    return None;
+                }
+                if let Some(Part::Data(d)) = m.result {
+                    rows += d.batch.map_or(0, |b| b.num_rows);
+                }
+            }
+            Ok(None) => return Some(Ok(rows)),
+            Err(status) => return Some(Err(status.code())),
+        }
+    }
+}
+
+async fn query_rows(cluster: &Cluster, script: &str) -> Option<i64> {
+    let key = secret_value(cluster, "pixie-api-key").await?;
+    execute(cluster, script, Some(&key)).await?.ok()
+}
+
+async fn query_status(cluster: &Cluster, key: Option<&str>) -> Option<tonic::Code> {
+    execute(cluster, "import px\npx.display(px.GetTables(), 't')\n", key)
+        .await?
+        .err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     if !privileged() {
@@ -144,9 +212,10 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     let scratch = Scratch::new("real-pem");
     let (program, app) = adder(&scratch.0);
     let pem = workspace_binary("vizier-pem", "vizier-pem").await;
+    let kelvin = workspace_binary("kelvin", "kelvin").await;
     let images = HashMap::from([
         ("px/vizier-pem".into(), pem),
-        ("px/kelvin".into(), stand_in(&scratch.0)),
+        ("px/kelvin".into(), kelvin),
         ("px/adder".into(), app),
     ]);
     let cluster = two_nodes_with_vizier(images, VIZIER).await;
@@ -188,6 +257,28 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
         let tables = tables_on(&cluster, node).await.unwrap();
         assert!(tables.contains(&"adds".to_owned()), "{node}: {tables:?}");
     }
+
+    // A user queries the probe's table through Pixie's API on the real Kelvin, which
+    // fans out to both PEMs with their token; the API key comes from its Secret.
+    let rows = eventually(SETTLE, || async {
+        let n = query_rows(
+            &cluster,
+            "import px\npx.display(px.DataFrame(table='adds'), 'adds')\n",
+        )
+        .await?;
+        (n >= 8).then_some(n)
+    })
+    .await;
+    assert!(
+        rows.is_some(),
+        "Kelvin never returned the rows of both nodes' calls"
+    );
+    let unauthorized = query_status(&cluster, None).await;
+    assert_eq!(
+        unauthorized,
+        Some(tonic::Code::Unauthenticated),
+        "a query without the API key"
+    );
 
     // A DataRetention reaches the running PEMs: the budget and the age limit are in
     // force on both, and its status reports what each table holds across the nodes.
