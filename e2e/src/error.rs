@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-/// Why starting, stopping or driving the emulator, a node or the harness failed.
+/// Why starting, stopping or driving the control plane, a node or the harness failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Binding the loopback listener failed.
-    #[error("binding the API server listener: {source}")]
+    /// Finding a free loopback port failed.
+    #[error("finding a free loopback port: {source}")]
     Bind {
         /// The underlying I/O error.
         #[source]
@@ -37,8 +37,33 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// An object the harness writes was refused by the emulator.
-    #[error("the emulator refused {what}: {message}")]
+    /// Making a certificate or key failed.
+    #[error("making {what}: {source}")]
+    Certificate {
+        /// Which certificate or key.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A control-plane component could not be built, failed to start or exited.
+    #[error("{component}: {message}")]
+    ControlPlane {
+        /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler (or `build`).
+        component: String,
+        /// What went wrong, with the end of its log.
+        message: String,
+    },
+    /// A client for a kubeconfig could not be made.
+    #[error("a client for {kubeconfig}: {message}")]
+    Client {
+        /// The kubeconfig.
+        kubeconfig: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// An object the harness writes was refused by the API server.
+    #[error("the API server refused {what}: {message}")]
     Refused {
         /// What was being written.
         what: String,

@@ -1,20 +1,24 @@
-//! The test harness: an emulator (and, with [`ClusterConfig::nodes`], simulated nodes) in
-//! a private temporary directory, with a kubeconfig and a `kubectl` runner for it.
-//! Dropping or stopping the [`Cluster`] ends every process and removes what it created.
+//! The test harness: a real control plane (and, with [`ClusterConfig::nodes`], simulated
+//! nodes) in a private temporary directory, with an admin kubeconfig, a `kubectl`
+//! runner, and credentials for any identity a test acts as. Dropping or stopping the
+//! [`Cluster`] ends every process and removes what it created.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, PostParams};
 use tokio::process::{Child, Command};
 
 use crate::cgroup::ClusterCgroup;
+use crate::control_plane::{ControlPlane, Credentials, write_kubeconfig};
 use crate::error::Error;
-use crate::node::{NodeAgent, NodeContext, NodeSpec};
-use crate::server::{Emulator, EmulatorConfig};
+use crate::kubelet::{NodeAgent, NodeContext, NodeSpec};
 
 /// What a kubectl run printed and how it ended.
 #[derive(Debug, Clone)]
@@ -37,9 +41,7 @@ impl KubectlOutput {
 /// How to set up a test cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
-    /// Emulator settings.
-    pub emulator: EmulatorConfig,
-    /// Simulated nodes; each gets a Node object, an agent and a cgroup.
+    /// Simulated nodes; each gets a Node object, a kubelet and a cgroup.
     pub nodes: Vec<NodeSpec>,
     /// Container image (`name` or `name:tag`) to the local executable that runs it.
     pub images: HashMap<String, PathBuf>,
@@ -51,9 +53,15 @@ pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new(prefix: &str) -> Result<Self, Error> {
+        Self::new_in(None, prefix)
+    }
+
+    /// A new directory under `parent` (the system's temporary directory if `None`).
+    pub(crate) fn new_in(parent: Option<&Path>, prefix: &str) -> Result<Self, Error> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let path = parent.join(format!(
             "{prefix}-{}-{n}-{}",
             std::process::id(),
             crate::time::now_secs()
@@ -76,32 +84,44 @@ impl Drop for TempDir {
     }
 }
 
-/// A running emulator and its simulated nodes for one test, with a kubeconfig and kubectl.
+/// The loopback address of the control plane of cluster `number`: 127.P.C.254, beside
+/// its nodes' 127.P.C.N (see [`crate::kubelet`]), so no port of it can clash with
+/// another cluster's.
+fn control_plane_ip(number: u64) -> Ipv4Addr {
+    let process = u8::try_from(std::process::id() % 250 + 1).unwrap_or(1);
+    let cluster = u8::try_from(number % 256).unwrap_or(0);
+    Ipv4Addr::new(127, process, cluster, 254)
+}
+
+/// A running control plane and its simulated nodes for one test, with kubeconfigs and
+/// kubectl.
 pub struct Cluster {
-    agents: Vec<NodeAgent>,
+    agents: BTreeMap<String, NodeAgent>,
     cgroup: Option<ClusterCgroup>,
     node_cgroups: BTreeMap<String, PathBuf>,
     node_ips: BTreeMap<String, String>,
-    emulator: Option<Emulator>,
+    plane: Option<ControlPlane>,
     kubeconfig: PathBuf,
     cache_dir: PathBuf,
     dir: TempDir,
 }
 
 impl Cluster {
-    /// Starts the emulator and writes its kubeconfig into a fresh temporary directory.
+    /// Starts etcd, the API server, the controller-manager and the scheduler, then the
+    /// simulated nodes, in a fresh temporary directory; returns once the control plane
+    /// is ready and every node is registered.
     pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
+        static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+        let number = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let dir = TempDir::new("px-e2e")?;
-        let emulator = Emulator::start(config.emulator).await?;
-        let kubeconfig = dir.path().join("kubeconfig");
-        emulator.write_kubeconfig(&kubeconfig)?;
+        let plane = ControlPlane::start(control_plane_ip(number), dir.path()).await?;
         let mut cluster = Self {
-            agents: Vec::new(),
+            agents: BTreeMap::new(),
             cgroup: None,
             node_cgroups: BTreeMap::new(),
             node_ips: BTreeMap::new(),
-            emulator: Some(emulator),
-            kubeconfig,
+            kubeconfig: plane.admin_kubeconfig.clone(),
+            plane: Some(plane),
             cache_dir: dir.path().join("kube-cache"),
             dir,
         };
@@ -109,13 +129,11 @@ impl Cluster {
             let name = dir_name(cluster.dir.path());
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
-            static CLUSTERS: AtomicU64 = AtomicU64::new(0);
-            let number = CLUSTERS.fetch_add(1, Ordering::Relaxed);
             for (index, spec) in config.nodes.iter().enumerate() {
-                let ip = crate::node::node_ip(number, index)
+                let ip = crate::kubelet::node_ip(number, index)
                     .ok_or_else(|| Error::Refused {
                         what: format!("node {}", spec.name),
-                        message: "at most 254 nodes per cluster".into(),
+                        message: "at most 253 nodes per cluster".into(),
                     })?
                     .to_string();
                 let node_dir = cluster.dir.path().join("nodes").join(&spec.name);
@@ -128,20 +146,59 @@ impl Cluster {
                     .node_cgroups
                     .insert(spec.name.clone(), cgroup_dir.clone());
                 cluster.node_ips.insert(spec.name.clone(), ip.clone());
+                let plane = cluster.plane();
+                // The node's own identity, as a kubelet's client certificate has it.
+                let node_kubeconfig = node_dir.join("kubelet.kubeconfig");
+                let cert = plane.pki.client(
+                    &format!("system:node:{}", spec.name),
+                    Some("system:nodes"),
+                )?;
+                write_kubeconfig(
+                    &node_kubeconfig,
+                    &plane.server,
+                    plane.pki.ca_pem(),
+                    &spec.name,
+                    Credentials::Certificate(&cert),
+                )?;
                 let ctx = NodeContext {
-                    shared: Arc::clone(cluster.emulator().shared()),
+                    client: crate::control_plane::client(&node_kubeconfig).await?,
                     name: spec.name.clone(),
                     ip,
                     cgroup: cgroup_dir,
                     images: Arc::clone(&images),
-                    kubeconfig: cluster.kubeconfig.clone(),
                     dir: node_dir,
+                    server: plane.server.clone(),
+                    ca_pem: plane.pki.ca_pem().to_string(),
                 };
-                cluster.agents.push(NodeAgent::start(ctx, spec)?);
+                let agent = NodeAgent::start(ctx, spec).await?;
+                cluster.agents.insert(spec.name.clone(), agent);
             }
             cluster.cgroup = Some(cgroup);
         }
         Ok(cluster)
+    }
+
+    fn plane(&self) -> &ControlPlane {
+        // Only `stop` takes the control plane out, and it consumes the cluster.
+        match &self.plane {
+            Some(p) => p,
+            None => unreachable!("the control plane is present until stop"),
+        }
+    }
+
+    /// A client acting as the cluster's admin (group `system:masters`).
+    pub fn client(&self) -> kube::Client {
+        self.plane().admin.clone()
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.plane().server
+    }
+
+    /// Where the control plane's components write their logs (`<component>.log`).
+    pub fn logs_dir(&self) -> &Path {
+        self.plane().dir()
     }
 
     /// The absolute path of a simulated node's cgroup v2 directory (what the node's
@@ -162,23 +219,26 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Stops (`false`) or resumes (`true`) a node's heartbeats (its Lease and status),
+    /// as when a node loses touch with the API server; its pods keep running.
+    pub fn set_node_heartbeat(&self, node: &str, on: bool) {
+        if let Some(agent) = self.agents.get(node) {
+            agent.set_heartbeat(on);
+        }
+    }
+
     /// The environment the process of a pod's first container runs with, as `NAME=value`
     /// entries (`/proc/<pid>/environ`: the container id `px-e2e://<pid>` names the
     /// process); empty while the pod or its container is not running.
-    pub fn container_env(&self, namespace: &str, pod: &str) -> Vec<String> {
-        let pid = {
-            let store = self.emulator().shared().lock();
-            store
-                .resource("", "v1", "pods")
-                .and_then(|res| store.get(&res, "v1", namespace, pod).ok())
-                .and_then(|p| {
-                    p.pointer("/status/containerStatuses/0/containerID")?
-                        .as_str()?
-                        .strip_prefix("px-e2e://")?
-                        .parse::<i32>()
-                        .ok()
-                })
-        };
+    pub async fn container_env(&self, namespace: &str, pod: &str) -> Vec<String> {
+        let pod = Api::<Pod>::namespaced(self.client(), namespace)
+            .get_opt(pod)
+            .await
+            .ok()
+            .flatten();
+        let pid = pod
+            .and_then(|p| p.status?.container_statuses?.into_iter().next()?.container_id)
+            .and_then(|id| id.strip_prefix("px-e2e://")?.parse::<i32>().ok());
         let raw = pid
             .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
             .unwrap_or_default();
@@ -188,7 +248,7 @@ impl Cluster {
             .collect()
     }
 
-    /// The kubeconfig file for this cluster.
+    /// The admin kubeconfig file for this cluster.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
@@ -198,20 +258,74 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// The emulator itself (for test hooks such as [`Emulator::compact`]).
-    pub fn emulator(&self) -> &Emulator {
-        // Only `stop` takes the emulator out, and it consumes the cluster.
-        match &self.emulator {
-            Some(e) => e,
-            None => unreachable!("the emulator is present until stop"),
-        }
+    /// A token of ServiceAccount `namespace/name`, from the TokenRequest API (valid for
+    /// an hour), so a test can act as that identity.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        let request = crate::kubelet::token_request(None);
+        let response = Api::<ServiceAccount>::namespaced(self.client(), namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(|e| Error::Refused {
+                what: format!("a token for service account {namespace}/{name}"),
+                message: e.to_string(),
+            })?;
+        Ok(response.status.and_then(|s| s.token).unwrap_or_default())
     }
 
-    /// A `kubectl` command pointed at this cluster, with a private discovery cache.
+    /// A kubeconfig (in the cluster's directory) that acts as ServiceAccount
+    /// `namespace/name`.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, Error> {
+        let token = self.service_account_token(namespace, name).await?;
+        let path = self.dir().join(format!("sa-{namespace}-{name}.kubeconfig"));
+        let plane = self.plane();
+        write_kubeconfig(
+            &path,
+            &plane.server,
+            plane.pki.ca_pem(),
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            Credentials::Token(&token),
+        )?;
+        Ok(path)
+    }
+
+    /// A kubeconfig (in the cluster's directory) that acts as user `user`, in `group`
+    /// if given, with a client certificate from the cluster's CA: a person with no
+    /// permission but those RBAC grants that user or group.
+    pub fn user_kubeconfig(&self, user: &str, group: Option<&str>) -> Result<PathBuf, Error> {
+        let plane = self.plane();
+        let cert = plane.pki.client(user, group)?;
+        let path = self.dir().join(format!("user-{user}.kubeconfig"));
+        write_kubeconfig(
+            &path,
+            &plane.server,
+            plane.pki.ca_pem(),
+            user,
+            Credentials::Certificate(&cert),
+        )?;
+        Ok(path)
+    }
+
+    /// A client for a kubeconfig (one of [`Self::user_kubeconfig`],
+    /// [`Self::service_account_kubeconfig`]).
+    pub async fn client_for(&self, kubeconfig: &Path) -> Result<kube::Client, Error> {
+        crate::control_plane::client(kubeconfig).await
+    }
+
+    /// A `kubectl` command pointed at this cluster as admin, with a private discovery
+    /// cache.
     pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        self.kubectl_command_as(&self.kubeconfig, args)
+    }
+
+    /// A `kubectl` command acting with `kubeconfig`.
+    pub fn kubectl_command_as(&self, kubeconfig: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(args)
@@ -222,37 +336,28 @@ impl Cluster {
         cmd
     }
 
-    /// Runs kubectl to completion.
+    /// Runs kubectl (as admin) to completion.
     pub async fn kubectl(&self, args: &[&str]) -> Result<KubectlOutput, Error> {
         self.kubectl_stdin(args, None).await
     }
 
-    /// Runs kubectl with `stdin` as its input (for `apply -f -`).
+    /// Runs kubectl (as admin) with `stdin` as its input (for `apply -f -`).
     pub async fn kubectl_stdin(
         &self,
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<KubectlOutput, Error> {
-        let mut cmd = self.kubectl_command(args);
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().map_err(|source| Error::Kubectl { source })?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(|source| Error::Kubectl { source })?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| Error::Kubectl { source })?;
-        Ok(KubectlOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        run_kubectl(self.kubectl_command(args), stdin).await
+    }
+
+    /// Runs kubectl acting with `kubeconfig`, with `stdin` as its input if given.
+    pub async fn kubectl_as(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<KubectlOutput, Error> {
+        run_kubectl(self.kubectl_command_as(kubeconfig, args), stdin).await
     }
 
     /// Starts kubectl without waiting (for `get -w`); it is killed when dropped.
@@ -263,24 +368,48 @@ impl Cluster {
     }
 
     /// Stops the nodes (killing every pod process), removes the cgroups, stops the
-    /// emulator and removes the temporary directory.
+    /// control plane and removes the temporary directory.
     pub async fn stop(mut self) {
-        for agent in self.agents.drain(..) {
+        let agents = std::mem::take(&mut self.agents);
+        for agent in agents.into_values() {
             agent.stop().await;
         }
         if let Some(mut cgroup) = self.cgroup.take() {
             cgroup.remove();
         }
-        if let Some(e) = self.emulator.take() {
-            e.stop().await;
+        if let Some(plane) = self.plane.take() {
+            plane.stop().await;
         }
     }
+}
+
+async fn run_kubectl(mut cmd: Command, stdin: Option<&str>) -> Result<KubectlOutput, Error> {
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|source| Error::Kubectl { source })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(|source| Error::Kubectl { source })?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| Error::Kubectl { source })?;
+    Ok(KubectlOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Aborted agents kill their process groups; the cgroup kill catches the rest,
-        // including anything a container started in a new process group.
+        // including anything a container started in a new process group. The control
+        // plane's processes are killed when it drops.
         self.agents.clear();
         if let Some(mut cgroup) = self.cgroup.take() {
             cgroup.remove();

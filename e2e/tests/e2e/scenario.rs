@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
 
-use super::fixtures::{SETTLE, TRACEPOINT_CRD, apply, ok, project_crd_files, table};
+use super::fixtures::{SETTLE, apply, ok, project_crd_files, table};
 
 fn workloads(out_dir: &str) -> String {
     format!(
@@ -95,11 +95,9 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     assert_eq!(nodes[1][..3], ["node-a", "Ready", "<none>"]);
     assert_eq!(nodes[2][..3], ["node-b", "Ready", "<none>"]);
 
-    // The project's CRDs from crds/ once they exist; a Tracepoint-like one until then.
+    // The project's CRDs from crds/.
     let crd_files = project_crd_files();
-    if crd_files.is_empty() {
-        assert!(apply(&cluster, TRACEPOINT_CRD).await.success());
-    }
+    assert!(!crd_files.is_empty());
     for file in &crd_files {
         let out = cluster
             .kubectl(&["apply", "-f", &file.display().to_string()])
@@ -559,7 +557,7 @@ async fn secret_and_config_map_keys_reach_the_environment_once_they_exist() {
     )
     .await;
     let env = eventually(SETTLE, || async {
-        let env = cluster.container_env("default", "keyed");
+        let env = cluster.container_env("default", "keyed").await;
         (!env.is_empty()).then_some(env)
     })
     .await

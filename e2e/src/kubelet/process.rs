@@ -1,13 +1,17 @@
 //! Container processes: the executable an image maps to, the environment (downward API,
-//! kubeconfig, the node's cgroup), joining the pod's cgroup (`<node cgroup>/pod<uid>`,
-//! kubelet's naming) before exec, and killing
-//! the whole process group.
+//! Secret and ConfigMap keys read from the API as the node, a kubeconfig with the pod's
+//! service-account token, the node's cgroup), joining the pod's cgroup
+//! (`<node cgroup>/pod<uid>`, kubelet's naming) before exec, and killing the whole
+//! process group.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -99,7 +103,11 @@ fn config_error(message: String) -> StartError {
 
 /// The value of one `env[]` entry: a plain value, a downward-API field, or a key of a
 /// Secret or ConfigMap of the pod's namespace. `Ok(None)` leaves the variable unset.
-fn env_value(ctx: &NodeContext, pod: &Value, e: &Value) -> Result<Option<String>, StartError> {
+async fn env_value(
+    ctx: &NodeContext,
+    pod: &Value,
+    e: &Value,
+) -> Result<Option<String>, StartError> {
     if let Some(v) = e.get("value").and_then(Value::as_str) {
         return Ok(Some(v.to_string()));
     }
@@ -113,23 +121,33 @@ fn env_value(ctx: &NodeContext, pod: &Value, e: &Value) -> Result<Option<String>
     for (field, kind) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")] {
         if let Some(selector) = from.get(field) {
             let name = s(selector, "/name");
-            let object = stored(ctx, kind, ns, name);
+            let object = stored(ctx, kind, ns, name).await.map_err(config_error)?;
             return key_ref(kind, ns, object.as_ref(), selector).map_err(config_error);
         }
     }
     Ok(None)
 }
 
-/// The Secret or ConfigMap `namespace/name`, as stored, if it exists.
-fn stored(ctx: &NodeContext, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-    let plural = if kind == "Secret" {
-        "secrets"
+/// The Secret or ConfigMap `namespace/name` if it exists, read as the node (the Node
+/// authorizer lets a node read only what the pods bound to it refer to).
+async fn stored(
+    ctx: &NodeContext,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, String> {
+    let object = if kind == "Secret" {
+        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
     } else {
-        "configmaps"
+        Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
     };
-    let store = ctx.shared.lock();
-    let res = store.resource("", "v1", plural)?;
-    store.get(&res, "v1", namespace, name).ok()
+    object.map_err(|e| format!("reading {kind} {namespace}/{name}: {e}"))
 }
 
 /// The value `selector` (`{name, key, optional}`) picks from `object`, a Secret
@@ -162,8 +180,10 @@ fn key_ref(
     if kind != "Secret" {
         return Ok(Some(raw.to_string()));
     }
-    let bytes = crate::defaults::base64_decode(raw)
-        .ok_or_else(|| format!("key {key} of {kind} {namespace}/{name} is not base64"))?;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .map_err(|_| format!("key {key} of {kind} {namespace}/{name} is not base64"))?;
     // The environment is kept as strings here; a key that is not UTF-8 is mangled
     // rather than refused (kubelet would pass the bytes).
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
@@ -175,10 +195,11 @@ fn missing(optional: bool, message: String) -> Result<Option<String>, String> {
 }
 
 /// The container's environment: PATH, the pod's env (plain values, field refs, Secret
-/// and ConfigMap keys), the kubeconfig in place of in-cluster credentials, and the
-/// node's cgroup for the PEM. A Secret or ConfigMap key that cannot be read is kubelet's
-/// `CreateContainerConfigError`: the container is not started, and retried.
-fn environment(
+/// and ConfigMap keys), a kubeconfig with the pod's service-account token in place of
+/// the in-cluster mount, and the node's cgroup for the PEM. A Secret or ConfigMap key
+/// that cannot be read is kubelet's `CreateContainerConfigError`: the container is not
+/// started, and retried.
+pub(super) async fn environment(
     ctx: &NodeContext,
     pod: &Value,
     container: &Value,
@@ -189,11 +210,10 @@ fn environment(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         ),
         ("HOSTNAME".to_string(), s(pod, "/metadata/name").to_string()),
-        (
-            "KUBECONFIG".to_string(),
-            ctx.kubeconfig.display().to_string(),
-        ),
     ];
+    if let Some(kubeconfig) = pod_kubeconfig(ctx, pod).await? {
+        env.push(("KUBECONFIG".to_string(), kubeconfig.display().to_string()));
+    }
     for e in container
         .get("env")
         .and_then(Value::as_array)
@@ -201,7 +221,7 @@ fn environment(
         .flatten()
     {
         let name = s(e, "/name").to_string();
-        if let Some(v) = env_value(ctx, pod, e)? {
+        if let Some(v) = env_value(ctx, pod, e).await? {
             let v = expand(&v, &env);
             env.retain(|(k, _)| *k != name);
             env.push((name, v));
@@ -212,6 +232,59 @@ fn environment(
         ctx.cgroup.display().to_string(),
     ));
     Ok(env)
+}
+
+/// A kubeconfig holding a token of the pod's ServiceAccount, bound to the pod (what a
+/// kubelet projects into `/var/run/secrets/kubernetes.io/serviceaccount`), unless the
+/// pod opts out with `automountServiceAccountToken: false`.
+async fn pod_kubeconfig(ctx: &NodeContext, pod: &Value) -> Result<Option<PathBuf>, StartError> {
+    if pod.pointer("/spec/automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        return Ok(None);
+    }
+    let ns = s(pod, "/metadata/namespace");
+    let account = match s(pod, "/spec/serviceAccountName") {
+        "" => "default",
+        a => a,
+    };
+    let request = token_request(Some(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": s(pod, "/metadata/name"),
+        "uid": s(pod, "/metadata/uid"),
+    })));
+    let token = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| {
+            config_error(format!(
+                "requesting a token for service account {ns}/{account}: {e}"
+            ))
+        })?
+        .status
+        .and_then(|s| s.token)
+        .unwrap_or_default();
+    let dir = ctx.dir.join("pods").join(s(pod, "/metadata/uid"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| config_error(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("kubeconfig");
+    crate::control_plane::write_kubeconfig(
+        &path,
+        &ctx.server,
+        &ctx.ca_pem,
+        account,
+        crate::control_plane::Credentials::Token(&token),
+    )
+    .map_err(|e| config_error(e.to_string()))?;
+    Ok(Some(path))
+}
+
+/// A TokenRequest for an hour's token, bound to `bound` (an object reference) if given.
+pub(crate) fn token_request(bound: Option<Value>) -> TokenRequest {
+    let mut spec = serde_json::json!({"expirationSeconds": 3600});
+    if let Some(bound) = bound {
+        spec["boundObjectRef"] = bound;
+    }
+    serde_json::from_value(serde_json::json!({"spec": spec})).unwrap_or_default()
 }
 
 /// `$(VAR)` references in args and env, expanded as Kubernetes does.
@@ -233,6 +306,7 @@ pub(super) fn spawn(
     ctx: &NodeContext,
     pod: &Value,
     container: &Value,
+    env: Vec<(String, String)>,
 ) -> Result<ProcessGroup, StartError> {
     let image = s(container, "/image");
     let exe = image_path(&ctx.images, image).ok_or_else(|| {
@@ -241,7 +315,6 @@ pub(super) fn spawn(
             format!("image {image:?} is not mapped to a local executable"),
         )
     })?;
-    let env = environment(ctx, pod, container)?;
     let strings = |key: &str| -> Vec<String> {
         container
             .get(key)
@@ -263,14 +336,6 @@ pub(super) fn spawn(
         s(pod, "/metadata/namespace"),
         s(pod, "/metadata/name")
     ));
-    ctx.shared.set_log_path(
-        (
-            s(pod, "/metadata/namespace").to_string(),
-            s(pod, "/metadata/name").to_string(),
-            container_name.to_string(),
-        ),
-        log_path.clone(),
-    );
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -283,15 +348,6 @@ pub(super) fn spawn(
         "" => ctx.dir.clone(),
         w => PathBuf::from(w),
     };
-    let pod_cgroup = pod_cgroup(ctx, pod);
-    std::fs::create_dir_all(&pod_cgroup).map_err(|e| {
-        (
-            "RunContainerError".to_string(),
-            format!("creating {}: {e}", pod_cgroup.display()),
-        )
-    })?;
-    let procs = std::ffi::CString::new(pod_cgroup.join("cgroup.procs").as_os_str().as_bytes())
-        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
     let mut cmd = Command::new(&exe);
     cmd.args(&argv)
         .env_clear()
@@ -302,24 +358,7 @@ pub(super) fn spawn(
         .stderr(log2)
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (open, write, close) on memory prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Joins the pod's cgroup before exec, so every process the container
-            // starts is in it; "0" means the writing process.
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if written != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    in_pod_cgroup(&mut cmd, &pod_cgroup(ctx, pod))?;
     let child = cmd.spawn().map_err(|e| {
         (
             "RunContainerError".to_string(),
@@ -333,6 +372,64 @@ pub(super) fn spawn(
         )
     })?;
     Ok(ProcessGroup { child, pgid })
+}
+
+/// Makes `cmd` join the pod's cgroup (created if need be) before it executes, so every
+/// process it starts is in it.
+fn in_pod_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(cgroup).map_err(|e| {
+        (
+            "RunContainerError".to_string(),
+            format!("creating {}: {e}", cgroup.display()),
+        )
+    })?;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (open, write, close) on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0" means the writing process.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Runs an `exec` probe's command in the pod's cgroup with the container's environment;
+/// passes when it exits 0. The command is killed if the probe times out (the future is
+/// dropped).
+pub(super) async fn exec_probe(
+    ctx: &NodeContext,
+    pod: &Value,
+    command: &[String],
+    env: Vec<(String, String)>,
+) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(&ctx.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if in_pod_cgroup(&mut cmd, &pod_cgroup(ctx, pod)).is_err() {
+        return false;
+    }
+    matches!(cmd.status().await, Ok(status) if status.success())
 }
 
 #[cfg(test)]

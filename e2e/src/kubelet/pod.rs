@@ -1,30 +1,35 @@
 //! One pod's worker: starts its containers, restarts them per restartPolicy with
-//! back-off, writes the pod's status, and terminates them when the pod goes.
+//! back-off, runs their readiness probes, writes the pod's status, and terminates them
+//! when the pod is deleted (SIGTERM, the grace period, SIGKILL), then finishes the
+//! deletion.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::process::{ProcessGroup, pod_cgroup, spawn};
+use super::probe::Readiness;
+use super::process::{ProcessGroup, environment, pod_cgroup, spawn};
 use super::{NodeContext, s};
-use crate::store::WriteOptions;
 use crate::time::now_rfc3339;
 
-/// First restart delay; doubled per restart up to [`MAX_BACKOFF`].
+/// First restart delay; doubled per restart up to [`MAX_BACKOFF`] (kubelet: 10 s up to
+/// 5 min; shortened so tests of crash loops are quick).
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the worker checks its processes for exits.
-pub(super) const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(50);
 
 /// What a pod worker is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PodStop {
     Run,
-    /// The pod was deleted: SIGTERM, then SIGKILL after the grace period.
-    Terminate,
+    /// The pod is being deleted: SIGTERM, then SIGKILL after this grace period.
+    Terminate(Duration),
     /// The node stops: SIGKILL now.
     Kill,
 }
@@ -32,8 +37,8 @@ pub(super) enum PodStop {
 /// Longest grace period honoured, whatever the pod asks for, to keep tests quick.
 const MAX_GRACE: Duration = Duration::from_secs(10);
 
-/// SIGTERMs every running container, waits for them to exit within the pod's grace
-/// period (or until told to kill), then lets the drops SIGKILL what is left.
+/// SIGTERMs every running container, waits for them to exit within the grace period (or
+/// until told to kill), then lets the drops SIGKILL what is left.
 async fn terminate(
     containers: &mut [ContainerRun],
     grace: Duration,
@@ -51,19 +56,23 @@ async fn terminate(
             .filter_map(|c| c.process.as_mut())
             .any(|p| p.exited().is_none());
         if !running {
-            return;
+            break;
         }
         tokio::select! {
             _ = stop.changed() => {}
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+    for c in containers.iter_mut() {
+        c.process = None;
+    }
 }
 
-pub(super) struct ContainerRun {
+struct ContainerRun {
     spec: Value,
     name: String,
     process: Option<ProcessGroup>,
+    readiness: Readiness,
     started_at: String,
     restart_count: u64,
     last_terminated: Option<Value>,
@@ -72,6 +81,12 @@ pub(super) struct ContainerRun {
     backoff: Duration,
     /// Whether a container that exited may start again (restartPolicy).
     done: bool,
+}
+
+impl ContainerRun {
+    fn ready(&self) -> bool {
+        self.process.is_some() && self.readiness.ready()
+    }
 }
 
 fn container_status(c: &ContainerRun) -> Value {
@@ -90,7 +105,7 @@ fn container_status(c: &ContainerRun) -> Value {
         "name": c.name,
         "image": s(&c.spec, "/image"),
         "imageID": "",
-        "ready": c.process.is_some(),
+        "ready": c.ready(),
         "started": c.process.is_some(),
         "restartCount": c.restart_count,
         "state": state,
@@ -103,7 +118,7 @@ fn container_status(c: &ContainerRun) -> Value {
 }
 
 fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str) -> Value {
-    let all_ready = !containers.is_empty() && containers.iter().all(|c| c.process.is_some());
+    let all_ready = !containers.is_empty() && containers.iter().all(ContainerRun::ready);
     let any_running = containers.iter().any(|c| c.process.is_some());
     let all_done = containers.iter().all(|c| c.done);
     let failed = containers.iter().any(|c| {
@@ -124,77 +139,90 @@ fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str
         "Pending"
     };
     let ready = if all_ready { "True" } else { "False" };
+    let condition = |kind: &str, status: &str| {
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": started})
+    };
     json!({
         "phase": phase,
         "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": started},
-            {"type": "ContainersReady", "status": ready, "lastTransitionTime": started},
-            {"type": "Ready", "status": ready, "lastTransitionTime": started},
+            condition("PodReadyToStartContainers", "True"),
+            condition("Initialized", "True"),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
         ],
         "hostIP": ip,
         "hostIPs": [{"ip": ip}],
         "podIP": ip,
         "podIPs": [{"ip": ip}],
         "startTime": started,
-        "qosClass": "BestEffort",
         "containerStatuses": containers.iter().map(container_status).collect::<Vec<_>>(),
     })
 }
 
-/// Writes the status unless the pod is gone or replaced; returns false when it is.
-fn write_status(ctx: &NodeContext, pod: &Value, status: Value) -> bool {
-    let mut store = ctx.shared.lock();
-    let Some(res) = store.resource("", "v1", "pods") else {
-        return false;
-    };
-    let Ok(mut current) = store.get(
-        &res,
-        "v1",
-        s(pod, "/metadata/namespace"),
-        s(pod, "/metadata/name"),
-    ) else {
-        return false;
-    };
-    if s(&current, "/metadata/uid") != s(pod, "/metadata/uid") {
-        return false;
-    }
-    if current.get("status") == Some(&status) {
-        return true;
-    }
-    current["status"] = status;
-    let (ns, name) = (
-        s(pod, "/metadata/namespace").to_string(),
-        s(pod, "/metadata/name").to_string(),
-    );
-    store
-        .update(
-            &res,
-            "v1",
-            &ns,
-            &name,
-            current,
-            &WriteOptions::internal("kubelet").status(),
+/// Writes the status (a strategic merge: conditions others own, such as the scheduler's,
+/// stay); returns false when the pod is gone or replaced (its uid differs).
+async fn write_status(ctx: &NodeContext, pod: &Value, status: Value) -> bool {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), s(pod, "/metadata/namespace"));
+    let patch = json!({"metadata": {"uid": s(pod, "/metadata/uid")}, "status": status});
+    match api
+        .patch_status(
+            s(pod, "/metadata/name"),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
         )
-        .is_ok()
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => false,
+        Err(e) => {
+            tracing::warn!(pod = s(pod, "/metadata/name"), "writing pod status: {e}");
+            true
+        }
+    }
 }
 
-/// Runs one pod's containers until told to stop, then removes the pod's cgroup (with
-/// anything a container left running in it).
+/// The last step of a graceful deletion, once the pod's processes are gone: the kubelet
+/// deletes the pod with no grace period left, and the API server removes it.
+pub(super) async fn finish_deletion(ctx: &NodeContext, pod: &Pod) {
+    let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+        return;
+    };
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: pod.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %name, "finishing the pod's deletion: {e}"),
+    }
+}
+
+/// Runs one pod's containers until told to stop, removes the pod's cgroup (with
+/// anything a container left running in it) and, when the pod was deleted, finishes
+/// its deletion.
 pub(super) async fn run_pod(ctx: Arc<NodeContext>, pod: Value, stop: watch::Receiver<PodStop>) {
     let cgroup = pod_cgroup(&ctx, &pod);
-    run_containers(ctx, pod, stop).await;
+    let deleted = run_containers(&ctx, &pod, stop).await;
     let _ = tokio::task::spawn_blocking(move || crate::cgroup::kill_and_remove(&cgroup)).await;
+    if deleted && let Ok(pod) = serde_json::from_value::<Pod>(pod) {
+        finish_deletion(&ctx, &pod).await;
+    }
 }
 
 /// Runs one pod's containers until told to stop; restarts exits per restartPolicy.
-async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Receiver<PodStop>) {
-    let grace = Duration::from_secs(
-        pod.pointer("/spec/terminationGracePeriodSeconds")
-            .and_then(Value::as_u64)
-            .unwrap_or(30),
-    );
-    let policy = match s(&pod, "/spec/restartPolicy") {
+/// Returns whether the pod was deleted (rather than the node stopped).
+async fn run_containers(
+    ctx: &NodeContext,
+    pod: &Value,
+    mut stop: watch::Receiver<PodStop>,
+) -> bool {
+    let policy = match s(pod, "/spec/restartPolicy") {
         "" => "Always".to_string(),
         p => p.to_string(),
     };
@@ -208,6 +236,7 @@ async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Rece
             spec: c.clone(),
             name: s(c, "/name").to_string(),
             process: None,
+            readiness: Readiness::new(c.get("readinessProbe")),
             started_at: String::new(),
             restart_count: 0,
             last_terminated: None,
@@ -221,12 +250,17 @@ async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Rece
     loop {
         for c in containers.iter_mut() {
             if c.process.is_none() && !c.done && Instant::now() >= c.next_start {
-                match spawn(&ctx, &pod, &c.spec) {
+                let started = match environment(ctx, pod, &c.spec).await {
+                    Ok(env) => spawn(ctx, pod, &c.spec, env),
+                    Err(e) => Err(e),
+                };
+                match started {
                     Ok(p) => {
                         if c.last_terminated.is_some() {
                             c.restart_count += 1;
                         }
                         c.process = Some(p);
+                        c.readiness.restart();
                         c.started_at = now_rfc3339();
                         c.waiting = None;
                     }
@@ -238,21 +272,31 @@ async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Rece
                 }
             }
         }
+        for c in containers.iter_mut() {
+            if c.process.is_some() {
+                c.readiness.probe(ctx, pod, &c.spec).await;
+            }
+        }
         let status = pod_status(&containers, &started, &policy, &ctx.ip);
         if status != last_written {
-            if !write_status(&ctx, &pod, status.clone()) {
-                // The pod is gone (deleted or replaced).
-                terminate(&mut containers, grace, &mut stop).await;
-                return;
+            if !write_status(ctx, pod, status.clone()).await {
+                // The pod is gone or replaced: nothing is left to report to.
+                terminate(&mut containers, Duration::ZERO, &mut stop).await;
+                return false;
             }
             last_written = status;
         }
         tokio::select! {
             _ = stop.changed() => {
-                if *stop.borrow() == PodStop::Terminate {
-                    terminate(&mut containers, grace, &mut stop).await;
+                let order = *stop.borrow();
+                match order {
+                    PodStop::Terminate(grace) => {
+                        terminate(&mut containers, grace, &mut stop).await;
+                        return true;
+                    }
+                    PodStop::Kill => return false,
+                    PodStop::Run => {}
                 }
-                return;
             }
             _ = tokio::time::sleep(POLL) => {}
         }
@@ -282,7 +326,7 @@ async fn run_containers(ctx: Arc<NodeContext>, pod: Value, mut stop: watch::Rece
                         "back-off {:?} restarting failed container={} pod={}",
                         c.backoff,
                         c.name,
-                        s(&pod, "/metadata/name")
+                        s(pod, "/metadata/name")
                     ),
                 ));
                 c.next_start = Instant::now() + c.backoff;

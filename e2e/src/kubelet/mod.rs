@@ -1,0 +1,368 @@
+//! Simulated nodes: for each, a kubelet for the real control plane. It acts as the node
+//! (`system:node:<name>` in `system:nodes`, so the Node authorizer and NodeRestriction
+//! confine it to its own Node, Lease and pods, as they confine a real kubelet), registers
+//! its Node, renews its heartbeat Lease, runs the containers of the pods the scheduler
+//! binds to it as local processes in kubelet-style pod cgroups, writes their status and
+//! finishes their graceful deletion. The node is here; one pod's worker is in `pod`, its
+//! processes in `process`, readiness probes in `probe`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use pod::{PodStop, run_pod};
+pub(crate) use process::token_request;
+
+use crate::error::Error;
+use crate::time::now_rfc3339;
+
+mod pod;
+mod probe;
+mod process;
+
+/// How often the kubelet renews its Lease (a real kubelet: every 10 s of a 40 s lease;
+/// scaled to the controller-manager's shorter grace period here).
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+const LEASE_SECONDS: i32 = 40;
+/// How often the Node's status (its Ready condition) is posted.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// The field manager of everything the kubelet writes.
+pub(crate) const MANAGER: &str = "kubelet";
+
+/// The loopback address of node `index` (0-based) of the cluster numbered `cluster` in
+/// this process: 127.P.C.(index+1), with P from the process id and C from `cluster`, so
+/// clusters of tests running at the same time (in one process or several) do not share
+/// addresses. Linux routes all of 127/8 to `lo`, so each node's pods can listen on the
+/// same port on this one machine, as pods of different nodes do in a cluster.
+pub(crate) fn node_ip(cluster: u64, index: usize) -> Option<std::net::Ipv4Addr> {
+    let process = u8::try_from(std::process::id() % 250 + 1).ok()?;
+    let cluster = u8::try_from(cluster % 256).ok()?;
+    let host = u8::try_from(index.checked_add(1)?)
+        .ok()
+        .filter(|h| *h < 254)?;
+    Some(std::net::Ipv4Addr::new(127, process, cluster, host))
+}
+
+/// A simulated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Node name (also its `kubernetes.io/hostname` label).
+    pub name: String,
+    /// Extra labels, for DaemonSet node selectors.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeSpec {
+    /// A node with just the standard labels.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// What every pod worker of a node needs.
+pub(crate) struct NodeContext {
+    /// The API as this node (`system:node:<name>`).
+    pub(crate) client: kube::Client,
+    pub(crate) name: String,
+    /// The node's address: its InternalIP, and every pod's `podIP` and `hostIP` (the
+    /// pods share the node's network, as with `hostNetwork`).
+    pub(crate) ip: String,
+    /// Absolute path of the node's cgroup v2 directory.
+    pub(crate) cgroup: PathBuf,
+    /// Image name (with or without tag) to local executable.
+    pub(crate) images: Arc<HashMap<String, PathBuf>>,
+    /// Where container output, working directories and pods' kubeconfigs go.
+    pub(crate) dir: PathBuf,
+    /// The API server's URL and CA, for the kubeconfig each pod gets in place of the
+    /// in-cluster service-account mount.
+    pub(crate) server: String,
+    pub(crate) ca_pem: String,
+}
+
+/// A running node agent; dropping it kills its pods' processes.
+pub(crate) struct NodeAgent {
+    stop: watch::Sender<bool>,
+    heartbeat: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeAgent {
+    /// Registers the Node (or takes over the one a previous run of this node left), then
+    /// starts the heartbeat and the pod loop.
+    pub(crate) async fn start(ctx: NodeContext, spec: &NodeSpec) -> Result<Self, Error> {
+        register(&ctx, spec).await?;
+        let ctx = Arc::new(ctx);
+        let (stop, stop_rx) = watch::channel(false);
+        let (heartbeat, heartbeat_rx) = watch::channel(true);
+        let tasks = vec![
+            tokio::spawn(heartbeats(Arc::clone(&ctx), heartbeat_rx, stop_rx.clone())),
+            tokio::spawn(run(ctx, stop_rx)),
+        ];
+        Ok(Self {
+            stop,
+            heartbeat,
+            tasks,
+        })
+    }
+
+    /// Stops (false) or resumes (true) the Lease renewals and status posts, as a node
+    /// that loses its network and comes back; its pods keep running meanwhile.
+    pub(crate) fn set_heartbeat(&self, on: bool) {
+        let _ = self.heartbeat.send(on);
+    }
+
+    /// Stops every pod (killing its processes) and waits for the agent to finish.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The string at `ptr` in `v`, or "".
+pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The Node's status as this kubelet reports it.
+fn node_status(ctx: &NodeContext) -> Value {
+    let now = now_rfc3339();
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!({
+        "conditions": [
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ],
+        "addresses": [{"type": "InternalIP", "address": ctx.ip}, {"type": "Hostname", "address": ctx.name}],
+        "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"},
+        "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+            "osImage": "px-e2e simulated node", "containerRuntimeVersion": "px-e2e://processes",
+            "kubeletVersion": "v1.34.4-px-e2e", "kubeProxyVersion": "",
+            "operatingSystem": "linux", "architecture": go_arch(),
+        },
+    })
+}
+
+/// The architecture as Go (and so Kubernetes' `kubernetes.io/arch` label) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn register(ctx: &NodeContext, spec: &NodeSpec) -> Result<(), Error> {
+    let mut labels = json!({
+        "kubernetes.io/hostname": spec.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": go_arch(),
+    });
+    for (k, v) in &spec.labels {
+        labels[k] = json!(v);
+    }
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": spec.name, "labels": labels},
+        "spec": {},
+        "status": node_status(ctx),
+    }))
+    .map_err(|e| Error::Refused {
+        what: format!("node {}", spec.name),
+        message: e.to_string(),
+    })?;
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        // A node that registers again (its kubelet restarted) keeps its object.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => {
+            return Err(Error::Refused {
+                what: format!("node {}", spec.name),
+                message: e.to_string(),
+            });
+        }
+    }
+    post_status(ctx).await;
+    Ok(())
+}
+
+/// Posts the Node's status (its Ready condition's heartbeat).
+async fn post_status(ctx: &NodeContext) {
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    let patch = json!({"status": node_status(ctx)});
+    if let Err(e) = nodes
+        .patch_status(&ctx.name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+    {
+        tracing::warn!(node = %ctx.name, "posting node status: {e}");
+    }
+}
+
+/// Renews the node's Lease in `kube-node-lease` (what the node lifecycle controller
+/// watches) and posts its status, while `on` says so.
+async fn heartbeats(
+    ctx: Arc<NodeContext>,
+    mut on: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let leases = Api::<Lease>::namespaced(ctx.client.clone(), "kube-node-lease");
+    let mut last_status = tokio::time::Instant::now();
+    let mut was_on = true;
+    loop {
+        let now_on = *on.borrow_and_update();
+        if now_on {
+            let node_uid = Api::<Node>::all(ctx.client.clone())
+                .get_metadata_opt(&ctx.name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.metadata.uid);
+            let mut lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": ctx.name, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": ctx.name,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": crate::time::now_micro_rfc3339(),
+                },
+            });
+            if let Some(uid) = node_uid {
+                lease["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "v1", "kind": "Node", "name": ctx.name, "uid": uid,
+                }]);
+            }
+            if let Err(e) = leases
+                .patch(
+                    &ctx.name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(lease),
+                )
+                .await
+            {
+                tracing::warn!(node = %ctx.name, "renewing the node lease: {e}");
+            }
+            if !was_on || last_status.elapsed() >= STATUS_EVERY {
+                post_status(&ctx).await;
+                last_status = tokio::time::Instant::now();
+            }
+        }
+        was_on = now_on;
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = on.changed() => {}
+            _ = tokio::time::sleep(LEASE_RENEW) => {}
+        }
+    }
+}
+
+/// The pod loop: a watch of the pods bound to this node; one worker per pod, told to
+/// terminate (with the pod's grace period) once the pod is being deleted.
+async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    let pods = Api::<Pod>::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.name));
+    let (store, writer) = reflector::store();
+    let stream = reflector(writer, watcher(pods, config))
+        .default_backoff()
+        .touched_objects();
+    futures::pin_mut!(stream);
+    let mut workers: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> = HashMap::new();
+    // Workers whose pod is being deleted and whose processes may still be exiting.
+    let mut terminating: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = stream.next() => {
+                if let Some(Err(e)) = event {
+                    tracing::debug!(node = %ctx.name, "pod watch: {e}");
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let mut seen = std::collections::HashSet::new();
+        for pod in store.state() {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            seen.insert(uid.clone());
+            let deleting = pod.metadata.deletion_timestamp.is_some();
+            if deleting {
+                if let Some((stop_pod, handle)) = workers.remove(&uid) {
+                    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+                    let _ = stop_pod.send(PodStop::Terminate(Duration::from_secs(
+                        u64::try_from(grace).unwrap_or(0),
+                    )));
+                    terminating.insert(uid, (stop_pod, handle));
+                } else if !terminating.contains_key(&uid) {
+                    // Deleted before this kubelet ran it (or after a restart of the
+                    // kubelet): nothing runs, so it may go at once.
+                    pod::finish_deletion(&ctx, &pod).await;
+                }
+                continue;
+            }
+            if let Some(phase) = pod.status.as_ref().and_then(|s| s.phase.as_deref())
+                && matches!(phase, "Succeeded" | "Failed")
+                && !workers.contains_key(&uid)
+            {
+                continue;
+            }
+            workers.entry(uid).or_insert_with(|| {
+                let (tx, rx) = watch::channel(PodStop::Run);
+                let pod = serde_json::to_value(&*pod).unwrap_or_default();
+                (tx, tokio::spawn(run_pod(Arc::clone(&ctx), pod, rx)))
+            });
+        }
+        // Pods removed outright (forced deletion, or the node's pods garbage collected).
+        let gone: Vec<String> = workers
+            .keys()
+            .filter(|uid| !seen.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some((stop_pod, handle)) = workers.remove(&uid) {
+                let _ = stop_pod.send(PodStop::Terminate(Duration::ZERO));
+                terminating.insert(uid, (stop_pod, handle));
+            }
+        }
+        terminating.retain(|_, (_, h)| !h.is_finished());
+    }
+    // The node is going away: no grace.
+    for (stop_pod, handle) in workers.into_values().chain(terminating.into_values()) {
+        let _ = stop_pod.send(PodStop::Kill);
+        let _ = handle.await;
+    }
+}
