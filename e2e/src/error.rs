@@ -62,6 +62,12 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// Helm (helm-python-sdk) could not be installed, or refused a request.
+    #[error("helm: {message}")]
+    Helm {
+        /// What failed, in Helm's or the installer's words.
+        message: String,
+    },
     /// An object the harness writes was refused by the API server.
     #[error("the API server refused {what}: {message}")]
     Refused {

@@ -80,6 +80,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // PX_E2E_KEEP=1 keeps the logs of the control plane and the pods, to debug.
+        if std::env::var_os("PX_E2E_KEEP").is_some() {
+            eprintln!("px-e2e: kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

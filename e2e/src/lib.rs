@@ -8,6 +8,7 @@ mod cgroup;
 mod control_plane;
 mod error;
 mod harness;
+pub mod helm;
 mod kubelet;
 pub mod standin_pem;
 mod time;

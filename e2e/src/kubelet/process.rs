@@ -128,6 +128,25 @@ async fn env_value(
     Ok(None)
 }
 
+/// Runs `call` again while the API server answers 403 Forbidden, for up to 5 s: the
+/// Node authorizer learns that a pod bound to this node refers to a Secret, ConfigMap or
+/// ServiceAccount from its own watch, a moment after the kubelet sees the pod.
+async fn until_authorized<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match call().await {
+            Err(kube::Error::Api(e)) if e.code == 403 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The Secret or ConfigMap `namespace/name` if it exists, read as the node (the Node
 /// authorizer lets a node read only what the pods bound to it refer to).
 async fn stored(
@@ -136,17 +155,20 @@ async fn stored(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Value>, String> {
-    let object = if kind == "Secret" {
-        Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
-    } else {
-        Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
-    };
+    let object = until_authorized(|| async {
+        if kind == "Secret" {
+            Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
+        } else {
+            Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map(|o| o.and_then(|o| serde_json::to_value(o).ok()))
+        }
+    })
+    .await;
     object.map_err(|e| format!("reading {kind} {namespace}/{name}: {e}"))
 }
 
@@ -252,10 +274,11 @@ async fn pod_kubeconfig(ctx: &NodeContext, pod: &Value) -> Result<Option<PathBuf
         "name": s(pod, "/metadata/name"),
         "uid": s(pod, "/metadata/uid"),
     })));
-    let token = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns)
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .map_err(|e| {
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns);
+    let params = PostParams::default();
+    let token = until_authorized(|| accounts.create_token_request(account, &params, &request))
+    .await
+    .map_err(|e| {
             config_error(format!(
                 "requesting a token for service account {ns}/{account}: {e}"
             ))

@@ -1,4 +1,4 @@
-//! Leader election against the emulator's Leases: one leader at a time, a takeover only
+//! Leader election against the API server's Leases, as the chart's ServiceAccount: one leader at a time, a takeover only
 //! once the leader stops renewing, and the old leader told it lost.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ fn candidate(client: &Client, holder: &str) -> LeaderElector {
         client.clone(),
         LeaseConfig {
             name: "px-operator".into(),
-            namespace: "default".into(),
+            namespace: super::vizier::RELEASE_NAMESPACE.into(),
             holder: holder.into(),
             duration: Duration::from_secs(2),
             renew_every: Duration::from_millis(300),
@@ -23,7 +23,8 @@ fn candidate(client: &Client, holder: &str) -> LeaderElector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time_and_a_takeover_after_expiry() {
     let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
-    let client = super::vizier::client(&cluster).await;
+    // The chart's identity: its leader-election Role is what lets these candidates work.
+    let client = super::vizier::operator_client(&cluster, serde_json::json!({})).await;
     let a = candidate(&client, "operator-a");
     let b = candidate(&client, "operator-b");
 
@@ -42,7 +43,7 @@ async fn one_leader_at_a_time_and_a_takeover_after_expiry() {
             "lease",
             "px-operator",
             "-n",
-            "default",
+            super::vizier::RELEASE_NAMESPACE,
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ])
@@ -66,7 +67,7 @@ async fn one_leader_at_a_time_and_a_takeover_after_expiry() {
             "lease",
             "px-operator",
             "-n",
-            "default",
+            super::vizier::RELEASE_NAMESPACE,
             "-o",
             "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
         ])
@@ -103,7 +104,7 @@ async fn one_leader_at_a_time_and_a_takeover_after_expiry() {
             "lease",
             "px-operator",
             "-n",
-            "default",
+            super::vizier::RELEASE_NAMESPACE,
             "-o",
             "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
         ])

@@ -20,7 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use super::vizier::{
-    SETTLE, Scratch, apply_crds, client, ok, stand_in, start_operator, wait_healthy,
+    GC_SETTLE, SETTLE, Scratch, apply_crds, ok, stand_in, start_operator, wait_healthy,
 };
 
 /// The Vizier of these tests: default registry (`px`), the stand-in's failure settings
@@ -343,8 +343,7 @@ async fn pem_processes(cluster: &Cluster) -> String {
 async fn tracepoints_run_on_the_pems_they_select_and_go_away_everywhere() {
     let scratch = Scratch::new("probes");
     let cluster = start(&scratch, None).await;
-    let kube = client(&cluster).await;
-    let operator = start_operator(kube.clone(), "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
     wait_healthy(&cluster).await;
     apply(&cluster, WEB).await;
 
@@ -488,13 +487,16 @@ async fn tracepoints_run_on_the_pems_they_select_and_go_away_everywhere() {
         &["delete", "vz", "pixie", "-n", "pl", "--timeout=60s"],
     )
     .await;
-    let left = eventually(SETTLE, || async {
+    let left = eventually(GC_SETTLE, || async {
         let out = ok(
             &cluster,
             &["get", "daemonsets,deployments,pods,services,serviceaccounts,roles,rolebindings,tracepoints,dataretentions", "-n", "pl", "-o", "name"],
         )
         .await;
-        out.trim().is_empty().then_some(())
+        // The `default` ServiceAccount is the controller-manager's, in every namespace.
+        out.lines()
+            .all(|l| l == "serviceaccount/default")
+            .then_some(())
     })
     .await;
     assert!(
@@ -512,8 +514,7 @@ async fn tracepoints_run_on_the_pems_they_select_and_go_away_everywhere() {
 async fn a_pem_failing_on_one_node_makes_it_partially_running_and_everything_heals() {
     let scratch = Scratch::new("probes-fail");
     let cluster = start(&scratch, Some("node-b")).await;
-    let kube = client(&cluster).await;
-    let operator = start_operator(kube.clone(), "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
     wait_healthy(&cluster).await;
 
     // Killed right after the Tracepoint is applied, mid-reconcile; a new operator with
@@ -532,7 +533,7 @@ async fn a_pem_failing_on_one_node_makes_it_partially_running_and_everything_hea
     .expect("the finalizer is added");
     operator.abort();
     let _ = operator.await;
-    let operator = start_operator(kube.clone(), "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
 
     wait_tp(&cluster, "pl", "opens", "1/2", "PartiallyRunning").await;
     let failure = jsonpath(

@@ -22,7 +22,7 @@ use super::probes::{
     apply, jsonpath, pem_token, probe_on, retention_listing, retention_on, secret_value, tp_row,
     two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
-use super::vizier::{SETTLE, Scratch, client, ok, start_operator, wait_healthy};
+use super::vizier::{SETTLE, Scratch, ok, start_operator, wait_healthy};
 
 const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
 
@@ -219,7 +219,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
         ("px/adder".into(), app),
     ]);
     let cluster = two_nodes_with_vizier(images, VIZIER).await;
-    let operator = start_operator(client(&cluster).await, "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
     wait_healthy(&cluster).await;
     apply(&cluster, ADDER).await;
 

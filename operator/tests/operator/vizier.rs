@@ -29,6 +29,11 @@ const PIXIE_VIZIER: &str = include_str!("../../../crds/examples/vizier-pixie.yam
 
 pub(super) const SETTLE: Duration = Duration::from_secs(30);
 
+/// How long the garbage collector may take to delete what a deleted Vizier owned: it
+/// learns of custom resources from discovery, which it refreshes every 30 s, so owners
+/// of a kind installed just before (as in these tests) wait up to that long.
+pub(super) const GC_SETTLE: Duration = Duration::from_secs(75);
+
 /// Kinds a Vizier makes, as `kubectl get` names them (their pods apart: the emulator
 /// keeps writing pod status).
 const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings,secrets";
@@ -77,27 +82,46 @@ pub(super) async fn ok(cluster: &Cluster, args: &[&str]) -> String {
     out.stdout
 }
 
+/// A client acting as the cluster's admin, for what the test itself reads and writes.
 pub(super) async fn client(cluster: &Cluster) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
+    cluster.client()
 }
 
-/// Starts the operator in this process, as instance `identity`; aborting the task is a
-/// kill (no clean-up, the Lease stays held).
-pub(super) fn start_operator(client: Client, identity: &str) -> tokio::task::JoinHandle<()> {
-    let config = px_operator::Config {
-        watch_namespace: None,
-        lease_name: "px-operator".into(),
-        lease_namespace: Some("default".into()),
+/// The chart's release and namespace: the operator runs as the ServiceAccount, with the
+/// ClusterRoles, Roles and bindings, that `helm template` renders for them.
+pub(super) const RELEASE: &str = "px";
+pub(super) const RELEASE_NAMESPACE: &str = "px-system";
+
+/// A client acting as the chart's operator ServiceAccount, after applying the chart's
+/// RBAC (rendered with values `set`) with kubectl. Never admin: a permission the chart
+/// does not grant fails the test.
+pub(super) async fn operator_client(cluster: &Cluster, set: serde_json::Value) -> Client {
+    let helm = px_e2e::helm::Helm::get(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .expect("the operator's tests need Helm (helm-python-sdk) to render its RBAC");
+    let kubeconfig =
+        px_e2e::helm::install_operator_identity(cluster, &helm, RELEASE, RELEASE_NAMESPACE, &set)
+            .await
+            .unwrap();
+    cluster.client_for(&kubeconfig).await.unwrap()
+}
+
+/// The operator's settings as the chart's Deployment gives them (the Lease in the
+/// release's namespace, named after the release).
+pub(super) fn operator_config(identity: &str, watch_namespace: Option<&str>) -> px_operator::Config {
+    px_operator::Config {
+        watch_namespace: watch_namespace.map(String::from),
+        lease_name: format!("{RELEASE}-operator"),
+        lease_namespace: Some(RELEASE_NAMESPACE.into()),
         identity: identity.into(),
         lease_duration: Duration::from_secs(15),
-    };
+    }
+}
+
+/// Starts the operator in this process, as instance `identity`, acting as the chart's
+/// ServiceAccount; aborting the task is a kill (no clean-up, the Lease stays held).
+pub(super) async fn start_operator(cluster: &Cluster, identity: &str) -> tokio::task::JoinHandle<()> {
+    let client = operator_client(cluster, serde_json::json!({})).await;
+    let config = operator_config(identity, None);
     tokio::spawn(async move {
         if let Err(e) = px_operator::run(client, config, std::future::pending()).await {
             panic!("operator stopped: {e}");
@@ -185,6 +209,7 @@ async fn kelvin_api_key(cluster: &Cluster, client: &Client) -> Option<String> {
     let name = pod.metadata.name.as_deref()?;
     cluster
         .container_env("pl", name)
+        .await
         .iter()
         .find_map(|e| e.strip_prefix("PX_API_KEY=").map(String::from))
 }
@@ -256,7 +281,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
             }
         }),
     );
-    let operator = start_operator(client.clone(), "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
 
     let out = cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(PIXIE_VIZIER))
@@ -469,7 +494,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     let _ = operator.await;
     let converged = made_objects(&cluster).await;
     ok(&cluster, &["delete", "service", "pixie-kelvin", "-n", "pl"]).await;
-    let operator = start_operator(client.clone(), "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
     let back = eventually(SETTLE, || async {
         let now = made_objects(&cluster).await;
         (now.len() == converged.len()).then_some(now)
@@ -494,7 +519,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
 
     // Deleting the Vizier leaves nothing behind, the API-key Secret included.
     ok(&cluster, &["delete", "vz", "pixie", "-n", "pl"]).await;
-    let gone = eventually(SETTLE, || async {
+    let gone = eventually(GC_SETTLE, || async {
         let pods = ok(&cluster, &["get", "pods", "-n", "pl", "-o", "name"]).await;
         (made_objects(&cluster).await.is_empty() && pods.is_empty()).then_some(())
     })
@@ -537,7 +562,7 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
     ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
     ok(&cluster, &["create", "namespace", "pl"]).await;
-    let operator = start_operator(client(&cluster).await, "operator-0");
+    let operator = start_operator(&cluster, "operator-0").await;
     let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0', pemMemoryLimit: 1Gi}\n";
     let out = cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(vizier))
@@ -657,14 +682,8 @@ async fn a_watch_namespace_confines_the_operator() {
     ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
     ok(&cluster, &["create", "namespace", "pl"]).await;
     ok(&cluster, &["create", "namespace", "other"]).await;
-    let config = px_operator::Config {
-        watch_namespace: Some("other".into()),
-        lease_name: "px-operator".into(),
-        lease_namespace: Some("default".into()),
-        identity: "operator-0".into(),
-        lease_duration: Duration::from_secs(15),
-    };
-    let client = client(&cluster).await;
+    let config = operator_config("operator-0", Some("other"));
+    let client = operator_client(&cluster, serde_json::json!({"watchNamespace": "other"})).await;
     let operator =
         tokio::spawn(async move { px_operator::run(client, config, std::future::pending()).await });
     for ns in ["pl", "other"] {
@@ -702,7 +721,11 @@ async fn a_watch_namespace_confines_the_operator() {
         ],
     )
     .await;
-    assert_eq!(elsewhere, "", "objects made outside the watch namespace");
+    // The `default` ServiceAccount is the controller-manager's, in every namespace.
+    assert_eq!(
+        elsewhere, "serviceaccount/default\n",
+        "objects made outside the watch namespace"
+    );
     let status = ok(
         &cluster,
         &["get", "vz", "pixie", "-n", "pl", "-o", "jsonpath={.status}"],
