@@ -2,10 +2,12 @@
 # Installs the system packages the build and the tests need on Debian 12 (idempotent).
 # clang/llvm/libbpf-dev build the kernel programs; python3 runs the test HTTP peers;
 # python3-venv holds Pixie's Python client (pxapi) for the API compatibility test.
-# golang-go builds the Go program the dynamic probe tests trace (Go's register ABI).
+# The tests also need Go and kubectl, which scripts/test.sh checks (px local needs
+# neither).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev python3 python3-venv openssl golang-go)
+packages=(clang llvm libbpf-dev python3 python3-venv openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use crate::cgroup::ClusterCgroup;
 use crate::control_plane::{ControlPlane, Credentials, write_kubeconfig};
 use crate::error::Error;
-use crate::kubelet::{NodeAgent, NodeContext, NodeSpec};
+use crate::kubelet::{NodeAgent, NodeContext, NodeCredentials, NodeSpec, ServerIdentity};
 
 /// What a kubectl run printed and how it ended.
 #[derive(Debug, Clone)]
@@ -135,12 +135,13 @@ impl Cluster {
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
             for (index, spec) in config.nodes.iter().enumerate() {
-                let ip = crate::kubelet::node_ip(number, index)
-                    .ok_or_else(|| Error::Refused {
+                let ip_addr = crate::kubelet::node_ip(number, index).ok_or_else(|| {
+                    Error::Refused {
                         what: format!("node {}", spec.name),
                         message: "at most 253 nodes per cluster".into(),
-                    })?
-                    .to_string();
+                    }
+                })?;
+                let ip = ip_addr.to_string();
                 let node_dir = cluster.dir.path().join("nodes").join(&spec.name);
                 std::fs::create_dir_all(&node_dir).map_err(|source| Error::WriteFile {
                     path: node_dir.clone(),
@@ -165,6 +166,7 @@ impl Cluster {
                     &spec.name,
                     Credentials::Certificate(&cert),
                 )?;
+                let (heartbeat, online) = tokio::sync::watch::channel(true);
                 let ctx = NodeContext {
                     client: crate::control_plane::client(&node_kubeconfig).await?,
                     name: spec.name.clone(),
@@ -174,8 +176,21 @@ impl Cluster {
                     dir: node_dir,
                     server: plane.server.clone(),
                     ca_pem: plane.pki.ca_pem().to_string(),
+                    online,
                 };
-                let agent = NodeAgent::start(ctx, spec).await?;
+                let serving = plane.pki.serving(
+                    &spec.name,
+                    &[std::net::IpAddr::V4(ip_addr)],
+                    &[&spec.name],
+                )?;
+                let credentials = NodeCredentials {
+                    serving: ServerIdentity {
+                        cert: serving.cert_der,
+                        key: serving.key_der,
+                        ca: plane.pki.ca_der().to_vec(),
+                    },
+                };
+                let agent = NodeAgent::start(ctx, spec, credentials, heartbeat).await?;
                 cluster.agents.insert(spec.name.clone(), agent);
             }
             cluster.cgroup = Some(cgroup);
@@ -199,6 +214,18 @@ impl Cluster {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.plane().server
+    }
+
+    /// The API server's audit events for requests made as `user` (e.g.
+    /// `system:serviceaccount:px-system:px-operator`): every request of the tests' own
+    /// identities is audited once, with its verb, resource and response code.
+    pub fn audit_events(&self, user: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.plane().audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e.pointer("/user/username").and_then(|u| u.as_str()) == Some(user))
+            .collect()
     }
 
     /// Where the control plane's components write their logs (`<component>.log`).

@@ -2,18 +2,18 @@
 //! by Helm's own library (the PyPI package `helm-python-sdk`, in a virtualenv that
 //! `scripts/helm-venv.sh` makes once under `CARGO_TARGET_TMPDIR`; no helm binary), its
 //! values checked by `values.schema.json`, and its manifests applied with the real
-//! `kubectl` to the emulator.
+//! `kubectl` to the real kube-apiserver.
 //!
 //! When the virtualenv cannot be made (no `python3-venv`, no package registry), the tests
 //! that need Helm fail under `CI=true` and are skipped otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
-use px_e2e::{Cluster, ClusterConfig, KubectlOutput};
+use px_e2e::{Cluster, ClusterConfig, KubectlOutput, eventually};
 use serde_json::{Value, json};
 
 const RELEASE: &str = "px";
@@ -39,54 +39,23 @@ fn in_ci() -> bool {
 /// The python of the helm-python-sdk virtualenv, or `None` (after saying why) when it
 /// cannot be made outside CI.
 fn helm_python() -> Option<PathBuf> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let made = PYTHON.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
-        let out = Command::new(repo().join("scripts/helm-venv.sh"))
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("cannot run scripts/helm-venv.sh: {e}"))?;
-        if out.status.success() {
-            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    match made {
-        Ok(python) => Some(python.clone()),
-        Err(error) if in_ci() => panic!("cannot install helm-python-sdk: {error}"),
+    match px_e2e::helm::Helm::get(Path::new(env!("CARGO_TARGET_TMPDIR"))) {
+        Ok(helm) => Some(helm.python().to_path_buf()),
+        Err(error) if in_ci() => panic!("{error}"),
         Err(error) => {
             eprintln!(
-                "SKIPPED: cannot install helm-python-sdk (needs python3-venv and PyPI; \
-                 set CI=true to fail instead): {error}"
+                "SKIPPED: {error} (needs python3-venv and PyPI; set CI=true to fail instead)"
             );
             None
         }
     }
 }
 
-/// Runs `e2e/tests/chart/helm.py` with one JSON request; returns its JSON answer.
+/// Runs `e2e/helm/helm.py` with one JSON request; returns its JSON answer.
 fn helm(python: &Path, request: &Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chart/helm.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run helm.py");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(request.to_string().as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "helm.py failed for {request}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("helm.py prints JSON")
+    let helm = px_e2e::helm::Helm::get(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap();
+    assert_eq!(helm.python(), python);
+    helm.request(request).unwrap()
 }
 
 /// `helm template RELEASE charts/px -n NAMESPACE -f FILES --set SET`.
@@ -282,7 +251,12 @@ fn default_values_render_the_operator_with_least_privilege() {
              "resourceNames": ["px-operator"], "verbs": ["get", "update", "patch"]},
         ])
     );
-    for o in out["objects"].as_array().unwrap() {
+    let operators = out["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["name"].as_str().unwrap().starts_with("px-operator"));
+    for o in operators {
         for rule in o["rules"].as_array().into_iter().flatten() {
             // The operator creates its Secrets and reads only the PEM token, by name.
             if rule["resources"]
@@ -818,6 +792,160 @@ async fn the_rendered_manifests_apply_with_kubectl() {
             "{kind}: {script}"
         );
     }
+    cluster.stop().await;
+}
+
+/// A Tracepoint named `name` in `ns`: pods labelled app=web there, or (`host`) every
+/// process of the nodes.
+fn tracepoint(ns: &str, name: &str, host: bool) -> String {
+    let target = if host {
+        "host: {}"
+    } else {
+        "pods: {selector: {matchLabels: {app: web}}}"
+    };
+    format!(
+        "apiVersion: px.dev/v1alpha1\nkind: Tracepoint\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  probe: {{tracepoint: syscalls/sys_enter_openat}}\n  target: {{{target}}}\n  columns: [{{name: pid, source: Pid}}]\n  table: {name}_{ns}\n"
+    )
+}
+
+/// The chart installed (CRDs, then every template) as `helm install` would.
+async fn installed_chart(python: &Path, cluster: &Cluster) {
+    ok(cluster, &["create", "namespace", NAMESPACE]).await;
+    let default = rendered(python, RELEASE, &[], &json!({}));
+    for crd in default["crds"].as_array().unwrap() {
+        let out = apply(cluster, crd["data"].as_str().unwrap()).await;
+        assert!(out.success(), "{}: {out:?}", crd["filename"]);
+    }
+    let out = apply(cluster, &stream(&default)).await;
+    assert!(out.success(), "{out:?}");
+}
+
+#[tokio::test]
+async fn rbac_decides_who_may_trace_what() {
+    let Some(python) = helm_python() else { return };
+    let cluster = Cluster::start(ClusterConfig::default()).await.unwrap();
+    installed_chart(&python, &cluster).await;
+    for ns in ["a", "b"] {
+        ok(&cluster, &["create", "namespace", ns]).await;
+    }
+    // Kubernetes' own roles, bound in namespace a only.
+    for (user, role) in [("viewer", "view"), ("editor", "edit")] {
+        ok(
+            &cluster,
+            &["create", "rolebinding", user, "-n", "a", "--clusterrole", role, "--user", user],
+        )
+        .await;
+    }
+    let viewer = cluster.user_kubeconfig("viewer", None).unwrap();
+    let editor = cluster.user_kubeconfig("editor", None).unwrap();
+    let as_user = |kubeconfig: &PathBuf, args: Vec<String>, stdin: Option<String>| {
+        let cluster = &cluster;
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cluster
+                .kubectl_as(&kubeconfig, &args, stdin.as_deref())
+                .await
+                .unwrap()
+        }
+    };
+    let apply_as = |kubeconfig: &PathBuf, yaml: String| {
+        as_user(kubeconfig, vec!["apply".into(), "-f".into(), "-".into()], Some(yaml))
+    };
+
+    // view reads Tracepoints (once the aggregation controller has added the chart's
+    // rules to it) and cannot create one.
+    let reads = eventually(Duration::from_secs(30), || async {
+        as_user(&viewer, vec!["get".into(), "tp".into(), "-n".into(), "a".into()], None)
+            .await
+            .success()
+            .then_some(())
+    })
+    .await;
+    assert!(reads.is_some(), "view does not read Tracepoints");
+    let refused = apply_as(&viewer, tracepoint("a", "web", false)).await;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("User \"viewer\" cannot create resource \"tracepoints\" in API group \"px.dev\" in the namespace \"a\""),
+        "{refused:?}"
+    );
+
+    // edit creates Tracepoints of its namespace's pods, and none in b.
+    let made = eventually(Duration::from_secs(30), || async {
+        let out = apply_as(&editor, tracepoint("a", "web", false)).await;
+        out.success().then_some(out)
+    })
+    .await
+    .expect("edit cannot create a Tracepoint in its namespace");
+    assert_eq!(made.stdout, "tracepoint.px.dev/web created\n");
+    let elsewhere = apply_as(&editor, tracepoint("b", "web", false)).await;
+    assert!(
+        elsewhere.stderr.contains("cannot create resource \"tracepoints\" in API group \"px.dev\" in the namespace \"b\""),
+        "{elsewhere:?}"
+    );
+
+    // A host target takes trace-host: refused at admission, with the reason.
+    let host = apply_as(&editor, tracepoint("a", "opens", true)).await;
+    assert!(!host.success(), "{host:?}");
+    assert!(
+        host.stderr.contains("ValidatingAdmissionPolicy 'px-host-targets.px.dev'")
+            && host.stderr.contains("spec.target.host traces every process of the nodes: editor may not use it in namespace a")
+            && host.stderr.contains("px-host-tracer"),
+        "{host:?}"
+    );
+    let out = ok(&cluster, &["get", "tp", "-n", "a", "-o", "name"]).await;
+    assert_eq!(out, "tracepoint.px.dev/web\n");
+
+    // The admin makes one; the editor may still label it (the spec is unchanged), but not
+    // change what it traces.
+    assert!(apply(&cluster, &tracepoint("a", "opens", true)).await.success());
+    let labelled = as_user(
+        &editor,
+        ["label", "tp", "opens", "-n", "a", "team=infra"].map(String::from).to_vec(),
+        None,
+    )
+    .await;
+    assert!(labelled.success(), "{labelled:?}");
+    let changed = as_user(
+        &editor,
+        [
+            "patch", "tp", "opens", "-n", "a", "--type", "merge", "-p",
+            r#"{"spec":{"table":"all_opens"}}"#,
+        ]
+        .map(String::from)
+        .to_vec(),
+        None,
+    )
+    .await;
+    assert!(
+        !changed.success() && changed.stderr.contains("may not use it in namespace a"),
+        "{changed:?}"
+    );
+
+    // Bound to the chart's host-tracer role in a, the editor may.
+    ok(
+        &cluster,
+        &["create", "rolebinding", "editor-hosts", "-n", "a", "--clusterrole", "px-host-tracer", "--user", "editor"],
+    )
+    .await;
+    let allowed = eventually(Duration::from_secs(30), || async {
+        let out = apply_as(&editor, tracepoint("a", "opens2", true)).await;
+        out.success().then_some(out)
+    })
+    .await;
+    assert!(allowed.is_some(), "trace-host did not let the editor use a host target");
+    // ... in a only.
+    ok(
+        &cluster,
+        &["create", "rolebinding", "editor", "-n", "b", "--clusterrole", "edit", "--user", "editor"],
+    )
+    .await;
+    let in_b = eventually(Duration::from_secs(30), || async {
+        let out = apply_as(&editor, tracepoint("b", "opens", true)).await;
+        out.stderr.contains("may not use it in namespace b").then_some(out)
+    })
+    .await;
+    assert!(in_b.is_some(), "trace-host in a let the editor trace hosts from b");
     cluster.stop().await;
 }
 

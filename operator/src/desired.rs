@@ -6,7 +6,7 @@
 //! - **PEM discovery.** Kelvin takes a static `--pem NAME=URL` list. The operator builds
 //!   that list from the PEM pods it sees (node name, pod IP) and hands it to Kelvin in
 //!   `PX_KELVIN_PEMS`; a change of the PEM set rolls Kelvin, which is stateless. This needs
-//!   no DNS (the e2e emulator has none) and no change to Kelvin. At thousands of nodes
+//!   no DNS (the e2e cluster has none) and no change to Kelvin. At thousands of nodes
 //!   every node join or leave would restart Kelvin: a `kelvin --pems-from-dns` reading a
 //!   headless Service per query is the way out, and is not built yet.
 //! - **TLS between Kelvin and the PEMs: off for now.** Both are started with
@@ -442,7 +442,7 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let (pod_labels, mut annotations) = pod_policy_meta(vz, labels(o.name, "vizier-pem", &version));
     // A digest of the pod spec as it will run: any change to the PEMs' arguments, memory
     // or image gives a new annotation, hence a new template, hence a rollout, even when a
-    // field the emulator or a mutating webhook normalises would hide the change.
+    // field the API server or a mutating webhook normalises would hide the change.
     let encoded = serde_json::to_string(&pod_spec).map_err(|source| Error::Encode {
         what: "the PEM pod spec",
         source,

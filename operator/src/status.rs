@@ -54,6 +54,23 @@ fn failing(pod: &Pod) -> Option<bool> {
     failing
 }
 
+/// The node of a PEM pod that the node lifecycle controller marked not ready because its
+/// node stopped reporting: the pod's Ready condition is False while every container
+/// still says ready (a kubelet that saw its container fail would say so in the
+/// container's status). `None` for any other pod.
+fn on_lost_node(pod: &Pod) -> Option<&str> {
+    let status = pod.status.as_ref()?;
+    let pod_ready = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    let containers = status.container_statuses.as_ref()?;
+    (pod_ready.status == "False" && !containers.is_empty() && containers.iter().all(|c| c.ready))
+        .then(|| pod.spec.as_ref()?.node_name.as_deref())
+        .flatten()
+}
+
 /// The Vizier's health from its PEM DaemonSet, Kelvin Deployment and PEM pods (as read
 /// from the API; `None` when not there yet).
 pub fn health(ds: Option<&DaemonSet>, kelvin: Option<&Deployment>, pem_pods: &[Pod]) -> Health {
@@ -108,6 +125,21 @@ pub fn health(ds: Option<&DaemonSet>, kelvin: Option<&Deployment>, pem_pods: &[P
                 } else {
                     ""
                 }
+            ),
+            pems,
+        };
+    }
+    let mut lost: Vec<&str> = pem_pods.iter().filter_map(on_lost_node).collect();
+    if !lost.is_empty() {
+        lost.sort_unstable();
+        return Health {
+            phase: VizierPhase::Degraded,
+            reason: "PEMsNodeNotReady".to_string(),
+            message: format!(
+                "{} of {} PEMs are on nodes that stopped reporting: {}",
+                lost.len(),
+                pems.desired,
+                lost.join(", ")
             ),
             pems,
         };
@@ -358,6 +390,43 @@ mod tests {
                 "{what}: {h:?}"
             );
         }
+    }
+
+    #[test]
+    fn pems_on_a_node_that_stopped_reporting_degrade_the_vizier() {
+        use k8s_openapi::api::core::v1::{PodCondition, PodSpec};
+        let on = |node: &str, pod_ready: &str| {
+            let mut p = healthy_pod();
+            p.spec = Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            });
+            p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: pod_ready.into(),
+                ..PodCondition::default()
+            }]);
+            p
+        };
+        // The node lifecycle controller marked node-b's PEM not ready; its kubelet, silent,
+        // last said the container was ready.
+        let h = health(
+            Some(&ds(1, 1, 2, 2, 1)),
+            Some(&kelvin(1, 1)),
+            &[on("node-a", "True"), on("node-b", "False")],
+        );
+        assert_eq!(h.phase, VizierPhase::Degraded);
+        assert_eq!(h.reason, "PEMsNodeNotReady");
+        assert_eq!(h.message, "1 of 2 PEMs are on nodes that stopped reporting: node-b");
+        // A PEM not ready because its container is not ready is rolling, not lost.
+        let mut starting = on("node-b", "False");
+        starting.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].ready = false;
+        let h = health(
+            Some(&ds(1, 1, 2, 2, 1)),
+            Some(&kelvin(1, 1)),
+            &[on("node-a", "True"), starting],
+        );
+        assert_eq!(h.phase, VizierPhase::Updating);
     }
 
     #[test]

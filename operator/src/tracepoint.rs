@@ -151,7 +151,7 @@ async fn selected_nodes(
                 source,
             })?
             .items;
-        // The server filtered already; the check keeps the emulator's and a real
+        // The server filtered already; the check keeps a real
         // server's behaviour alike for set-based expressions.
         let pods: Vec<Pod> = pods
             .into_iter()

@@ -1,5 +1,6 @@
-//! The operator against the e2e API-server emulator with two simulated nodes, driven by
-//! the real `kubectl`. One test binary with modules, to link once.
+//! The operator on the real control plane (`px-e2e`) with two simulated nodes, acting as
+//! the chart's ServiceAccount, driven by the real `kubectl`. One test binary with
+//! modules, to link once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod operator {

@@ -1,4 +1,4 @@
-//! Against the e2e API-server emulator with the real `kubectl`: the generated CRDs
+//! Against the real kube-apiserver (`px-e2e`) with the real `kubectl`: the generated CRDs
 //! install, good objects apply (a Vizier written for Pixie's operator among them),
 //! `kubectl get` prints the printer columns, and bad objects are refused with a message
 //! that names the field.

@@ -135,6 +135,19 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Requests of the control plane's own components and of the nodes are not audited;
+/// everyone else's are, once each, at the Metadata level (who, what, the answer's code).
+const AUDIT_POLICY: &str = r#"{
+  "apiVersion": "audit.k8s.io/v1",
+  "kind": "Policy",
+  "omitStages": ["RequestReceived", "ResponseStarted"],
+  "rules": [
+    {"level": "None", "users": ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"]},
+    {"level": "None", "userGroups": ["system:nodes", "system:serviceaccounts:kube-system"]},
+    {"level": "Metadata"}
+  ]
+}"#;
+
 /// A running control plane. Dropping it kills every component.
 pub(crate) struct ControlPlane {
     components: Vec<Component>,
@@ -179,6 +192,10 @@ impl ControlPlane {
         };
         let tls_cert = file("apiserver.crt", &serving.cert)?;
         let tls_key = file("apiserver.key", &serving.key)?;
+        // How the API server authenticates to the kubelets (for logs), as kubeadm sets it.
+        let kubelet_client = pki.client("kube-apiserver-kubelet-client", Some("system:masters"))?;
+        let kubelet_cert = file("apiserver-kubelet-client.crt", &kubelet_client.cert)?;
+        let kubelet_key = file("apiserver-kubelet-client.key", &kubelet_client.key)?;
         let ca = pki.ca_file.display().to_string();
         let sa_key = pki.service_account_key_file.display().to_string();
         let sa_pub = pki.service_account_public_key_file.display().to_string();
@@ -210,6 +227,11 @@ impl ControlPlane {
 
         let port = free_port(ip)?;
         let server = format!("https://{ip}:{port}");
+        // An audit log of what the tests' own identities do (the operator's
+        // ServiceAccount among them), for tests that check which requests were refused.
+        let audit_policy = dir.join("audit-policy.yaml");
+        pki::write(&audit_policy, AUDIT_POLICY)?;
+        let audit_log = dir.join("audit.log");
         let apiserver = Component::spawn(
             "kube-apiserver",
             &bin.join("kube-apiserver"),
@@ -231,12 +253,20 @@ impl ControlPlane {
                 // address, which Endpoints refuse; nothing here routes to them anyway.
                 "--endpoint-reconciler-type=none".into(),
                 "--allow-privileged=true".into(),
+                format!("--kubelet-client-certificate={kubelet_cert}"),
+                format!("--kubelet-client-key={kubelet_key}"),
+                format!("--kubelet-certificate-authority={ca}"),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--profiling=false".into(),
                 format!("--cert-dir={}", pki_dir.display()),
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                "--audit-log-format=json".into(),
             ],
             dir,
         )?;
         let mut components = vec![etcd, apiserver];
+
 
         let admin_kubeconfig = dir.join("kubeconfig");
         let admin_cert = pki.client("px-e2e-admin", Some("system:masters"))?;
@@ -333,6 +363,11 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The API server's audit log (JSON lines, one event per request).
+    pub(crate) fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
     }
 
     /// The directory holding the components' logs and certificates.

@@ -13,17 +13,20 @@ use rcgen::{
 
 use crate::error::Error;
 
-/// A certificate and its key, PEM-encoded.
+/// A certificate and its key, PEM-encoded, and DER (the key as PKCS#8).
 #[derive(Debug, Clone)]
 pub(crate) struct CertKey {
     pub(crate) cert: String,
     pub(crate) key: String,
+    pub(crate) cert_der: Vec<u8>,
+    pub(crate) key_der: Vec<u8>,
 }
 
 /// The cluster's CA and the service-account signing key, written under `dir`.
 pub(crate) struct Pki {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
+    ca_der: Vec<u8>,
     pub(crate) ca_file: PathBuf,
     pub(crate) service_account_key_file: PathBuf,
     pub(crate) service_account_public_key_file: PathBuf,
@@ -71,6 +74,7 @@ impl Pki {
             .self_signed(&ca_key)
             .map_err(|e| failed("the CA certificate", e))?;
         let ca_pem = ca.pem();
+        let ca_der = ca.der().to_vec();
         let ca_file = dir.join("ca.crt");
         write(&ca_file, &ca_pem)?;
         write(&dir.join("ca.key"), &ca_key.serialize_pem())?;
@@ -83,6 +87,7 @@ impl Pki {
         Ok(Self {
             issuer: Issuer::new(params, ca_key),
             ca_pem,
+            ca_der,
             ca_file,
             service_account_key_file,
             service_account_public_key_file,
@@ -92,6 +97,11 @@ impl Pki {
     /// The CA certificate, PEM.
     pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The CA certificate, DER.
+    pub(crate) fn ca_der(&self) -> &[u8] {
+        &self.ca_der
     }
 
     /// A serving certificate for `ips` and `dns` names.
@@ -135,6 +145,8 @@ impl Pki {
         Ok(CertKey {
             cert: cert.pem(),
             key: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
         })
     }
 }

@@ -29,6 +29,9 @@ use crate::time::now_rfc3339;
 mod pod;
 mod probe;
 mod process;
+mod server;
+
+pub(crate) use server::ServerIdentity;
 
 /// How often the kubelet renews its Lease (a real kubelet: every 10 s of a 40 s lease;
 /// scaled to the controller-manager's shorter grace period here).
@@ -90,6 +93,15 @@ pub(crate) struct NodeContext {
     /// in-cluster service-account mount.
     pub(crate) server: String,
     pub(crate) ca_pem: String,
+    /// Whether the node talks to the API server (false: a silent node, see
+    /// [`NodeAgent::set_heartbeat`]): its pods keep running but nothing is reported.
+    pub(crate) online: watch::Receiver<bool>,
+}
+
+/// How a node's kubelet proves itself: its client identity is in `NodeContext::client`;
+/// this is its serving certificate, for the API server's log requests.
+pub(crate) struct NodeCredentials {
+    pub(crate) serving: ServerIdentity,
 }
 
 /// A running node agent; dropping it kills its pods' processes.
@@ -102,12 +114,24 @@ pub(crate) struct NodeAgent {
 impl NodeAgent {
     /// Registers the Node (or takes over the one a previous run of this node left), then
     /// starts the heartbeat and the pod loop.
-    pub(crate) async fn start(ctx: NodeContext, spec: &NodeSpec) -> Result<Self, Error> {
-        register(&ctx, spec).await?;
-        let ctx = Arc::new(ctx);
+    pub(crate) async fn start(
+        ctx: NodeContext,
+        spec: &NodeSpec,
+        credentials: NodeCredentials,
+        heartbeat: watch::Sender<bool>,
+    ) -> Result<Self, Error> {
         let (stop, stop_rx) = watch::channel(false);
-        let (heartbeat, heartbeat_rx) = watch::channel(true);
+        let ip = ctx.ip.parse().map_err(|_| Error::Refused {
+            what: format!("node {}", spec.name),
+            message: format!("{} is not an IP address", ctx.ip),
+        })?;
+        let log_server =
+            server::serve(ip, ctx.dir.clone(), credentials.serving, stop_rx.clone()).await?;
+        register(&ctx, spec).await?;
+        let heartbeat_rx = ctx.online.clone();
+        let ctx = Arc::new(ctx);
         let tasks = vec![
+            log_server,
             tokio::spawn(heartbeats(Arc::clone(&ctx), heartbeat_rx, stop_rx.clone())),
             tokio::spawn(run(ctx, stop_rx)),
         ];
@@ -164,7 +188,7 @@ fn node_status(ctx: &NodeContext) -> Value {
         "addresses": [{"type": "InternalIP", "address": ctx.ip}, {"type": "Hostname", "address": ctx.name}],
         "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"},
         "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"},
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": server::KUBELET_PORT}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
             "osImage": "px-e2e simulated node", "containerRuntimeVersion": "px-e2e://processes",

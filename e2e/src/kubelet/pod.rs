@@ -23,6 +23,8 @@ const BASE_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the worker checks its processes for exits.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the worker writes its pod's status even when it has not changed.
+const RESYNC: Duration = Duration::from_secs(5);
 
 /// What a pod worker is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +249,7 @@ async fn run_containers(
         })
         .collect();
     let mut last_written = Value::Null;
+    let mut written_at = Instant::now();
     loop {
         for c in containers.iter_mut() {
             if c.process.is_none() && !c.done && Instant::now() >= c.next_start {
@@ -278,13 +281,18 @@ async fn run_containers(
             }
         }
         let status = pod_status(&containers, &started, &policy, &ctx.ip);
-        if status != last_written {
+        // Also every few seconds: others write pod status too (the node lifecycle
+        // controller marks the pods of a silent node not ready), and the kubelet's view
+        // must win back once it reports again. An unchanged patch changes nothing.
+        let online = *ctx.online.borrow();
+        if online && (status != last_written || written_at.elapsed() >= RESYNC) {
             if !write_status(ctx, pod, status.clone()).await {
                 // The pod is gone or replaced: nothing is left to report to.
                 terminate(&mut containers, Duration::ZERO, &mut stop).await;
                 return false;
             }
             last_written = status;
+            written_at = Instant::now();
         }
         tokio::select! {
             _ = stop.changed() => {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use px_e2e::{Cluster, ClusterConfig, NodeSpec, eventually};
 
@@ -651,5 +652,95 @@ async fn logs_follow_a_running_container() {
         last = n;
     }
     follower.kill().await.unwrap();
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stops_heartbeating_goes_not_ready_and_comes_back() {
+    let config = ClusterConfig {
+        nodes: vec![NodeSpec::named("steady"), NodeSpec::named("flaky")],
+        images: HashMap::from([("sleeper".to_string(), PathBuf::from("/usr/bin/sleep"))]),
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start(config).await.unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: flaky\n  containers:\n  - name: c\n    image: sleeper\n    args: [\"1000\"]\n";
+    assert!(apply(&cluster, pod).await.success());
+    let ready = |want: &'static str| {
+        let cluster = &cluster;
+        async move {
+            eventually(Duration::from_secs(60), || async {
+                let out = ok(&cluster, &["get", "pod", "p", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]).await;
+                (out == want).then_some(())
+            })
+            .await
+        }
+    };
+    assert!(ready("True").await.is_some(), "the pod never became ready");
+
+    // The kubelet goes silent: the node lifecycle controller marks the node NotReady
+    // (Unknown) once its Lease is older than the grace period, taints it unreachable and
+    // marks its pods not ready. The pod's process keeps running.
+    cluster.set_node_heartbeat("flaky", false);
+    let lost = eventually(Duration::from_secs(60), || async {
+        let rows = table(&ok(&cluster, &["get", "nodes"]).await);
+        rows.iter()
+            .any(|r| r[0] == "flaky" && r[1] == "NotReady")
+            .then_some(rows)
+    })
+    .await
+    .expect("the silent node never went NotReady");
+    assert!(
+        lost.iter().any(|r| r[0] == "steady" && r[1] == "Ready"),
+        "{lost:?}"
+    );
+    let taints = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.spec.taints[*].key}"]).await;
+    assert!(taints.contains("node.kubernetes.io/unreachable"), "{taints}");
+    let reason = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}"]).await;
+    assert_eq!(reason, "NodeStatusUnknown");
+    assert!(ready("False").await.is_some(), "the pod stayed ready on a lost node");
+    assert!(!cluster.node_pids("flaky").is_empty());
+
+    // It comes back: Ready again, untainted, and its pod ready again.
+    cluster.set_node_heartbeat("flaky", true);
+    let back = eventually(Duration::from_secs(60), || async {
+        let rows = table(&ok(&cluster, &["get", "nodes"]).await);
+        rows.iter().any(|r| r[0] == "flaky" && r[1] == "Ready").then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the node did not come back");
+    let untainted = eventually(Duration::from_secs(60), || async {
+        let taints = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.spec.taints[*].key}"]).await;
+        (!taints.contains("unreachable")).then_some(())
+    })
+    .await;
+    assert!(untainted.is_some(), "the unreachable taint stayed");
+    assert!(ready("True").await.is_some(), "the pod did not become ready again");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_probes_decide_readiness() {
+    let cluster = one_node_cluster("shell", "/bin/sh").await;
+    let flag = cluster.dir().join("ready-flag");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probed\nspec:\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"exec sleep 1000\"]\n    readinessProbe:\n      exec:\n        command: [\"test\", \"-e\", \"{}\"]\n      periodSeconds: 1\n      failureThreshold: 1\n",
+        flag.display()
+    );
+    assert!(apply(&cluster, &pod).await.success());
+    let state = |want: &'static str| {
+        let cluster = &cluster;
+        async move {
+            eventually(SETTLE, || async {
+                let rows = table(&ok(&cluster, &["get", "pod", "probed"]).await);
+                (rows.len() == 2 && rows[1][1] == want && rows[1][2] == "Running").then_some(())
+            })
+            .await
+        }
+    };
+    assert!(state("0/1").await.is_some(), "running but not ready while the probe fails");
+    std::fs::write(&flag, "").unwrap();
+    assert!(state("1/1").await.is_some(), "ready once the probe passes");
+    std::fs::remove_file(&flag).unwrap();
+    assert!(state("0/1").await.is_some(), "unready again once it fails");
     cluster.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Tracepoints and DataRetentions against the emulator, with `standin-pem` (an
+//! Tracepoints and DataRetentions on the real control plane, with `standin-pem` (an
 //! in-memory `ProbeService`, `px_e2e::standin_pem`) as the PEM image on two nodes, each
 //! PEM on its own node's loopback address: a Tracepoint shows READY 2/2 Running in
 //! `kubectl get tp`; a PEM that fails on one node makes it PartiallyRunning with that
@@ -20,7 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use super::vizier::{
-    GC_SETTLE, SETTLE, Scratch, apply_crds, ok, stand_in, start_operator, wait_healthy,
+    GC_SETTLE, SETTLE, Scratch, apply_crds, assert_operator_never_refused, ok, stand_in, start_operator, wait_healthy,
 };
 
 /// The Vizier of these tests: default registry (`px`), the stand-in's failure settings
@@ -507,6 +507,7 @@ async fn tracepoints_run_on_the_pems_they_select_and_go_away_everywhere() {
     let tps = ok(&cluster, &["get", "tp", "-A", "-o", "name"]).await;
     assert!(tps.trim().is_empty(), "{tps}");
     operator.abort();
+    assert_operator_never_refused(&cluster);
     cluster.stop().await;
 }
 
@@ -612,5 +613,6 @@ async fn a_pem_failing_on_one_node_makes_it_partially_running_and_everything_hea
     )
     .await;
     operator.abort();
+    assert_operator_never_refused(&cluster);
     cluster.stop().await;
 }

@@ -22,7 +22,9 @@ use super::probes::{
     apply, jsonpath, pem_token, probe_on, retention_listing, retention_on, secret_value, tp_row,
     two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
-use super::vizier::{SETTLE, Scratch, ok, start_operator, wait_healthy};
+use super::vizier::{
+    SETTLE, Scratch, assert_operator_never_refused, ok, start_operator, wait_healthy,
+};
 
 const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
 
@@ -336,4 +338,5 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
         .unwrap();
     assert!(gone.stdout.trim().is_empty(), "{gone:?}");
     operator.abort();
+    assert_operator_never_refused(&cluster);
 }

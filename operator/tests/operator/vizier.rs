@@ -34,8 +34,8 @@ pub(super) const SETTLE: Duration = Duration::from_secs(30);
 /// of a kind installed just before (as in these tests) wait up to that long.
 pub(super) const GC_SETTLE: Duration = Duration::from_secs(75);
 
-/// Kinds a Vizier makes, as `kubectl get` names them (their pods apart: the emulator
-/// keeps writing pod status).
+/// Kinds a Vizier makes, as `kubectl get` names them (their pods apart: the kubelets
+/// keep writing pod status).
 const KINDS: &str = "daemonsets,deployments,services,serviceaccounts,roles,rolebindings,secrets";
 
 /// A scratch directory removed when the test ends, passed or not.
@@ -103,6 +103,44 @@ pub(super) async fn operator_client(cluster: &Cluster, set: serde_json::Value) -
             .await
             .unwrap();
     cluster.client_for(&kubeconfig).await.unwrap()
+}
+
+/// The user the operator acts as: the chart's ServiceAccount.
+pub(super) fn operator_user() -> String {
+    format!("system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}-operator")
+}
+
+/// Fails if the API server refused any request the operator made (the audit log has
+/// each one with its response code): a permission the chart does not grant is a bug,
+/// even where the operator recovers from it. With `PX_E2E_AUDIT=1`, prints every kind
+/// of request the operator made (`verb group/resource[/subresource]`), to check the
+/// chart's rules against.
+pub(super) fn assert_operator_never_refused(cluster: &Cluster) {
+    let events = cluster.audit_events(&operator_user());
+    assert!(!events.is_empty(), "no request of the operator was audited");
+    let mut made = std::collections::BTreeSet::new();
+    let mut refused = Vec::new();
+    for e in &events {
+        let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or("");
+        let what = format!(
+            "{} {}/{}{}{}",
+            s("/verb"),
+            s("/objectRef/apiGroup"),
+            s("/objectRef/resource"),
+            if s("/objectRef/subresource").is_empty() { "" } else { "/" },
+            s("/objectRef/subresource"),
+        );
+        if e.pointer("/responseStatus/code").and_then(|c| c.as_i64()) == Some(403) {
+            refused.push(format!("{what} {}: {}", s("/objectRef/namespace"), s("/responseStatus/message")));
+        }
+        made.insert(what);
+    }
+    if std::env::var_os("PX_E2E_AUDIT").is_some() {
+        for what in &made {
+            eprintln!("operator request: {what}");
+        }
+    }
+    assert!(refused.is_empty(), "the API server refused the operator: {refused:#?}");
 }
 
 /// The operator's settings as the chart's Deployment gives them (the Lease in the
@@ -533,6 +571,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
 
     operator.abort();
     watch.abort();
+    assert_operator_never_refused(&cluster);
     cluster.stop().await;
 }
 
@@ -660,6 +699,56 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
     assert!(describe.contains("InvalidSpec"), "{describe}");
 
     operator.abort();
+    assert_operator_never_refused(&cluster);
+    cluster.stop().await;
+}
+
+/// A node whose kubelet stops reporting: the node lifecycle controller marks its PEM not
+/// ready, and the Vizier says which node, Degraded (not Updating: nothing is rolling),
+/// until the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reporting_degrades_the_vizier_until_it_is_back() {
+    let scratch = Scratch::new("lost-node");
+    let exe = stand_in(&scratch.0);
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
+        images: HashMap::from([
+            ("px/vizier-pem".into(), exe.clone()),
+            ("px/kelvin".into(), exe.clone()),
+        ]),
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
+    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
+    ok(&cluster, &["create", "namespace", "pl"]).await;
+    let operator = start_operator(&cluster, "operator-0").await;
+    let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0'}\n";
+    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], Some(vizier)).await.unwrap().success());
+    wait_healthy(&cluster).await;
+
+    cluster.set_node_heartbeat("node-b", false);
+    let lost = eventually(Duration::from_secs(60), || async {
+        let why = ok(
+            &cluster,
+            &["get", "vz", "pixie", "-n", "pl", "-o", "jsonpath={.status.vizierPhase}|{.status.vizierReason}|{.status.message}|{.status.pemsReady}"],
+        )
+        .await;
+        why.starts_with("Degraded|PEMsNodeNotReady").then_some(why)
+    })
+    .await
+    .expect("a lost node never degraded the Vizier");
+    assert_eq!(
+        lost,
+        "Degraded|PEMsNodeNotReady|1 of 2 PEMs are on nodes that stopped reporting: node-b|1/2"
+    );
+
+    cluster.set_node_heartbeat("node-b", true);
+    let row = wait_healthy(&cluster).await;
+    assert_eq!(row[2], "2/2");
+    operator.abort();
+    assert_operator_never_refused(&cluster);
     cluster.stop().await;
 }
 
@@ -733,5 +822,6 @@ async fn a_watch_namespace_confines_the_operator() {
     .await;
     assert_eq!(status, "", "status written outside the watch namespace");
     operator.abort();
+    assert_operator_never_refused(&cluster);
     cluster.stop().await;
 }
