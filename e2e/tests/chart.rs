@@ -186,14 +186,19 @@ fn default_values_render_the_operator_with_least_privilege() {
     assert_eq!(
         inventory(&out),
         owned(&[
+            ("ClusterRole", "", "px-edit"),
+            ("ClusterRole", "", "px-host-tracer"),
             ("ClusterRole", "", "px-operator"),
             ("ClusterRole", "", "px-operator-nodes"),
+            ("ClusterRole", "", "px-view"),
             ("ClusterRoleBinding", "", "px-operator"),
             ("ClusterRoleBinding", "", "px-operator-nodes"),
             ("Deployment", NAMESPACE, "px-operator"),
             ("Role", NAMESPACE, "px-operator-leader-election"),
             ("RoleBinding", NAMESPACE, "px-operator-leader-election"),
             ("ServiceAccount", NAMESPACE, "px-operator"),
+            ("ValidatingAdmissionPolicy", "", "px-host-targets.px.dev"),
+            ("ValidatingAdmissionPolicyBinding", "", "px-host-targets.px.dev"),
         ]),
         "no Vizier unless vizier.enabled"
     );
@@ -219,7 +224,8 @@ fn default_values_render_the_operator_with_least_privilege() {
         json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
     );
     assert_eq!(env(&c, "RUST_LOG")["value"], "info");
-    assert_eq!(env(&c, "PX_WATCH_NAMESPACE")["value"], "");
+    // Set with no value (the empty string): the API server would drop `value: ""`.
+    assert_eq!(env(&c, "PX_WATCH_NAMESPACE"), json!({"name": "PX_WATCH_NAMESPACE"}));
     assert_eq!(env(&c, "PX_LEASE_NAME")["value"], "px-operator");
     assert_eq!(
         env(&c, "PX_LEASE_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
@@ -393,14 +399,19 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
     assert_eq!(
         inventory(&out),
         owned(&[
+            ("ClusterRole", "", "px-edit"),
+            ("ClusterRole", "", "px-host-tracer"),
             ("ClusterRole", "", "px-operator"),
             ("ClusterRole", "", "px-operator-nodes"),
+            ("ClusterRole", "", "px-view"),
             ("ClusterRoleBinding", "", "px-operator-nodes"),
             ("Deployment", NAMESPACE, "px-operator"),
             ("Role", NAMESPACE, "px-operator-leader-election"),
             ("RoleBinding", NAMESPACE, "px-operator"),
             ("RoleBinding", NAMESPACE, "px-operator-leader-election"),
             ("ServiceAccount", NAMESPACE, "px-operator"),
+            ("ValidatingAdmissionPolicy", "", "px-host-targets.px.dev"),
+            ("ValidatingAdmissionPolicyBinding", "", "px-host-targets.px.dev"),
             ("Vizier", NAMESPACE, "pixie"),
         ])
     );
@@ -880,7 +891,7 @@ async fn rbac_decides_who_may_trace_what() {
     assert_eq!(made.stdout, "tracepoint.px.dev/web created\n");
     let elsewhere = apply_as(&editor, tracepoint("b", "web", false)).await;
     assert!(
-        elsewhere.stderr.contains("cannot create resource \"tracepoints\" in API group \"px.dev\" in the namespace \"b\""),
+        elsewhere.stderr.contains("User \"editor\" cannot get resource \"tracepoints\" in API group \"px.dev\" in the namespace \"b\""),
         "{elsewhere:?}"
     );
 
