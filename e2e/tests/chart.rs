@@ -149,15 +149,14 @@ fn operator_rules() -> Value {
         {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments"],
          "verbs": ["get", "list", "watch", "create", "patch"]},
         {"apiGroups": [""], "resources": ["services", "serviceaccounts"],
-         "verbs": ["get", "list", "watch", "create", "patch"]},
+         "verbs": ["create", "patch"]},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
-         "verbs": ["get", "list", "watch", "create", "patch"]},
+         "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token"],
          "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
 
@@ -254,7 +253,7 @@ fn default_values_render_the_operator_with_least_privilege() {
         json!([
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-             "resourceNames": ["px-operator"], "verbs": ["get", "update", "patch"]},
+             "resourceNames": ["px-operator"], "verbs": ["get", "update"]},
         ])
     );
     let operators = out["objects"]

@@ -135,10 +135,12 @@ pub fn health(ds: Option<&DaemonSet>, kelvin: Option<&Deployment>, pem_pods: &[P
         return Health {
             phase: VizierPhase::Degraded,
             reason: "PEMsNodeNotReady".to_string(),
+            // Counted over the pods: the DaemonSet stops counting an unreachable node
+            // as desired, though its PEM stays.
             message: format!(
                 "{} of {} PEMs are on nodes that stopped reporting: {}",
                 lost.len(),
-                pems.desired,
+                pem_pods.len(),
                 lost.join(", ")
             ),
             pems,
