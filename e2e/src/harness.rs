@@ -135,12 +135,11 @@ impl Cluster {
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
             for (index, spec) in config.nodes.iter().enumerate() {
-                let ip_addr = crate::kubelet::node_ip(number, index).ok_or_else(|| {
-                    Error::Refused {
+                let ip_addr =
+                    crate::kubelet::node_ip(number, index).ok_or_else(|| Error::Refused {
                         what: format!("node {}", spec.name),
                         message: "at most 253 nodes per cluster".into(),
-                    }
-                })?;
+                    })?;
                 let ip = ip_addr.to_string();
                 let node_dir = cluster.dir.path().join("nodes").join(&spec.name);
                 std::fs::create_dir_all(&node_dir).map_err(|source| Error::WriteFile {
@@ -155,10 +154,9 @@ impl Cluster {
                 let plane = cluster.plane();
                 // The node's own identity, as a kubelet's client certificate has it.
                 let node_kubeconfig = node_dir.join("kubelet.kubeconfig");
-                let cert = plane.pki.client(
-                    &format!("system:node:{}", spec.name),
-                    Some("system:nodes"),
-                )?;
+                let cert = plane
+                    .pki
+                    .client(&format!("system:node:{}", spec.name), Some("system:nodes"))?;
                 write_kubeconfig(
                     &node_kubeconfig,
                     &plane.server,
@@ -269,7 +267,13 @@ impl Cluster {
             .ok()
             .flatten();
         let pid = pod
-            .and_then(|p| p.status?.container_statuses?.into_iter().next()?.container_id)
+            .and_then(|p| {
+                p.status?
+                    .container_statuses?
+                    .into_iter()
+                    .next()?
+                    .container_id
+            })
             .and_then(|id| id.strip_prefix("px-e2e://")?.parse::<i32>().ok());
         let raw = pid
             .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
@@ -292,7 +296,11 @@ impl Cluster {
 
     /// A token of ServiceAccount `namespace/name`, from the TokenRequest API (valid for
     /// an hour), so a test can act as that identity.
-    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, Error> {
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, Error> {
         let request = crate::kubelet::token_request(None);
         let response = Api::<ServiceAccount>::namespaced(self.client(), namespace)
             .create_token_request(name, &PostParams::default(), &request)

@@ -9,9 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use px_e2e::{Cluster, ClusterConfig, KubectlOutput, eventually};
 use serde_json::{Value, json};
@@ -197,7 +197,11 @@ fn default_values_render_the_operator_with_least_privilege() {
             ("RoleBinding", NAMESPACE, "px-operator-leader-election"),
             ("ServiceAccount", NAMESPACE, "px-operator"),
             ("ValidatingAdmissionPolicy", "", "px-host-targets.px.dev"),
-            ("ValidatingAdmissionPolicyBinding", "", "px-host-targets.px.dev"),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                "",
+                "px-host-targets.px.dev"
+            ),
         ]),
         "no Vizier unless vizier.enabled"
     );
@@ -224,7 +228,10 @@ fn default_values_render_the_operator_with_least_privilege() {
     );
     assert_eq!(env(&c, "RUST_LOG")["value"], "info");
     // Set with no value (the empty string): the API server would drop `value: ""`.
-    assert_eq!(env(&c, "PX_WATCH_NAMESPACE"), json!({"name": "PX_WATCH_NAMESPACE"}));
+    assert_eq!(
+        env(&c, "PX_WATCH_NAMESPACE"),
+        json!({"name": "PX_WATCH_NAMESPACE"})
+    );
     assert_eq!(env(&c, "PX_LEASE_NAME")["value"], "px-operator");
     assert_eq!(
         env(&c, "PX_LEASE_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
@@ -256,11 +263,12 @@ fn default_values_render_the_operator_with_least_privilege() {
              "resourceNames": ["px-operator"], "verbs": ["get", "update"]},
         ])
     );
-    let operators = out["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["metadata"]["name"].as_str().unwrap().starts_with("px-operator"));
+    let operators = out["objects"].as_array().unwrap().iter().filter(|o| {
+        o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("px-operator")
+    });
     for o in operators {
         for rule in o["rules"].as_array().into_iter().flatten() {
             // The operator creates its Secrets and reads only the PEM token, by name.
@@ -410,7 +418,11 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
             ("RoleBinding", NAMESPACE, "px-operator-leader-election"),
             ("ServiceAccount", NAMESPACE, "px-operator"),
             ("ValidatingAdmissionPolicy", "", "px-host-targets.px.dev"),
-            ("ValidatingAdmissionPolicyBinding", "", "px-host-targets.px.dev"),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                "",
+                "px-host-targets.px.dev"
+            ),
             ("Vizier", NAMESPACE, "pixie"),
         ])
     );
@@ -842,7 +854,17 @@ async fn rbac_decides_who_may_trace_what() {
     for (user, role) in [("viewer", "view"), ("editor", "edit")] {
         ok(
             &cluster,
-            &["create", "rolebinding", user, "-n", "a", "--clusterrole", role, "--user", user],
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "-n",
+                "a",
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+            ],
         )
         .await;
     }
@@ -860,16 +882,24 @@ async fn rbac_decides_who_may_trace_what() {
         }
     };
     let apply_as = |kubeconfig: &PathBuf, yaml: String| {
-        as_user(kubeconfig, vec!["apply".into(), "-f".into(), "-".into()], Some(yaml))
+        as_user(
+            kubeconfig,
+            vec!["apply".into(), "-f".into(), "-".into()],
+            Some(yaml),
+        )
     };
 
     // view reads Tracepoints (once the aggregation controller has added the chart's
     // rules to it) and cannot create one.
     let reads = eventually(Duration::from_secs(30), || async {
-        as_user(&viewer, vec!["get".into(), "tp".into(), "-n".into(), "a".into()], None)
-            .await
-            .success()
-            .then_some(())
+        as_user(
+            &viewer,
+            vec!["get".into(), "tp".into(), "-n".into(), "a".into()],
+            None,
+        )
+        .await
+        .success()
+        .then_some(())
     })
     .await;
     assert!(reads.is_some(), "view does not read Tracepoints");
@@ -908,10 +938,16 @@ async fn rbac_decides_who_may_trace_what() {
 
     // The admin makes one; the editor may still label it (the spec is unchanged), but not
     // change what it traces.
-    assert!(apply(&cluster, &tracepoint("a", "opens", true)).await.success());
+    assert!(
+        apply(&cluster, &tracepoint("a", "opens", true))
+            .await
+            .success()
+    );
     let labelled = as_user(
         &editor,
-        ["label", "tp", "opens", "-n", "a", "team=infra"].map(String::from).to_vec(),
+        ["label", "tp", "opens", "-n", "a", "team=infra"]
+            .map(String::from)
+            .to_vec(),
         None,
     )
     .await;
@@ -919,7 +955,14 @@ async fn rbac_decides_who_may_trace_what() {
     let changed = as_user(
         &editor,
         [
-            "patch", "tp", "opens", "-n", "a", "--type", "merge", "-p",
+            "patch",
+            "tp",
+            "opens",
+            "-n",
+            "a",
+            "--type",
+            "merge",
+            "-p",
             r#"{"spec":{"table":"all_opens"}}"#,
         ]
         .map(String::from)
@@ -935,7 +978,17 @@ async fn rbac_decides_who_may_trace_what() {
     // Bound to the chart's host-tracer role in a, the editor may.
     ok(
         &cluster,
-        &["create", "rolebinding", "editor-hosts", "-n", "a", "--clusterrole", "px-host-tracer", "--user", "editor"],
+        &[
+            "create",
+            "rolebinding",
+            "editor-hosts",
+            "-n",
+            "a",
+            "--clusterrole",
+            "px-host-tracer",
+            "--user",
+            "editor",
+        ],
     )
     .await;
     let allowed = eventually(Duration::from_secs(30), || async {
@@ -943,19 +996,37 @@ async fn rbac_decides_who_may_trace_what() {
         out.success().then_some(out)
     })
     .await;
-    assert!(allowed.is_some(), "trace-host did not let the editor use a host target");
+    assert!(
+        allowed.is_some(),
+        "trace-host did not let the editor use a host target"
+    );
     // ... in a only.
     ok(
         &cluster,
-        &["create", "rolebinding", "editor", "-n", "b", "--clusterrole", "edit", "--user", "editor"],
+        &[
+            "create",
+            "rolebinding",
+            "editor",
+            "-n",
+            "b",
+            "--clusterrole",
+            "edit",
+            "--user",
+            "editor",
+        ],
     )
     .await;
     let in_b = eventually(Duration::from_secs(30), || async {
         let out = apply_as(&editor, tracepoint("b", "opens", true)).await;
-        out.stderr.contains("may not use it in namespace b").then_some(out)
+        out.stderr
+            .contains("may not use it in namespace b")
+            .then_some(out)
     })
     .await;
-    assert!(in_b.is_some(), "trace-host in a let the editor trace hosts from b");
+    assert!(
+        in_b.is_some(),
+        "trace-host in a let the editor trace hosts from b"
+    );
     cluster.stop().await;
 }
 

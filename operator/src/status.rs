@@ -419,10 +419,20 @@ mod tests {
         );
         assert_eq!(h.phase, VizierPhase::Degraded);
         assert_eq!(h.reason, "PEMsNodeNotReady");
-        assert_eq!(h.message, "1 of 2 PEMs are on nodes that stopped reporting: node-b");
+        assert_eq!(
+            h.message,
+            "1 of 2 PEMs are on nodes that stopped reporting: node-b"
+        );
         // A PEM not ready because its container is not ready is rolling, not lost.
         let mut starting = on("node-b", "False");
-        starting.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].ready = false;
+        starting
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .ready = false;
         let h = health(
             Some(&ds(1, 1, 2, 2, 1)),
             Some(&kelvin(1, 1)),

@@ -53,8 +53,7 @@ pub(crate) async fn client(path: &Path) -> Result<kube::Client, Error> {
         kubeconfig: path.to_path_buf(),
         message,
     };
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),

@@ -69,12 +69,7 @@ struct Component {
 }
 
 impl Component {
-    fn spawn(
-        name: &'static str,
-        bin: &Path,
-        args: &[String],
-        dir: &Path,
-    ) -> Result<Self, Error> {
+    fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) -> Result<Self, Error> {
         let log = dir.join(format!("{name}.log"));
         let file = |p: &Path| {
             std::fs::OpenOptions::new()
@@ -116,7 +111,11 @@ impl Component {
     fn failure(&self, message: &str) -> Error {
         Error::ControlPlane {
             component: self.name.into(),
-            message: format!("{message}; the end of {}:\n{}", self.log.display(), tail(&self.log)),
+            message: format!(
+                "{message}; the end of {}:\n{}",
+                self.log.display(),
+                tail(&self.log)
+            ),
         }
     }
 
@@ -202,7 +201,9 @@ impl ControlPlane {
 
         // etcd's data lives in memory where it can: it is thrown away with the cluster.
         let etcd_data = crate::harness::TempDir::new_in(
-            Path::new("/dev/shm").is_dir().then_some(Path::new("/dev/shm")),
+            Path::new("/dev/shm")
+                .is_dir()
+                .then_some(Path::new("/dev/shm")),
             "px-e2e-etcd",
         )?;
         let (etcd_client, etcd_peer) = (free_port(ip)?, free_port(ip)?);
@@ -267,7 +268,6 @@ impl ControlPlane {
         )?;
         let mut components = vec![etcd, apiserver];
 
-
         let admin_kubeconfig = dir.join("kubeconfig");
         let admin_cert = pki.client("px-e2e-admin", Some("system:masters"))?;
         write_kubeconfig(
@@ -305,7 +305,10 @@ impl ControlPlane {
                 format!("--service-account-private-key-file={sa_key}"),
                 format!("--root-ca-file={ca}"),
                 format!("--cluster-signing-cert-file={ca}"),
-                format!("--cluster-signing-key-file={}", pki_dir.join("ca.key").display()),
+                format!(
+                    "--cluster-signing-key-file={}",
+                    pki_dir.join("ca.key").display()
+                ),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--node-monitor-period=1s".into(),
                 format!("--node-monitor-grace-period={}s", NODE_GRACE.as_secs()),
@@ -352,7 +355,10 @@ impl ControlPlane {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                let kcm = self.components.iter().find(|c| c.name == "kube-controller-manager");
+                let kcm = self
+                    .components
+                    .iter()
+                    .find(|c| c.name == "kube-controller-manager");
                 return Err(match kcm {
                     Some(c) => c.failure("no default ServiceAccount after 120 s"),
                     None => Error::ControlPlane {

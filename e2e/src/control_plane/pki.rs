@@ -40,8 +40,8 @@ fn failed(what: &str, source: rcgen::Error) -> Error {
 }
 
 pub(crate) fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     // Keys are private to the test's user, as a real node keeps them.
     std::fs::OpenOptions::new()
         .write(true)
@@ -105,14 +105,17 @@ impl Pki {
     }
 
     /// A serving certificate for `ips` and `dns` names.
-    pub(crate) fn serving(&self, cn: &str, ips: &[std::net::IpAddr], dns: &[&str]) -> Result<CertKey, Error> {
+    pub(crate) fn serving(
+        &self,
+        cn: &str,
+        ips: &[std::net::IpAddr],
+        dns: &[&str],
+    ) -> Result<CertKey, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
         params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
         for name in dns {
-            let name = (*name)
-                .try_into()
-                .map_err(|e| failed("a DNS name", e))?;
+            let name = (*name).try_into().map_err(|e| failed("a DNS name", e))?;
             params.subject_alt_names.push(SanType::DnsName(name));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

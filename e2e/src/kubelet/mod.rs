@@ -15,7 +15,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt as _};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -325,8 +325,7 @@ async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
     futures::pin_mut!(stream);
     let mut workers: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> = HashMap::new();
     // Workers whose pod is being deleted and whose processes may still be exiting.
-    let mut terminating: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> =
-        HashMap::new();
+    let mut terminating: HashMap<String, (watch::Sender<PodStop>, JoinHandle<()>)> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,

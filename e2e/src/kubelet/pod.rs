@@ -141,9 +141,7 @@ fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str
         "Pending"
     };
     let ready = if all_ready { "True" } else { "False" };
-    let condition = |kind: &str, status: &str| {
-        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": started})
-    };
+    let condition = |kind: &str, status: &str| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": started});
     json!({
         "phase": phase,
         "conditions": [

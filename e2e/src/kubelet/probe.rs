@@ -114,7 +114,12 @@ async fn check(ctx: &NodeContext, pod: &Value, container: &Value, probe: &Value)
         let command: Vec<String> = exec
             .get("command")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         let Ok(env) = environment(ctx, pod, container).await else {
             return false;

@@ -277,8 +277,8 @@ async fn pod_kubeconfig(ctx: &NodeContext, pod: &Value) -> Result<Option<PathBuf
     let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns);
     let params = PostParams::default();
     let token = until_authorized(|| accounts.create_token_request(account, &params, &request))
-    .await
-    .map_err(|e| {
+        .await
+        .map_err(|e| {
             config_error(format!(
                 "requesting a token for service account {ns}/{account}: {e}"
             ))

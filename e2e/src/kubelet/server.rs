@@ -55,13 +55,15 @@ pub(crate) async fn serve(
         .add(CertificateDer::from(identity.ca))
         .map_err(tls_error)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| Error::ControlPlane {
-                component: "kubelet".into(),
-                message: format!("TLS client verifier: {e}"),
-            })?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| Error::ControlPlane {
+        component: "kubelet".into(),
+        message: format!("TLS client verifier: {e}"),
+    })?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
@@ -103,29 +105,48 @@ pub(crate) async fn serve(
     }))
 }
 
-async fn handle(req: Request<Incoming>, logs: &std::path::Path, stop: watch::Receiver<bool>) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    logs: &std::path::Path,
+    stop: watch::Receiver<bool>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix("/containerLogs/") else {
-        return text(StatusCode::NOT_FOUND, format!("{path} is not served by this simulated kubelet (container logs only)"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{path} is not served by this simulated kubelet (container logs only)"),
+        );
     };
     let parts: Vec<&str> = rest.split('/').collect();
     let [namespace, pod, container] = parts.as_slice() else {
-        return text(StatusCode::BAD_REQUEST, format!("expected /containerLogs/NAMESPACE/POD/CONTAINER, got {path}"));
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("expected /containerLogs/NAMESPACE/POD/CONTAINER, got {path}"),
+        );
     };
     let query: HashMap<String, String> = req
         .uri()
         .query()
         .unwrap_or_default()
         .split('&')
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     let file = logs.join(format!("{namespace}_{pod}_{container}.log"));
     let Ok(mut log) = tokio::fs::File::open(&file).await else {
-        return text(StatusCode::NOT_FOUND, format!("no logs for container {container} of pod {namespace}/{pod} on this node"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no logs for container {container} of pod {namespace}/{pod} on this node"),
+        );
     };
     let mut content = Vec::new();
     if log.read_to_end(&mut content).await.is_err() {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}", file.display()));
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading {}", file.display()),
+        );
     }
     let mut start = 0;
     if let Some(tail) = query.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
@@ -137,10 +158,16 @@ async fn handle(req: Request<Incoming>, logs: &std::path::Path, stop: watch::Rec
             .collect();
         // The last `tail` complete lines (and a partial one after them).
         let complete = ends.len();
-        start = if tail >= complete { 0 } else { ends[complete - tail - 1] };
+        start = if tail >= complete {
+            0
+        } else {
+            ends[complete - tail - 1]
+        };
     }
     let mut first = content.split_off(start);
-    let limit = query.get("limitBytes").and_then(|l| l.parse::<usize>().ok());
+    let limit = query
+        .get("limitBytes")
+        .and_then(|l| l.parse::<usize>().ok());
     if let Some(limit) = limit {
         first.truncate(limit);
     }

@@ -83,7 +83,6 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     let config = ClusterConfig {
         nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
         images,
-        ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config).await.unwrap();
     let cgroup_a = cluster.node_cgroup("node-a").unwrap().to_path_buf();
@@ -312,7 +311,6 @@ async fn one_node_cluster(image: &str, path: &str) -> Cluster {
     let config = ClusterConfig {
         nodes: vec![NodeSpec::named("n1")],
         images: HashMap::from([(image.to_string(), PathBuf::from(path))]),
-        ..ClusterConfig::default()
     };
     Cluster::start(config).await.unwrap()
 }
@@ -352,7 +350,6 @@ async fn node_selectors_logs_exits_and_scaling() {
     let config = ClusterConfig {
         nodes: vec![edge, NodeSpec::named("core")],
         images,
-        ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config).await.unwrap();
     let daemonset = r#"apiVersion: apps/v1
@@ -615,7 +612,6 @@ async fn logs_follow_a_running_container() {
     let config = ClusterConfig {
         nodes: vec![NodeSpec::named("n")],
         images,
-        ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config).await.unwrap();
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  containers:\n  - name: main\n    image: shell\n    args: [\"-c\", \"i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done\"]\n";
@@ -660,7 +656,6 @@ async fn a_node_that_stops_heartbeating_goes_not_ready_and_comes_back() {
     let config = ClusterConfig {
         nodes: vec![NodeSpec::named("steady"), NodeSpec::named("flaky")],
         images: HashMap::from([("sleeper".to_string(), PathBuf::from("/usr/bin/sleep"))]),
-        ..ClusterConfig::default()
     };
     let cluster = Cluster::start(config).await.unwrap();
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  nodeName: flaky\n  containers:\n  - name: c\n    image: sleeper\n    args: [\"1000\"]\n";
@@ -669,7 +664,17 @@ async fn a_node_that_stops_heartbeating_goes_not_ready_and_comes_back() {
         let cluster = &cluster;
         async move {
             eventually(Duration::from_secs(60), || async {
-                let out = ok(&cluster, &["get", "pod", "p", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]).await;
+                let out = ok(
+                    cluster,
+                    &[
+                        "get",
+                        "pod",
+                        "p",
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ],
+                )
+                .await;
                 (out == want).then_some(())
             })
             .await
@@ -693,28 +698,60 @@ async fn a_node_that_stops_heartbeating_goes_not_ready_and_comes_back() {
         lost.iter().any(|r| r[0] == "steady" && r[1] == "Ready"),
         "{lost:?}"
     );
-    let taints = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.spec.taints[*].key}"]).await;
-    assert!(taints.contains("node.kubernetes.io/unreachable"), "{taints}");
-    let reason = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}"]).await;
+    let taints = || {
+        ok(
+            &cluster,
+            &[
+                "get",
+                "node",
+                "flaky",
+                "-o",
+                "jsonpath={.spec.taints[*].key}",
+            ],
+        )
+    };
+    let tainted = taints().await;
+    assert!(
+        tainted.contains("node.kubernetes.io/unreachable"),
+        "{tainted}"
+    );
+    let reason = ok(
+        &cluster,
+        &[
+            "get",
+            "node",
+            "flaky",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+    )
+    .await;
     assert_eq!(reason, "NodeStatusUnknown");
-    assert!(ready("False").await.is_some(), "the pod stayed ready on a lost node");
+    assert!(
+        ready("False").await.is_some(),
+        "the pod stayed ready on a lost node"
+    );
     assert!(!cluster.node_pids("flaky").is_empty());
 
     // It comes back: Ready again, untainted, and its pod ready again.
     cluster.set_node_heartbeat("flaky", true);
     let back = eventually(Duration::from_secs(60), || async {
         let rows = table(&ok(&cluster, &["get", "nodes"]).await);
-        rows.iter().any(|r| r[0] == "flaky" && r[1] == "Ready").then_some(())
+        rows.iter()
+            .any(|r| r[0] == "flaky" && r[1] == "Ready")
+            .then_some(())
     })
     .await;
     assert!(back.is_some(), "the node did not come back");
     let untainted = eventually(Duration::from_secs(60), || async {
-        let taints = ok(&cluster, &["get", "node", "flaky", "-o", "jsonpath={.spec.taints[*].key}"]).await;
-        (!taints.contains("unreachable")).then_some(())
+        (!taints().await.contains("unreachable")).then_some(())
     })
     .await;
     assert!(untainted.is_some(), "the unreachable taint stayed");
-    assert!(ready("True").await.is_some(), "the pod did not become ready again");
+    assert!(
+        ready("True").await.is_some(),
+        "the pod did not become ready again"
+    );
     cluster.stop().await;
 }
 
@@ -731,13 +768,16 @@ async fn readiness_probes_decide_readiness() {
         let cluster = &cluster;
         async move {
             eventually(SETTLE, || async {
-                let rows = table(&ok(&cluster, &["get", "pod", "probed"]).await);
+                let rows = table(&ok(cluster, &["get", "pod", "probed"]).await);
                 (rows.len() == 2 && rows[1][1] == want && rows[1][2] == "Running").then_some(())
             })
             .await
         }
     };
-    assert!(state("0/1").await.is_some(), "running but not ready while the probe fails");
+    assert!(
+        state("0/1").await.is_some(),
+        "running but not ready while the probe fails"
+    );
     std::fs::write(&flag, "").unwrap();
     assert!(state("1/1").await.is_some(), "ready once the probe passes");
     std::fs::remove_file(&flag).unwrap();

@@ -20,7 +20,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use super::vizier::{
-    GC_SETTLE, SETTLE, Scratch, apply_crds, assert_operator_never_refused, ok, stand_in, start_operator, wait_healthy,
+    GC_SETTLE, SETTLE, Scratch, apply_crds, assert_operator_never_refused, ok, stand_in,
+    start_operator, wait_healthy,
 };
 
 /// The Vizier of these tests: default registry (`px`), the stand-in's failure settings
@@ -153,7 +154,6 @@ pub(super) async fn two_nodes_with_vizier(
     let cluster = Cluster::start(ClusterConfig {
         nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
         images,
-        ..ClusterConfig::default()
     })
     .await
     .unwrap();

@@ -127,11 +127,19 @@ pub(super) fn assert_operator_never_refused(cluster: &Cluster) {
             s("/verb"),
             s("/objectRef/apiGroup"),
             s("/objectRef/resource"),
-            if s("/objectRef/subresource").is_empty() { "" } else { "/" },
+            if s("/objectRef/subresource").is_empty() {
+                ""
+            } else {
+                "/"
+            },
             s("/objectRef/subresource"),
         );
         if e.pointer("/responseStatus/code").and_then(|c| c.as_i64()) == Some(403) {
-            refused.push(format!("{what} {}: {}", s("/objectRef/namespace"), s("/responseStatus/message")));
+            refused.push(format!(
+                "{what} {}: {}",
+                s("/objectRef/namespace"),
+                s("/responseStatus/message")
+            ));
         }
         made.insert(what);
     }
@@ -140,12 +148,18 @@ pub(super) fn assert_operator_never_refused(cluster: &Cluster) {
             eprintln!("operator request: {what}");
         }
     }
-    assert!(refused.is_empty(), "the API server refused the operator: {refused:#?}");
+    assert!(
+        refused.is_empty(),
+        "the API server refused the operator: {refused:#?}"
+    );
 }
 
 /// The operator's settings as the chart's Deployment gives them (the Lease in the
 /// release's namespace, named after the release).
-pub(super) fn operator_config(identity: &str, watch_namespace: Option<&str>) -> px_operator::Config {
+pub(super) fn operator_config(
+    identity: &str,
+    watch_namespace: Option<&str>,
+) -> px_operator::Config {
     px_operator::Config {
         watch_namespace: watch_namespace.map(String::from),
         lease_name: format!("{RELEASE}-operator"),
@@ -157,7 +171,10 @@ pub(super) fn operator_config(identity: &str, watch_namespace: Option<&str>) -> 
 
 /// Starts the operator in this process, as instance `identity`, acting as the chart's
 /// ServiceAccount; aborting the task is a kill (no clean-up, the Lease stays held).
-pub(super) async fn start_operator(cluster: &Cluster, identity: &str) -> tokio::task::JoinHandle<()> {
+pub(super) async fn start_operator(
+    cluster: &Cluster,
+    identity: &str,
+) -> tokio::task::JoinHandle<()> {
     let client = operator_client(cluster, serde_json::json!({})).await;
     let config = operator_config(identity, None);
     tokio::spawn(async move {
@@ -292,7 +309,6 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
             ("registry.example.com/pixie/vizier-pem".into(), exe.clone()),
             ("registry.example.com/pixie/kelvin".into(), exe.clone()),
         ]),
-        ..ClusterConfig::default()
     })
     .await
     .unwrap();
@@ -588,20 +604,7 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
     )
     .unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cluster = Cluster::start(ClusterConfig {
-        nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
-        images: HashMap::from([
-            ("px/vizier-pem".into(), exe.clone()),
-            ("px/kelvin".into(), exe.clone()),
-        ]),
-        ..ClusterConfig::default()
-    })
-    .await
-    .unwrap();
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/viziers.px.dev.yaml");
-    ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
-    ok(&cluster, &["create", "namespace", "pl"]).await;
-    let operator = start_operator(&cluster, "operator-0").await;
+    let (cluster, operator) = two_nodes_running(&exe).await;
     let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0', pemMemoryLimit: 1Gi}\n";
     let out = cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(vizier))
@@ -703,20 +706,15 @@ async fn a_pem_failing_on_one_node_degrades_and_a_bad_spec_is_reported() {
     cluster.stop().await;
 }
 
-/// A node whose kubelet stops reporting: the node lifecycle controller marks its PEM not
-/// ready, and the Vizier says which node, Degraded (not Updating: nothing is rolling),
-/// until the node is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_stops_reporting_degrades_the_vizier_until_it_is_back() {
-    let scratch = Scratch::new("lost-node");
-    let exe = stand_in(&scratch.0);
+/// Two nodes whose PEM and Kelvin images run `exe`, the Vizier CRD, namespace `pl` and
+/// the operator.
+async fn two_nodes_running(exe: &Path) -> (Cluster, tokio::task::JoinHandle<()>) {
     let cluster = Cluster::start(ClusterConfig {
         nodes: vec![NodeSpec::named("node-a"), NodeSpec::named("node-b")],
         images: HashMap::from([
-            ("px/vizier-pem".into(), exe.clone()),
-            ("px/kelvin".into(), exe.clone()),
+            ("px/vizier-pem".into(), exe.to_path_buf()),
+            ("px/kelvin".into(), exe.to_path_buf()),
         ]),
-        ..ClusterConfig::default()
     })
     .await
     .unwrap();
@@ -724,8 +722,25 @@ async fn a_node_that_stops_reporting_degrades_the_vizier_until_it_is_back() {
     ok(&cluster, &["apply", "-f", &crds.display().to_string()]).await;
     ok(&cluster, &["create", "namespace", "pl"]).await;
     let operator = start_operator(&cluster, "operator-0").await;
+    (cluster, operator)
+}
+
+/// A node whose kubelet stops reporting: the node lifecycle controller marks its PEM not
+/// ready, and the Vizier says which node, Degraded (not Updating: nothing is rolling),
+/// until the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reporting_degrades_the_vizier_until_it_is_back() {
+    let scratch = Scratch::new("lost-node");
+    let exe = stand_in(&scratch.0);
+    let (cluster, operator) = two_nodes_running(&exe).await;
     let vizier = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata: {name: pixie, namespace: pl}\nspec: {version: '1.0.0'}\n";
-    assert!(cluster.kubectl_stdin(&["apply", "-f", "-"], Some(vizier)).await.unwrap().success());
+    assert!(
+        cluster
+            .kubectl_stdin(&["apply", "-f", "-"], Some(vizier))
+            .await
+            .unwrap()
+            .success()
+    );
     wait_healthy(&cluster).await;
 
     cluster.set_node_heartbeat("node-b", false);
@@ -764,7 +779,6 @@ async fn a_watch_namespace_confines_the_operator() {
             ("px/vizier-pem".into(), exe.clone()),
             ("px/kelvin".into(), exe.clone()),
         ]),
-        ..ClusterConfig::default()
     })
     .await
     .unwrap();
