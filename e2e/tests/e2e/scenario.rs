@@ -294,6 +294,12 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
     let out = cluster.kubectl(&["get", "pods", "-A"]).await.unwrap();
     assert_eq!(out.stderr, "No resources found\n");
     let dir = cluster.dir().to_path_buf();
+    let server = cluster.server().to_string();
+    let running = processes_mentioning(&dir.display().to_string());
+    assert!(
+        running.iter().any(|c| c.contains("kube-apiserver")),
+        "the control plane runs from the cluster's directory: {running:?}"
+    );
     cluster.stop().await;
     assert!(
         !cgroup_a.exists() && !cgroup_b.exists(),
@@ -304,6 +310,30 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
         "cluster cgroup left behind"
     );
     assert!(!dir.exists(), "temporary directory left behind");
+    // No component is left running, and its port is free again.
+    let left = processes_mentioning(&dir.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let address = server.trim_start_matches("https://");
+    assert!(
+        std::net::TcpListener::bind(address).is_ok(),
+        "{address} is still taken"
+    );
+}
+
+/// The command lines of the processes whose arguments mention `text` (zombies apart).
+fn processes_mentioning(text: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(text).then_some(cmdline)
+        })
+        .collect()
 }
 
 /// A cluster of one node, `n1`, with `image` mapped to the executable `path`.
