@@ -104,6 +104,18 @@ impl Helm {
     }
 }
 
+/// A render's templates as one YAML stream, as `helm template` prints them (for
+/// `kubectl apply -f -`).
+pub fn stream(rendered: &Value) -> String {
+    rendered["manifests"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, m)| m.as_str())
+        .map(|m| format!("---\n{m}\n"))
+        .collect()
+}
+
 /// The operator's ServiceAccount, ClusterRoles, Roles and their bindings, rendered from
 /// the chart (release `release` in `namespace`, values `set`) and applied with kubectl
 /// as a user installing the chart would (the namespace is created first); returns a

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use px_e2e::helm::stream;
 use px_e2e::{Cluster, ClusterConfig, KubectlOutput, eventually};
 use serde_json::{Value, json};
 
@@ -600,16 +601,6 @@ async fn ok(cluster: &Cluster, args: &[&str]) -> String {
     let out = cluster.kubectl(args).await.unwrap();
     assert!(out.success(), "kubectl {args:?}: {out:?}");
     out.stdout
-}
-
-/// The rendered templates as one stream, as `helm template` prints them.
-fn stream(out: &Value) -> String {
-    out["manifests"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|m| format!("---\n{}\n", m.as_str().unwrap()))
-        .collect()
 }
 
 /// `kubectl apply` lines expected for each rendered object: `kind.group/name created`.
