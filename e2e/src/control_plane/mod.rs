@@ -166,12 +166,13 @@ impl ControlPlane {
     /// controllers have created the `default` ServiceAccount.
     pub(crate) async fn start(ip: Ipv4Addr, dir: &Path) -> Result<Self, Error> {
         // Runs the build script (a hash check once built): blocking work, off the runtime.
-        let bin = tokio::task::spawn_blocking(binaries)
-            .await
-            .map_err(|e| Error::ControlPlane {
-                component: "build".into(),
-                message: e.to_string(),
-            })??;
+        let bin =
+            tokio::task::spawn_blocking(binaries)
+                .await
+                .map_err(|e| Error::ControlPlane {
+                    component: "build".into(),
+                    message: e.to_string(),
+                })??;
         let pki_dir = dir.join("pki");
         std::fs::create_dir_all(&pki_dir).map_err(|source| Error::WriteFile {
             path: pki_dir.clone(),
