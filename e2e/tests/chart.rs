@@ -915,7 +915,25 @@ async fn rbac_decides_who_may_trace_what() {
         "{elsewhere:?}"
     );
 
-    // A host target takes trace-host: refused at admission, with the reason.
+    // A host target takes trace-host: refused at admission, with the reason. The API
+    // server loads a new admission policy a moment after it is created: a server-side
+    // dry run (admission runs, nothing is stored) tells when it is in force.
+    let in_force = eventually(Duration::from_secs(30), || async {
+        let out = as_user(
+            &editor,
+            ["apply", "--dry-run=server", "-f", "-"]
+                .map(String::from)
+                .to_vec(),
+            Some(tracepoint("a", "opens", true)),
+        )
+        .await;
+        (!out.success()).then_some(())
+    })
+    .await;
+    assert!(
+        in_force.is_some(),
+        "the host-target policy never took effect"
+    );
     let host = apply_as(&editor, tracepoint("a", "opens", true)).await;
     assert!(!host.success(), "{host:?}");
     assert!(
