@@ -310,7 +310,10 @@ impl<'a> Compiler<'a> {
         let name = attribute.attr.as_str();
         match self.eval(&attribute.value)? {
             Value::PxModule => {
-                if PX_FUNCTIONS.contains(&name) {
+                if PX_FUNCTIONS.contains(&name)
+                    || crate::metadata::METADATA_FUNCTIONS.contains(&name)
+                    || ["upid_to_asid", "has_service_name"].contains(&name)
+                {
                     Ok(Value::PxFunction(name.to_owned()))
                 } else {
                     Err(self.error(at, format!("px has no function '{name}'")))
@@ -381,22 +384,29 @@ impl<'a> Compiler<'a> {
                 _ => Err(self.error(at, "df.ctx needs a upid column")),
             }
         };
+        let lookup = self.metadata();
         Ok(Value::Column(match key.as_str() {
             "pid" => crate::functions::UpidToPid::udf().call(vec![upid()?]),
-            "cmdline" | "cmd" => match &self.options.cmdlines {
-                Some(lookup) => {
-                    crate::functions::UpidToCmdline::udf(Arc::clone(lookup)).call(vec![upid()?])
-                }
-                None => lit(""),
+            "upid" => upid()?,
+            "asid" => crate::metadata::UpidToAsid::udf().call(vec![upid()?]),
+            "hostname" | "host" | "node_name" | "node" if self.options.metadata.is_none() => {
+                lit(self.options.hostname.clone())
+            }
+            key => match crate::metadata::context_function(key)
+                .and_then(|f| crate::metadata::MetadataFunction::udf(f, lookup))
+            {
+                Some(function) => function.call(vec![upid()?]),
+                None => return Err(self.error(at, format!("df.ctx has no key '{key}'"))),
             },
-            "hostname" | "host" | "node_name" | "node" => lit(self.options.hostname.clone()),
-            "pod_name" | "pod" | "pod_id" | "service_name" | "service" | "service_id"
-            | "namespace" | "container_name" | "container" | "container_id" | "deployment_name"
-            | "deployment" | "deployment_id" | "replicaset_name" | "replica_set" | "replicaset"
-            | "replicaset_id" | "replica_set_id" => lit(""),
-            "asid" => lit(0i64),
-            other => return Err(self.error(at, format!("df.ctx has no key '{other}'"))),
         }))
+    }
+
+    /// Where metadata functions find their answers.
+    fn metadata(&self) -> Arc<dyn crate::MetadataLookup> {
+        self.options
+            .metadata
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::metadata::NoMetadata))
     }
 
     fn column_names(
@@ -580,6 +590,30 @@ impl<'a> Compiler<'a> {
                 }
                 _ => Err(self.error(at, "px.contains needs a string column and a string")),
             },
+            "upid_to_asid" => match args.take(0, "upid") {
+                Some(Value::Column(upid)) => Ok(Value::Column(
+                    crate::metadata::UpidToAsid::udf().call(vec![upid]),
+                )),
+                _ => Err(self.error(at, "px.upid_to_asid needs a UPID column")),
+            },
+            "has_service_name" => match (args.take(0, "service"), args.take(1, "name")) {
+                (Some(services), Some(name)) => {
+                    let (services, name) = (self.to_expr(at, services)?, self.to_expr(at, name)?);
+                    Ok(Value::Column(
+                        crate::metadata::HasServiceName::udf().call(vec![services, name]),
+                    ))
+                }
+                _ => Err(self.error(at, "px.has_service_name needs a service column and a name")),
+            },
+            name if crate::metadata::is_metadata_function(name) => {
+                let arg = args
+                    .take(0, "value")
+                    .ok_or_else(|| self.error(at, format!("px.{name} needs one argument")))?;
+                let arg = self.to_expr(at, arg)?;
+                let function = crate::metadata::MetadataFunction::udf(name, self.metadata())
+                    .ok_or_else(|| self.error(at, format!("px.{name} cannot be called here")))?;
+                Ok(Value::Column(function.call(vec![arg])))
+            }
             _ => Err(self.error(at, format!("px.{name} cannot be called here"))),
         }
     }
@@ -765,6 +799,18 @@ impl<'a> Compiler<'a> {
                 Arc::new(Int64Array::from_iter_values(
                     agents.iter().map(|a| a.last_heartbeat_ns),
                 )),
+            ),
+            // The PEM's programs are compiled ahead of time: no node needs kernel
+            // headers, so none lacks what this column asks about.
+            (
+                "kernel_headers_installed",
+                DataType::Boolean,
+                "BOOLEAN",
+                Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+                    true;
+                    agents
+                        .len()
+                ])),
             ),
         ];
         self.memory_table(at, "GetAgentStatus", columns)

@@ -9,6 +9,7 @@
 mod compiler;
 mod error;
 mod functions;
+mod metadata;
 mod sql;
 mod time;
 mod value;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{LogicalPlan, TableSource};
 
 pub use error::CompileError;
-pub use functions::CmdlineLookup;
+pub use metadata::{MetadataLookup, PodMeta, ProcessMeta, ServiceMeta};
 pub use time::parse_duration_ns;
 
 /// Where the compiler finds tables.
@@ -85,8 +86,9 @@ pub struct CompileOptions {
     pub exec_funcs: Vec<FuncCall>,
     /// This host's name, for `df.ctx['hostname']` and `df.ctx['node']`.
     pub hostname: String,
-    /// Command lines by UPID, for `df.ctx['cmdline']` (empty without one).
-    pub cmdlines: Option<Arc<dyn CmdlineLookup>>,
+    /// Processes, pods and services, for `df.ctx[...]` and the metadata functions
+    /// (without one they answer empty strings, and `df.ctx['node']` is `hostname`).
+    pub metadata: Option<Arc<dyn MetadataLookup>>,
 }
 
 /// A call of one of the script's functions, as the API asks for it.
@@ -109,7 +111,7 @@ impl CompileOptions {
             max_output_rows: 10_000,
             exec_funcs: Vec::new(),
             hostname: String::new(),
-            cmdlines: None,
+            metadata: None,
         }
     }
 }

@@ -379,13 +379,93 @@ fn hostile_inputs_are_refused_cleanly() {
     assert!(compile(&not_utf8, &Catalog(table()), &CompileOptions::at(NOW)).is_ok());
 }
 
+/// One pod `shop/web` (uid p1, address 10.0.0.9) behind two services; every process
+/// is in it, on node-1.
 #[derive(Debug)]
-struct FakeCmdlines;
+struct FakeMetadata;
 
-impl pxl::CmdlineLookup for FakeCmdlines {
-    fn cmdline(&self, upid: u128) -> Option<String> {
-        Some(format!("server --pid {}", (upid >> 64) as u32))
+impl pxl::MetadataLookup for FakeMetadata {
+    fn process(&self, upid: u128) -> Option<pxl::ProcessMeta> {
+        Some(pxl::ProcessMeta {
+            cmdline: format!("server --pid {}", (upid >> 64) as u32),
+            pod_uid: "p1".to_owned(),
+            container_id: "c1".to_owned(),
+            container_name: "app".to_owned(),
+        })
     }
+    fn asid_node(&self, _asid: u32) -> Option<String> {
+        Some("node-1".to_owned())
+    }
+    fn pod(&self, uid: &str) -> Option<pxl::PodMeta> {
+        (uid == "p1").then(|| pxl::PodMeta {
+            namespace: "shop".to_owned(),
+            name: "web".to_owned(),
+            service_uids: vec!["s2".to_owned(), "s1".to_owned()],
+            ..pxl::PodMeta::default()
+        })
+    }
+    fn pod_uid_by_ip(&self, ip: &str) -> Option<String> {
+        (ip == "10.0.0.9").then(|| "p1".to_owned())
+    }
+    fn service(&self, uid: &str) -> Option<pxl::ServiceMeta> {
+        Some(pxl::ServiceMeta {
+            namespace: "shop".to_owned(),
+            name: format!("web-{uid}"),
+        })
+    }
+}
+
+#[tokio::test]
+async fn metadata_functions_resolve_pods_services_and_addresses_as_pixie_does() {
+    let catalog = Catalog(table());
+    let mut options = CompileOptions::at(NOW);
+    options.metadata = Some(Arc::new(FakeMetadata));
+    let script = "import px
+df = px.DataFrame('http_events').head(1)
+df.pod = df.ctx['pod']
+df.ns = df.ctx['namespace']
+df.svc = df.ctx['service']
+df.container = df.ctx['container']
+df.node = df.ctx['node']
+df.peer = px.pod_id_to_pod_name(px.ip_to_pod_id('10.0.0.9'))
+df.stranger = px.ip_to_pod_id('10.0.0.1')
+df.has = px.has_service_name(df.svc, 'shop/web-s2')
+px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has']])
+";
+    let compiled = compile(script, &catalog, &options).unwrap();
+    let plan = compiled.outputs.into_iter().next().unwrap().plan;
+    let batches = SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = |name: &str| {
+        batches[0]
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
+    assert_eq!(text("pod"), "shop/web");
+    assert_eq!(text("ns"), "shop");
+    assert_eq!(
+        text("svc"),
+        r#"["shop/web-s1","shop/web-s2"]"#,
+        "several: a JSON list"
+    );
+    assert_eq!(text("container"), "app");
+    assert_eq!(text("node"), "node-1");
+    assert_eq!(text("peer"), "shop/web");
+    assert_eq!(text("stranger"), "", "an unknown address is no pod");
+    let has = batches[0]
+        .column_by_name("has")
+        .unwrap()
+        .as_boolean()
+        .value(0);
+    assert!(has);
 }
 
 #[tokio::test]
@@ -393,7 +473,6 @@ async fn context_keys_answer_from_this_host() {
     let catalog = Catalog(table());
     let mut options = CompileOptions::at(NOW);
     options.hostname = "node-1".to_owned();
-    options.cmdlines = Some(Arc::new(FakeCmdlines));
     let script = "import px
 df = px.DataFrame('http_events').head(1)
 df.pid = df.ctx['pid']
@@ -421,7 +500,7 @@ px.display(df[['pid', 'cmd', 'node', 'pod']])
             .to_owned()
     };
     assert_eq!(ints(&batches, "pid"), vec![4000]);
-    assert_eq!(text("cmd"), "server --pid 4000");
+    assert_eq!(text("cmd"), "", "no process table");
     assert_eq!(text("node"), "node-1");
     assert_eq!(text("pod"), "", "no cluster metadata in local mode");
     let e = compile(
