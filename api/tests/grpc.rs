@@ -161,6 +161,13 @@ struct Tables;
 impl TableService for Tables {
     type ScanStream = BoxStream<ScanResponse>;
 
+    async fn list_processes(
+        &self,
+        _request: Request<px_api::pem::ListProcessesRequest>,
+    ) -> Result<Response<px_api::pem::ListProcessesResponse>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+
     async fn scan(
         &self,
         request: Request<ScanRequest>,

@@ -15,6 +15,7 @@ mod cgroup;
 mod clock;
 mod config;
 mod conn_stats;
+pub mod container;
 mod error;
 mod events;
 mod loader;

@@ -31,6 +31,25 @@ struct Args {
     /// operator passes it from the Vizier's `px-pem-token` Secret, as Kelvin gets it.
     #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<String>,
+    /// The node this PEM runs on (the downward API's `spec.nodeName`), reported with its
+    /// processes so Kelvin can name the node of every row.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    node_name: String,
+    /// The ASID: the top 32 bits of every UPID this PEM writes, unique in the cluster
+    /// [default: the --listen address's IPv4 as a number (the low 32 bits of an IPv6),
+    /// unique because pod addresses are].
+    #[arg(long, env = "PX_PEM_ASID")]
+    asid: Option<u32>,
+}
+
+/// The ASID a PEM listening at `listen` takes when not told one: its address, which no
+/// other pod of the cluster has at the same time.
+fn default_asid(listen: &SocketAddr) -> u32 {
+    match listen.ip() {
+        std::net::IpAddr::V4(ip) => u32::from(ip),
+        // The low 32 bits: the last two groups.
+        std::net::IpAddr::V6(ip) => (u128::from(ip) & u128::from(u32::MAX)) as u32,
+    }
 }
 
 fn main() -> ExitCode {
@@ -41,10 +60,15 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let tls = args.tls.server_config()?;
-    let pem = Pem::start(args.pem.to_config()?)?;
+    let mut config = args.pem.to_config()?;
+    config.asid = args.asid.unwrap_or_else(|| default_asid(&args.listen));
+    let pem = Pem::start(config)?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
+    let pem_asid = args.asid.unwrap_or_else(|| default_asid(&args.listen));
     tracing::info!(
         listen = %args.listen,
+        asid = pem_asid,
+        node = %args.node_name,
         cgroup = ?args.pem.cgroup,
         "tracing; serving the table and probe services"
     );
@@ -59,7 +83,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut server = px_api::tls::server(tls)?;
     server
         .add_service(InterceptedService::new(
-            TableScanService::new(pem.store()).into_server(),
+            TableScanService::new(pem.store())
+                .with_processes(pem.processes(), pem_asid, args.node_name.clone())
+                .into_server(),
             check.clone(),
         ))
         .add_service(InterceptedService::new(

@@ -36,6 +36,10 @@ pub struct ProcessInfo {
     pub cmdline: String,
     /// Whether the process has ended.
     pub exited: bool,
+    /// The UID of its pod, from its cgroup; empty for a process of the host.
+    pub pod_uid: String,
+    /// Its container's id, from its cgroup; empty outside a container.
+    pub container_id: String,
 }
 
 /// Processes seen by the PEM, by UPID: the answer to "which program was that?" after
@@ -46,8 +50,11 @@ pub struct ProcessTable {
 
 #[derive(Default)]
 struct ProcessTableInner {
-    by_upid: HashMap<u128, ProcessInfo>,
+    /// Each process with the version of its last change.
+    by_upid: HashMap<u128, (u64, ProcessInfo)>,
     exited: VecDeque<u128>,
+    /// Bumped by every change, so a reader can ask for what changed since it last read.
+    version: u64,
 }
 
 /// Ended processes remembered.
@@ -64,27 +71,46 @@ impl ProcessTable {
     #[must_use]
     pub fn get(&self, upid: u128) -> Option<ProcessInfo> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.by_upid.get(&upid).cloned()
+        inner.by_upid.get(&upid).map(|(_, p)| p.clone())
     }
 
     /// Every process known, running or recently ended.
     #[must_use]
     pub fn all(&self) -> Vec<ProcessInfo> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.by_upid.values().cloned().collect()
+        inner.by_upid.values().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// The processes that changed (appeared or ended) after `version`, and the version
+    /// they bring a reader to. A reader that starts from 0 gets every process known.
+    #[must_use]
+    pub fn changed_since(&self, version: u64) -> (Vec<ProcessInfo>, u64) {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let changed = inner
+            .by_upid
+            .values()
+            .filter(|(v, _)| *v > version)
+            .map(|(_, p)| p.clone())
+            .collect();
+        (changed, inner.version)
     }
 
     fn insert(&self, info: ProcessInfo) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        inner.by_upid.insert(info.upid, info);
+        inner.version += 1;
+        let version = inner.version;
+        inner.by_upid.insert(info.upid, (version, info));
     }
 
     fn mark_exited(&self, upid: u128) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(info) = inner.by_upid.get_mut(&upid) else {
+        let version = inner.version + 1;
+        let Some((changed, info)) = inner.by_upid.get_mut(&upid) else {
             return;
         };
         info.exited = true;
+        *changed = version;
+        inner.version = version;
         inner.exited.push_back(upid);
         while inner.exited.len() > MAX_EXITED {
             if let Some(old) = inner.exited.pop_front() {
@@ -126,12 +152,18 @@ impl ProcessCache {
         }
         let upid = make_upid(self.asid, pid, read_start_time_ticks(pid).unwrap_or(0));
         self.upids.insert(pid, upid);
+        let container = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| crate::container::from_proc_cgroup(&text))
+            .unwrap_or_default();
         self.table.insert(ProcessInfo {
             upid,
             pid,
             comm: read_proc_text(pid, "comm"),
             cmdline: read_proc_text(pid, "cmdline"),
             exited: false,
+            pod_uid: container.pod_uid,
+            container_id: container.container_id,
         });
         upid
     }
@@ -175,8 +207,13 @@ mod tests {
         let info = table.get(upid).unwrap();
         assert!(!info.comm.is_empty());
         assert!(info.cmdline.contains("vizier_pem"), "{}", info.cmdline);
+        let (all, version) = table.changed_since(0);
+        assert_eq!(all.len(), 1);
+        assert_eq!(table.changed_since(version).0, Vec::new());
         cache.forget(std::process::id());
         assert!(table.get(upid).unwrap().exited);
+        let (ended, _) = table.changed_since(version);
+        assert!(ended.len() == 1 && ended[0].exited, "{ended:?}");
     }
 
     #[test]
@@ -190,6 +227,8 @@ mod tests {
                 comm: String::new(),
                 cmdline: String::new(),
                 exited: false,
+                pod_uid: String::new(),
+                container_id: String::new(),
             });
             table.mark_exited(upid);
         }

@@ -16,7 +16,10 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::Serializeable as _;
 use futures_util::{Stream, StreamExt as _};
 use px_api::pem::table_service_server::{TableService, TableServiceServer};
-use px_api::pem::{ListTablesRequest, ListTablesResponse, ScanRequest, ScanResponse, TableInfo};
+use px_api::pem::{
+    ListProcessesRequest, ListProcessesResponse, ListTablesRequest, ListTablesResponse,
+    ProcessEntry, ScanRequest, ScanResponse, TableInfo,
+};
 use px_tablestore::{TableScan, TableStore};
 
 /// A response stays under this many bytes (gRPC's default limit is 4 MiB).
@@ -30,13 +33,47 @@ type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, tonic::Status>>
 #[derive(Clone)]
 pub struct TableScanService {
     store: Arc<TableStore>,
+    processes: Option<Processes>,
+}
+
+/// The processes behind the tables' UPIDs, for `ListProcesses`.
+#[derive(Clone)]
+struct Processes {
+    table: Arc<crate::ProcessTable>,
+    epoch: String,
+    asid: u32,
+    node: String,
 }
 
 impl TableScanService {
     /// Scans of `store`.
     #[must_use]
     pub fn new(store: Arc<TableStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            processes: None,
+        }
+    }
+
+    /// Also answers `ListProcesses` from `table`: the PEM with ASID `asid` on `node`.
+    #[must_use]
+    pub fn with_processes(
+        mut self,
+        table: Arc<crate::ProcessTable>,
+        asid: u32,
+        node: String,
+    ) -> Self {
+        // This run of the PEM: a restarted PEM numbers its versions from 0 again.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.processes = Some(Processes {
+            table,
+            epoch: format!("{}-{}", std::process::id(), since_epoch.as_nanos()),
+            asid,
+            node,
+        });
+        self
     }
 
     /// The gRPC service, for `tonic::transport::Server::add_service`.
@@ -92,6 +129,38 @@ fn invalid(error: datafusion::error::DataFusionError) -> tonic::Status {
 
 #[tonic::async_trait]
 impl TableService for TableScanService {
+    async fn list_processes(
+        &self,
+        request: tonic::Request<ListProcessesRequest>,
+    ) -> Result<tonic::Response<ListProcessesResponse>, tonic::Status> {
+        let Some(processes) = &self.processes else {
+            return Err(tonic::Status::unimplemented(
+                "this PEM does not serve its process table",
+            ));
+        };
+        let request = request.into_inner();
+        let full = request.epoch != processes.epoch;
+        let after = if full { 0 } else { request.after_version };
+        let (changed, version) = processes.table.changed_since(after);
+        Ok(tonic::Response::new(ListProcessesResponse {
+            epoch: processes.epoch.clone(),
+            version,
+            full,
+            processes: changed
+                .into_iter()
+                .map(|p| ProcessEntry {
+                    upid: p.upid.to_be_bytes().to_vec(),
+                    cmdline: p.cmdline,
+                    pod_uid: p.pod_uid,
+                    container_id: p.container_id,
+                    exited: p.exited,
+                })
+                .collect(),
+            asid: processes.asid,
+            node: processes.node.clone(),
+        }))
+    }
+
     type ScanStream = ScanStream;
 
     async fn scan(
