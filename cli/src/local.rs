@@ -61,7 +61,10 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
             .add_service(
                 kelvin::Kelvin::new(std::sync::Arc::clone(&store))
                     .with_hostname(hostname())
-                    .with_cmdlines(std::sync::Arc::new(Cmdlines(pem.processes())))
+                    .with_metadata(std::sync::Arc::new(LocalMetadata {
+                        processes: pem.processes(),
+                        hostname: hostname(),
+                    }))
                     .with_agents(vec![local_agent()])
                     .with_local_probes({
                         let probes = pem.probes();
@@ -148,18 +151,30 @@ fn local_agent() -> pxl::AgentInfo {
     }
 }
 
-/// Command lines from the processes the PEM has seen.
-struct Cmdlines(std::sync::Arc<vizier_pem::ProcessTable>);
+/// What `px local` knows of processes: the PEM's process table, on this one host.
+struct LocalMetadata {
+    processes: std::sync::Arc<vizier_pem::ProcessTable>,
+    hostname: String,
+}
 
-impl std::fmt::Debug for Cmdlines {
+impl std::fmt::Debug for LocalMetadata {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmdlines(the PEM's process table)")
+        f.write_str("LocalMetadata(the PEM's process table)")
     }
 }
 
-impl pxl::CmdlineLookup for Cmdlines {
-    fn cmdline(&self, upid: u128) -> Option<String> {
-        self.0.get(upid).map(|p| p.cmdline)
+impl pxl::MetadataLookup for LocalMetadata {
+    fn process(&self, upid: u128) -> Option<pxl::ProcessMeta> {
+        self.processes.get(upid).map(|p| pxl::ProcessMeta {
+            cmdline: p.cmdline,
+            pod_uid: p.pod_uid,
+            container_id: p.container_id,
+            container_name: String::new(),
+        })
+    }
+
+    fn asid_node(&self, _asid: u32) -> Option<String> {
+        Some(self.hostname.clone())
     }
 }
 

@@ -8,6 +8,7 @@
 //! fans each query out to the PEMs' table services ([`RemotePems`]), pushing down the
 //! columns, time window and filters each scan needs.
 
+pub mod metadata;
 mod remote;
 mod results;
 mod service;

@@ -52,6 +52,11 @@ struct Args {
     /// The token the PEMs require (their `--service-token`), sent on every call.
     #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
     pem_token: Option<String>,
+    /// Watch the cluster (Pods, Services, EndpointSlices, ReplicaSets, Nodes, with the
+    /// pod's ServiceAccount or KUBECONFIG) so queries can name the pod, service,
+    /// namespace and node of every row.
+    #[arg(long, env = "PX_KELVIN_CLUSTER_METADATA")]
+    cluster_metadata: bool,
 }
 
 impl Args {
@@ -98,8 +103,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, pems = ?args.pems, "serving the query API");
     let shutdown = px_api::process::shutdown_signal()?;
     let mut server = px_api::tls::server(tls)?;
+    let pems = RemotePems::new(pems);
+    let (kelvin, _watches) = if args.cluster_metadata {
+        let client = kube::Client::try_default()
+            .await
+            .context("--cluster-metadata: no Kubernetes credentials (in-cluster or KUBECONFIG)")?;
+        let metadata = kelvin::metadata::ClusterMetadata::default();
+        let watches = kelvin::metadata::watch_cluster(&client, &metadata);
+        (Kelvin::over_pems_with_metadata(pems, metadata), watches)
+    } else {
+        (Kelvin::over_pems(pems), Vec::new())
+    };
     server
-        .add_service(Kelvin::over_pems(RemotePems::new(pems)).into_server(args.api_key))
+        .add_service(kelvin.into_server(args.api_key))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("query API failed")

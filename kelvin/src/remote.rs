@@ -35,7 +35,10 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use px_api::auth::Bearer;
 use px_api::pem::probe_service_client::ProbeServiceClient;
 use px_api::pem::table_service_client::TableServiceClient;
-use px_api::pem::{ListProbesRequest, ListTablesRequest, ProbeState, ScanRequest};
+use px_api::pem::{
+    ListProbesRequest, ListProcessesRequest, ListProcessesResponse, ListTablesRequest, ProbeState,
+    ScanRequest,
+};
 use px_tablestore::TimeRange;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -171,6 +174,25 @@ impl RemotePem {
         Ok(response.into_inner().probes)
     }
 
+    /// What changed in the PEM's process table since `(epoch, version)`; `None` from a
+    /// PEM that does not serve it.
+    async fn list_processes(
+        &self,
+        (epoch, after_version): (String, u64),
+    ) -> Result<Option<ListProcessesResponse>, PemError> {
+        let mut client = self.client.clone();
+        let request = ListProcessesRequest {
+            epoch,
+            after_version,
+        };
+        match tokio::time::timeout(LIST_TIMEOUT, client.list_processes(request)).await {
+            Err(_) => Err(self.unavailable(format!("no answer within {LIST_TIMEOUT:?}"))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Ok(Err(status)) => Err(self.unavailable(describe(&status))),
+            Ok(Ok(response)) => Ok(Some(response.into_inner())),
+        }
+    }
+
     async fn list_tables(&self) -> Result<Vec<RemoteTableInfo>, PemError> {
         let mut client = self.client.clone();
         let response = tokio::time::timeout(LIST_TIMEOUT, client.list_tables(ListTablesRequest {}))
@@ -239,6 +261,28 @@ impl RemotePems {
             .map(|p| p.name.clone())
             .zip(listed)
             .collect()
+    }
+
+    /// Brings `metadata`'s copy of every PEM's processes up to date (what changed since
+    /// the last call), asking all PEMs at once.
+    ///
+    /// # Errors
+    /// [`PemError::Unavailable`] for the first PEM that did not answer.
+    pub async fn sync_processes(
+        &self,
+        metadata: &crate::metadata::ClusterMetadata,
+    ) -> Result<(), PemError> {
+        let asked = futures_util::future::join_all(self.pems.iter().map(|pem| {
+            let position = metadata.with_processes(|d| d.position(&pem.name));
+            pem.list_processes(position)
+        }))
+        .await;
+        for (pem, answer) in self.pems.iter().zip(asked) {
+            if let Some(response) = answer? {
+                metadata.update_processes(|d| d.apply(&pem.name, response));
+            }
+        }
+        Ok(())
     }
 
     /// The tables of every PEM, as one catalog.

@@ -45,9 +45,11 @@ pub struct Kelvin {
     source: DataSource,
     running: Arc<AtomicUsize>,
     hostname: String,
-    cmdlines: Option<Arc<dyn pxl::CmdlineLookup>>,
+    metadata: Option<Arc<dyn pxl::MetadataLookup>>,
     agents: Vec<pxl::AgentInfo>,
     local_probes: Option<crate::LocalProbes>,
+    /// The cluster's metadata, kept in step with the PEMs before each query.
+    cluster: Option<crate::metadata::ClusterMetadata>,
 }
 
 impl Kelvin {
@@ -68,9 +70,10 @@ impl Kelvin {
             source,
             running: Arc::new(AtomicUsize::new(0)),
             hostname: String::new(),
-            cmdlines: None,
+            metadata: None,
             agents: Vec::new(),
             local_probes: None,
+            cluster: None,
         }
     }
 
@@ -88,10 +91,10 @@ impl Kelvin {
         self
     }
 
-    /// Where `df.ctx['cmdline']` finds command lines.
+    /// Where `df.ctx[...]` and the metadata functions find processes, pods and services.
     #[must_use]
-    pub fn with_cmdlines(mut self, cmdlines: Arc<dyn pxl::CmdlineLookup>) -> Self {
-        self.cmdlines = Some(cmdlines);
+    pub fn with_metadata(mut self, metadata: Arc<dyn pxl::MetadataLookup>) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 
@@ -162,6 +165,28 @@ impl DataSource {
             Self::Pems(pems) => pems.tables().await,
         }
     }
+}
+
+impl Kelvin {
+    /// Kelvin over `pems` with the cluster's metadata: each query first brings the PEMs'
+    /// process tables up to date in `metadata`, and resolves `df.ctx[...]` from it.
+    #[must_use]
+    pub fn over_pems_with_metadata(
+        pems: RemotePems,
+        metadata: crate::metadata::ClusterMetadata,
+    ) -> Self {
+        let mut kelvin = Self::over_pems(pems);
+        kelvin.cluster = Some(metadata.clone());
+        kelvin.with_metadata(Arc::new(metadata))
+    }
+}
+
+/// A PEM's agent id: a stable 128-bit number from its name (FNV-1a), as a UUID shows it.
+fn agent_id(name: &str) -> u128 {
+    name.bytes()
+        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d_u128, |h, b| {
+            (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+        })
 }
 
 /// The tables and agents one compilation sees.
@@ -256,9 +281,17 @@ impl VizierService for Kelvin {
         let mut options = pxl::CompileOptions::at(now_ns());
         options.exec_funcs = func_calls(&request.exec_funcs);
         options.hostname.clone_from(&self.hostname);
-        options.cmdlines = self.cmdlines.clone();
+        options.metadata = self.metadata.clone();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        let tables = match self.source.tables().await {
+        let synced = match (&self.source, &self.cluster) {
+            (DataSource::Pems(pems), Some(metadata)) => pems.sync_processes(metadata).await,
+            _ => Ok(()),
+        };
+        let tables = match synced {
+            Ok(()) => self.source.tables().await,
+            Err(error) => Err(error),
+        };
+        let tables = match tables {
             Ok(tables) => tables,
             Err(error) => {
                 let response =
@@ -268,9 +301,29 @@ impl VizierService for Kelvin {
                 return Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))));
             }
         };
+        // On a cluster, the agents are the PEMs that just answered.
+        let pem_agents = self.cluster.as_ref().map(|metadata| {
+            metadata.with_processes(|d| {
+                let mut agents: Vec<pxl::AgentInfo> = d
+                    .pems()
+                    .into_iter()
+                    .map(|(name, asid, node)| pxl::AgentInfo {
+                        agent_id: agent_id(&name),
+                        asid: i64::from(asid),
+                        hostname: node,
+                        ip_address: String::new(),
+                        agent_state: "AGENT_STATE_HEALTHY".to_owned(),
+                        create_time_ns: 0,
+                        last_heartbeat_ns: 0,
+                    })
+                    .collect();
+                agents.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+                agents
+            })
+        });
         let catalog = QueryCatalog {
             tables,
-            agents: &self.agents,
+            agents: pem_agents.as_deref().unwrap_or(&self.agents),
             tracepoints: self.tracepoints(&request.query_str).await,
         };
         let compiled = pxl::compile(&request.query_str, &catalog, &options);
