@@ -134,6 +134,7 @@ impl Cluster {
             let name = dir_name(cluster.dir.path());
             let mut cgroup = ClusterCgroup::create(&name, cluster.dir.path())?;
             let images = Arc::new(config.images);
+            let pod_ips = Arc::new(crate::kubelet::PodIps::for_cluster(number));
             for (index, spec) in config.nodes.iter().enumerate() {
                 let ip_addr =
                     crate::kubelet::node_ip(number, index).ok_or_else(|| Error::Refused {
@@ -175,6 +176,7 @@ impl Cluster {
                     server: plane.server.clone(),
                     ca_pem: plane.pki.ca_pem().to_string(),
                     online,
+                    pod_ips: Arc::clone(&pod_ips),
                 };
                 let serving = plane.pki.serving(
                     &spec.name,
@@ -257,24 +259,37 @@ impl Cluster {
         }
     }
 
-    /// The environment the process of a pod's first container runs with, as `NAME=value`
-    /// entries (`/proc/<pid>/environ`: the container id `px-e2e://<pid>` names the
-    /// process); empty while the pod or its container is not running.
-    pub async fn container_env(&self, namespace: &str, pod: &str) -> Vec<String> {
+    /// The first process of a pod's first container (found in the container's cgroup,
+    /// `<node>/pod<uid>/<container id>`); none while it is not running.
+    pub async fn container_pid(&self, namespace: &str, pod: &str) -> Option<i32> {
         let pod = Api::<Pod>::namespaced(self.client(), namespace)
             .get_opt(pod)
             .await
             .ok()
-            .flatten();
-        let pid = pod
-            .and_then(|p| {
-                p.status?
-                    .container_statuses?
-                    .into_iter()
-                    .next()?
-                    .container_id
-            })
-            .and_then(|id| id.strip_prefix("px-e2e://")?.parse::<i32>().ok());
+            .flatten()?;
+        let uid = pod.metadata.uid.clone()?;
+        let node = pod.spec.as_ref()?.node_name.clone()?;
+        let id = pod
+            .status?
+            .container_statuses?
+            .into_iter()
+            .next()?
+            .container_id?;
+        let id = id.strip_prefix("containerd://")?;
+        let dir = self
+            .node_cgroups
+            .get(&node)?
+            .join(format!("pod{uid}"))
+            .join(id);
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+        procs.lines().next()?.trim().parse().ok()
+    }
+
+    /// The environment the process of a pod's first container runs with, as `NAME=value`
+    /// entries (its `/proc/<pid>/environ`); empty while the pod or its container is not
+    /// running.
+    pub async fn container_env(&self, namespace: &str, pod: &str) -> Vec<String> {
+        let pid = self.container_pid(namespace, pod).await;
         let raw = pid
             .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
             .unwrap_or_default();

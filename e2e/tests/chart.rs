@@ -188,6 +188,7 @@ fn default_values_render_the_operator_with_least_privilege() {
         owned(&[
             ("ClusterRole", "", "px-edit"),
             ("ClusterRole", "", "px-host-tracer"),
+            ("ClusterRole", "", "px-kelvin-metadata"),
             ("ClusterRole", "", "px-operator"),
             ("ClusterRole", "", "px-operator-nodes"),
             ("ClusterRole", "", "px-view"),
@@ -409,9 +410,11 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
         owned(&[
             ("ClusterRole", "", "px-edit"),
             ("ClusterRole", "", "px-host-tracer"),
+            ("ClusterRole", "", "px-kelvin-metadata"),
             ("ClusterRole", "", "px-operator"),
             ("ClusterRole", "", "px-operator-nodes"),
             ("ClusterRole", "", "px-view"),
+            ("ClusterRoleBinding", "", "px-kelvin-metadata"),
             ("ClusterRoleBinding", "", "px-operator-nodes"),
             ("Deployment", NAMESPACE, "px-operator"),
             ("Role", NAMESPACE, "px-operator-leader-election"),

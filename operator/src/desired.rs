@@ -509,6 +509,9 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
             // See the module docs: no TLS yet. The API key is required (no
             // `--allow-unauthenticated`): it comes from the Secret, in `PX_API_KEY`.
             "--disable-tls".to_string(),
+            // Names pods, services and nodes in results, from its own watch of the
+            // cluster (the chart's `<release>-kelvin-metadata` ClusterRole).
+            "--cluster-metadata".to_string(),
         ]),
         env: Some(vec![
             pod_ip_env(),

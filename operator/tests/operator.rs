@@ -6,6 +6,7 @@
 mod operator {
     mod chart_install;
     mod lease;
+    mod metadata;
     mod probes;
     mod real_pem;
     mod vizier;

@@ -56,6 +56,86 @@ pub(crate) fn node_ip(cluster: u64, index: usize) -> Option<std::net::Ipv4Addr> 
     Some(std::net::Ipv4Addr::new(127, process, cluster, host))
 }
 
+/// The pod addresses of one cluster: 127.P.C.100 to 127.P.C.249, beside its nodes'
+/// 127.P.C.N, each held by one pod while it runs. A pod binds (and connects from) its
+/// own `status.podIP`, as in a pod network, so a peer's address names the pod; all of
+/// 127/8 is `lo`, so no routing is involved.
+#[derive(Debug)]
+pub(crate) struct PodIps {
+    prefix: [u8; 3],
+    /// Address (last byte) to the pod uid holding it.
+    held: std::sync::Mutex<BTreeMap<u8, String>>,
+}
+
+/// First and last host byte of pod addresses.
+const POD_HOSTS: std::ops::RangeInclusive<u8> = 100..=249;
+
+impl PodIps {
+    pub(crate) fn for_cluster(cluster: u64) -> Self {
+        let base = node_ip(cluster, 0).map_or([127, 0, 0, 1], |ip| ip.octets());
+        Self {
+            prefix: [base[0], base[1], base[2]],
+            held: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// An address for pod `uid` until the lease is dropped (the pod's own, if it holds
+    /// one already); none left: the lease holds none, and the pod uses the node's.
+    pub(crate) fn lease(self: &Arc<Self>, uid: &str) -> PodIpLease {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let host = held
+            .iter()
+            .find(|(_, u)| u.as_str() == uid)
+            .map(|(h, _)| *h)
+            .or_else(|| POD_HOSTS.clone().find(|h| !held.contains_key(h)));
+        if let Some(h) = host {
+            held.insert(h, uid.to_owned());
+        }
+        PodIpLease {
+            ips: Arc::clone(self),
+            host,
+        }
+    }
+}
+
+/// One pod's hold on its address.
+pub(crate) struct PodIpLease {
+    ips: Arc<PodIps>,
+    host: Option<u8>,
+}
+
+impl PodIpLease {
+    pub(crate) fn ip(&self) -> Option<String> {
+        let [a, b, c] = self.ips.prefix;
+        self.host
+            .map(|h| std::net::Ipv4Addr::new(a, b, c, h).to_string())
+    }
+}
+
+impl Drop for PodIpLease {
+    fn drop(&mut self) {
+        if let Some(h) = self.host {
+            let mut held = self
+                .ips
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.remove(&h);
+        }
+    }
+}
+
+/// The address of `pod` (as the worker running it set it), else its node's.
+pub(crate) fn pod_ip<'a>(ctx: &'a NodeContext, pod: &'a Value) -> &'a str {
+    match pod.pointer("/status/podIP").and_then(Value::as_str) {
+        Some(ip) if !ip.is_empty() => ip,
+        _ => &ctx.ip,
+    }
+}
+
 /// A simulated node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -80,9 +160,11 @@ pub(crate) struct NodeContext {
     /// The API as this node (`system:node:<name>`).
     pub(crate) client: kube::Client,
     pub(crate) name: String,
-    /// The node's address: its InternalIP, and every pod's `podIP` and `hostIP` (the
-    /// pods share the node's network, as with `hostNetwork`).
+    /// The node's address: its InternalIP, every pod's `hostIP`, and the `podIP` of its
+    /// `hostNetwork` pods.
     pub(crate) ip: String,
+    /// The cluster's pod addresses: each other pod gets one of its own.
+    pub(crate) pod_ips: Arc<PodIps>,
     /// Absolute path of the node's cgroup v2 directory.
     pub(crate) cgroup: PathBuf,
     /// Image name (with or without tag) to local executable.

@@ -114,12 +114,18 @@ fn container_status(c: &ContainerRun) -> Value {
         "lastState": c.last_terminated.clone().map(|t| json!({"terminated": t})).unwrap_or_else(|| json!({})),
     });
     if let Some(p) = &c.process {
-        status["containerID"] = json!(format!("px-e2e://{}", p.pgid()));
+        status["containerID"] = json!(format!("containerd://{}", p.id()));
     }
     status
 }
 
-fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str) -> Value {
+fn pod_status(
+    containers: &[ContainerRun],
+    started: &str,
+    policy: &str,
+    ip: &str,
+    pod_ip: &str,
+) -> Value {
     let all_ready = !containers.is_empty() && containers.iter().all(ContainerRun::ready);
     let any_running = containers.iter().any(|c| c.process.is_some());
     let all_done = containers.iter().all(|c| c.done);
@@ -152,8 +158,8 @@ fn pod_status(containers: &[ContainerRun], started: &str, policy: &str, ip: &str
         ],
         "hostIP": ip,
         "hostIPs": [{"ip": ip}],
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
         "startTime": started,
         "containerStatuses": containers.iter().map(container_status).collect::<Vec<_>>(),
     })
@@ -206,9 +212,18 @@ pub(super) async fn finish_deletion(ctx: &NodeContext, pod: &Pod) {
 /// Runs one pod's containers until told to stop, removes the pod's cgroup (with
 /// anything a container left running in it) and, when the pod was deleted, finishes
 /// its deletion.
-pub(super) async fn run_pod(ctx: Arc<NodeContext>, pod: Value, stop: watch::Receiver<PodStop>) {
+pub(super) async fn run_pod(ctx: Arc<NodeContext>, mut pod: Value, stop: watch::Receiver<PodStop>) {
     let cgroup = pod_cgroup(&ctx, &pod);
+    let host_network = pod
+        .pointer("/spec/hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let lease = (!host_network).then(|| ctx.pod_ips.lease(s(&pod, "/metadata/uid")));
+    if let Some(ip) = lease.as_ref().and_then(|l| l.ip()) {
+        pod["status"]["podIP"] = json!(ip);
+    }
     let deleted = run_containers(&ctx, &pod, stop).await;
+    drop(lease);
     let _ = tokio::task::spawn_blocking(move || crate::cgroup::kill_and_remove(&cgroup)).await;
     if deleted && let Ok(pod) = serde_json::from_value::<Pod>(pod) {
         finish_deletion(&ctx, &pod).await;
@@ -278,7 +293,13 @@ async fn run_containers(
                 c.readiness.probe(ctx, pod, &c.spec).await;
             }
         }
-        let status = pod_status(&containers, &started, &policy, &ctx.ip);
+        let status = pod_status(
+            &containers,
+            &started,
+            &policy,
+            &ctx.ip,
+            super::pod_ip(ctx, pod),
+        );
         // Also every few seconds: others write pod status too (the node lifecycle
         // controller marks the pods of a silent node not ready), and the kubelet's view
         // must win back once it reports again. An unchanged patch changes nothing.

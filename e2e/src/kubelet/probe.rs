@@ -128,7 +128,7 @@ async fn check(ctx: &NodeContext, pod: &Value, container: &Value, probe: &Value)
     }
     if let Some(tcp) = probe.get("tcpSocket") {
         let host = match s(tcp, "/host") {
-            "" => ctx.ip.as_str(),
+            "" => super::pod_ip(ctx, pod),
             h => h,
         };
         let Some(port) = tcp.get("port").and_then(|p| port(container, p)) else {
@@ -138,7 +138,7 @@ async fn check(ctx: &NodeContext, pod: &Value, container: &Value, probe: &Value)
     }
     if let Some(http) = probe.get("httpGet") {
         let host = match s(http, "/host") {
-            "" => ctx.ip.as_str(),
+            "" => super::pod_ip(ctx, pod),
             h => h,
         };
         let Some(port) = http.get("port").and_then(|p| port(container, p)) else {

@@ -1,8 +1,8 @@
 //! Container processes: the executable an image maps to, the environment (downward API,
 //! Secret and ConfigMap keys read from the API as the node, a kubeconfig with the pod's
-//! service-account token, the node's cgroup), joining the pod's cgroup
-//! (`<node cgroup>/pod<uid>`, kubelet's naming) before exec, and killing the whole
-//! process group.
+//! service-account token, the node's cgroup), joining the container's cgroup
+//! (`<node cgroup>/pod<uid>/<container id>`, kubelet's naming with the cgroupfs driver)
+//! before exec, and killing the whole process group.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -21,12 +21,13 @@ use super::{NodeContext, s};
 pub(super) struct ProcessGroup {
     child: Child,
     pgid: i32,
+    id: String,
 }
 
 impl ProcessGroup {
-    /// The group's id (the container's first process).
-    pub(super) fn pgid(&self) -> i32 {
-        self.pgid
+    /// The container's id: 64 hex digits, as containerd's are, and the name of its cgroup.
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
 
     /// Asks every process of the group to stop (SIGTERM).
@@ -89,7 +90,8 @@ fn field_ref(pod: &Value, ctx: &NodeContext, path: &str) -> Option<String> {
         "metadata.uid" => s(pod, "/metadata/uid").to_string(),
         "spec.nodeName" => ctx.name.clone(),
         "spec.serviceAccountName" => s(pod, "/spec/serviceAccountName").to_string(),
-        "status.podIP" | "status.hostIP" | "status.podIPs" | "status.hostIPs" => ctx.ip.clone(),
+        "status.podIP" | "status.podIPs" => super::pod_ip(ctx, pod).to_string(),
+        "status.hostIP" | "status.hostIPs" => ctx.ip.clone(),
         _ => return None,
     })
 }
@@ -381,7 +383,8 @@ pub(super) fn spawn(
         .stderr(log2)
         .process_group(0)
         .kill_on_drop(true);
-    in_pod_cgroup(&mut cmd, &pod_cgroup(ctx, pod))?;
+    let id = container_id(pod, container_name);
+    in_pod_cgroup(&mut cmd, &pod_cgroup(ctx, pod).join(&id))?;
     let child = cmd.spawn().map_err(|e| {
         (
             "RunContainerError".to_string(),
@@ -394,7 +397,22 @@ pub(super) fn spawn(
             "process exited at once".to_string(),
         )
     })?;
-    Ok(ProcessGroup { child, pgid })
+    Ok(ProcessGroup { child, pgid, id })
+}
+
+/// A new container id for a container of `pod`: 64 hex digits, unique per start.
+fn container_id(pod: &Value, name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per instance: four of them make 256 fresh bits.
+    (0..4)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write(s(pod, "/metadata/uid").as_bytes());
+            h.write(name.as_bytes());
+            h.write_u32(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }
 
 /// Makes `cmd` join the pod's cgroup (created if need be) before it executes, so every

@@ -160,15 +160,26 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
         })
         .await
         .unwrap();
+        // Its own address (each pod has one, as in a pod network), not its node's.
+        let pod_ip = ok(
+            &cluster,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "px",
+                pod,
+                "-o",
+                "jsonpath={.status.podIP}",
+            ],
+        )
+        .await;
+        assert_ne!(Some(pod_ip.as_str()), cluster.node_ip(node));
         assert_eq!(
             env.trim(),
-            format!(
-                "{node} {pod} px {} hello {}",
-                cluster.node_ip(node).unwrap(),
-                cgroup.display()
-            )
+            format!("{node} {pod} px {pod_ip} hello {}", cgroup.display())
         );
-        let pid: i32 = ok(
+        let container_id = ok(
             &cluster,
             &[
                 "get",
@@ -180,16 +191,13 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
                 "jsonpath={.status.containerStatuses[0].containerID}",
             ],
         )
-        .await
-        .trim_start_matches("px-e2e://")
-        .parse()
-        .unwrap();
-        assert!(
-            cluster.node_pids(node).contains(&pid),
-            "pid {pid} not in {}",
-            cgroup.display()
-        );
-        // In its pod's own cgroup, named as kubelet names it, below the node's.
+        .await;
+        let container_id = container_id
+            .strip_prefix("containerd://")
+            .unwrap_or_else(|| panic!("{container_id:?} is not containerd's"));
+        assert_eq!(container_id.len(), 64, "{container_id}");
+        // In its container's cgroup, below its pod's and its node's, named as kubelet
+        // names them.
         let uid = ok(
             &cluster,
             &[
@@ -203,9 +211,18 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
             ],
         )
         .await;
+        let container_cgroup = cgroup.join(format!("pod{uid}")).join(container_id);
+        let procs = std::fs::read_to_string(container_cgroup.join("cgroup.procs")).unwrap();
+        let pid: i32 = procs.lines().next().unwrap().trim().parse().unwrap();
+        assert!(
+            cluster.node_pids(node).contains(&pid),
+            "pid {pid} not in {}",
+            cgroup.display()
+        );
         let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(
-            own.trim_end().ends_with(&format!("/{node}/pod{uid}")),
+            own.trim_end()
+                .ends_with(&format!("/{node}/pod{uid}/{container_id}")),
             "{own}"
         );
     }
@@ -229,7 +246,11 @@ async fn deployment_and_daemonset_run_as_processes_on_two_nodes() {
         ],
     )
     .await;
-    let pid = id.trim_start_matches("px-e2e://").to_string();
+    let pid = cluster
+        .container_pid("px", &pem_b)
+        .await
+        .unwrap()
+        .to_string();
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -499,23 +520,9 @@ async fn deleted_pods_get_sigterm_then_sigkill_after_the_grace_period() {
     let pid = |name: &'static str| {
         let cluster = &cluster;
         async move {
-            eventually(SETTLE, || async {
-                let id = ok(
-                    cluster,
-                    &[
-                        "get",
-                        "pod",
-                        name,
-                        "-o",
-                        "jsonpath={.status.containerStatuses[0].containerID}",
-                    ],
-                )
-                .await;
-                id.strip_prefix("px-e2e://")
-                    .and_then(|p| p.parse::<i32>().ok())
-            })
-            .await
-            .unwrap()
+            eventually(SETTLE, || cluster.container_pid("default", name))
+                .await
+                .unwrap()
         }
     };
     let (polite, stubborn) = (pid("polite").await, pid("stubborn").await);

@@ -173,11 +173,32 @@ pub(super) async fn apply(cluster: &Cluster, yaml: &str) {
     assert!(out.success(), "{out:?}");
 }
 
+/// The address of the PEM pod (of Vizier `pl/pixie`) on `node`: each pod has its own.
+pub(super) async fn pem_ip(cluster: &Cluster, node: &str) -> Option<String> {
+    let selector = format!("spec.nodeName={node}");
+    let ip = jsonpath(
+        cluster,
+        &[
+            "pods",
+            "-n",
+            "pl",
+            "-l",
+            "app.kubernetes.io/name=vizier-pem",
+            "--field-selector",
+            &selector,
+        ],
+        "{.items[0].status.podIP}",
+    )
+    .await;
+    let ip = ip.trim();
+    (!ip.is_empty()).then(|| ip.to_owned())
+}
+
 pub(super) async fn pem_client(
     cluster: &Cluster,
     node: &str,
 ) -> Option<ProbeServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>> {
-    let ip = cluster.node_ip(node)?;
+    let ip = pem_ip(cluster, node).await?;
     let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
         .ok()?
         .connect()

@@ -19,14 +19,14 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, jsonpath, pem_token, probe_on, retention_listing, retention_on, secret_value, tp_row,
-    two_nodes_with_vizier, uid, wait_tp, workspace_binary,
+    apply, jsonpath, pem_ip, pem_token, probe_on, retention_listing, retention_on, secret_value,
+    tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
 use super::vizier::{
     SETTLE, Scratch, assert_operator_never_refused, ok, start_operator, wait_healthy,
 };
 
-const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
+pub(super) const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
 
 /// A C program with known functions (`pem/tests/probe_target`), and an app image that
 /// calls them in a loop.
@@ -102,7 +102,7 @@ spec:
       - {name: app, image: px/adder}
 "#;
 
-fn privileged() -> bool {
+pub(super) fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -117,7 +117,7 @@ fn privileged() -> bool {
 
 /// The tables the PEM of `node` holds.
 async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
-    let ip = cluster.node_ip(node)?;
+    let ip = pem_ip(cluster, node).await?;
     let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
         .ok()?
         .connect()
@@ -139,7 +139,7 @@ async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
 }
 
 /// The Kelvin pod's address, once it has one.
-async fn kelvin_addr(cluster: &Cluster) -> Option<String> {
+pub(super) async fn kelvin_addr(cluster: &Cluster) -> Option<String> {
     let ip = jsonpath(
         cluster,
         &["pods", "-n", "pl", "-l", "app.kubernetes.io/name=kelvin"],
@@ -231,7 +231,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     assert_eq!(row[..4], ["adds", "adds", "2/2", "Running"], "{row:?}");
 
     // The PEMs answer only callers with the Vizier's token (Kelvin, the operator).
-    let ip = cluster.node_ip("node-a").unwrap();
+    let ip = pem_ip(&cluster, "node-a").await.unwrap();
     let stranger = Endpoint::from_shared(format!("http://{ip}:50400"))
         .unwrap()
         .connect()

@@ -394,8 +394,8 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         kelvin_pems,
         format!(
             "node-a=http://{}:50400,node-b=http://{}:50400",
-            cluster.node_ip("node-a").unwrap(),
-            cluster.node_ip("node-b").unwrap()
+            super::probes::pem_ip(&cluster, "node-a").await.unwrap(),
+            super::probes::pem_ip(&cluster, "node-b").await.unwrap()
         )
     );
     let ignored = ok(
