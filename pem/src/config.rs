@@ -39,6 +39,9 @@ pub struct PemConfig {
     pub max_probes: usize,
     /// Events per second one dynamic probe records; more are counted as dropped.
     pub probe_rate_per_sec: u32,
+    /// `process_stats` samples only the processes of pods (a node of a cluster), not
+    /// the host's own (`px local` samples every process).
+    pub stats_pods_only: bool,
 }
 
 impl PemConfig {
@@ -59,6 +62,7 @@ impl PemConfig {
             cgroup: None,
             max_probes: 32,
             probe_rate_per_sec: 100_000,
+            stats_pods_only: false,
         }
     }
 

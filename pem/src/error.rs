@@ -24,6 +24,12 @@ pub enum Error {
         /// The places searched.
         looked_in: String,
     },
+    /// The thread that samples `/proc` could not start.
+    #[error("starting the process_stats sampler thread failed: {source}")]
+    SamplerThread {
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The settings cannot work.
     #[error("invalid PEM setting: {reason}")]
     InvalidConfig {

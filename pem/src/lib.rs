@@ -22,6 +22,7 @@ mod loader;
 mod pem;
 mod privileges;
 pub mod probes;
+mod proc_stats;
 mod process;
 mod protocols;
 mod table_service;

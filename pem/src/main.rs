@@ -62,6 +62,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls = args.tls.server_config()?;
     let mut config = args.pem.to_config()?;
     config.asid = args.asid.unwrap_or_else(|| default_asid(&args.listen));
+    // On a node of a cluster, the host's own processes are not the user's workloads.
+    config.stats_pods_only = !args.node_name.is_empty();
     let pem = Pem::start(config)?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
     let pem_asid = args.asid.unwrap_or_else(|| default_asid(&args.listen));

@@ -46,6 +46,8 @@ pub struct Pem {
     probes: Arc<ProbeManager>,
     probe_reader: JoinHandle<()>,
     processes: Arc<ProcessTable>,
+    /// Samples `process_stats` and `network_stats`; stops when dropped.
+    proc_stats: crate::proc_stats::SamplerThread,
     status: Arc<Mutex<PemStatus>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
@@ -64,6 +66,8 @@ impl Pem {
             store.create_table((entry.table)())?;
         }
         store.create_table(conn_stats::schema())?;
+        store.create_table(crate::proc_stats::process_stats_schema())?;
+        store.create_table(crate::proc_stats::network_stats_schema())?;
 
         let tracer = SocketTracer::load(&config)?;
         fit_tables_to_memory_limit(&store, &config)?;
@@ -75,6 +79,16 @@ impl Pem {
             probe_settings(&config)?,
         );
         let probe_reader = crate::probes::spawn_reader(&probes);
+        let sampler = crate::proc_stats::Sampler::new(
+            crate::proc_stats::SamplerSettings {
+                asid: config.asid,
+                scope: config.cgroup.clone(),
+                pods_only: config.stats_pods_only,
+            },
+            Arc::clone(&processes),
+        );
+        let proc_stats = crate::proc_stats::SamplerThread::spawn(sampler, Arc::clone(&store))
+            .map_err(|source| Error::SamplerThread { source })?;
         let (shutdown, stopped) = oneshot::channel();
         let tracker = Tracker::new(
             tracker_settings(&config),
@@ -94,6 +108,7 @@ impl Pem {
             probes,
             probe_reader,
             processes,
+            proc_stats,
             status,
             shutdown: Some(shutdown),
             task,
@@ -134,6 +149,7 @@ impl Pem {
     /// The error that stopped the event loop, if it stopped by itself.
     pub async fn stop(mut self) -> Result<PemStatus, Error> {
         self.probe_reader.abort();
+        self.proc_stats.stop();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

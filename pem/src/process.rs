@@ -42,6 +42,26 @@ pub struct ProcessInfo {
     pub container_id: String,
 }
 
+impl ProcessInfo {
+    /// What `/proc` says of process `pid`: its names, and its pod and container from its
+    /// cgroup.
+    pub(crate) fn read(upid: u128, pid: u32) -> Self {
+        let container = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| crate::container::from_proc_cgroup(&text))
+            .unwrap_or_default();
+        Self {
+            upid,
+            pid,
+            comm: read_proc_text(pid, "comm"),
+            cmdline: read_proc_text(pid, "cmdline"),
+            exited: false,
+            pod_uid: container.pod_uid,
+            container_id: container.container_id,
+        }
+    }
+}
+
 /// Processes seen by the PEM, by UPID: the answer to "which program was that?" after
 /// the program has ended. Ended processes are kept up to a bound, oldest forgotten first.
 pub struct ProcessTable {
@@ -95,14 +115,14 @@ impl ProcessTable {
         (changed, inner.version)
     }
 
-    fn insert(&self, info: ProcessInfo) {
+    pub(crate) fn insert(&self, info: ProcessInfo) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.version += 1;
         let version = inner.version;
         inner.by_upid.insert(info.upid, (version, info));
     }
 
-    fn mark_exited(&self, upid: u128) {
+    pub(crate) fn mark_exited(&self, upid: u128) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let version = inner.version + 1;
         let Some((changed, info)) = inner.by_upid.get_mut(&upid) else {
@@ -152,19 +172,7 @@ impl ProcessCache {
         }
         let upid = make_upid(self.asid, pid, read_start_time_ticks(pid).unwrap_or(0));
         self.upids.insert(pid, upid);
-        let container = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| crate::container::from_proc_cgroup(&text))
-            .unwrap_or_default();
-        self.table.insert(ProcessInfo {
-            upid,
-            pid,
-            comm: read_proc_text(pid, "comm"),
-            cmdline: read_proc_text(pid, "cmdline"),
-            exited: false,
-            pod_uid: container.pod_uid,
-            container_id: container.container_id,
-        });
+        self.table.insert(ProcessInfo::read(upid, pid));
         upid
     }
 
