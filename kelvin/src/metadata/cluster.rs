@@ -37,7 +37,7 @@ pub struct PodEntry {
     /// Its controller: (kind, name), e.g. ("ReplicaSet", "web-5d4f").
     pub owner: Option<(Box<str>, Box<str>)>,
     /// Its labels, for the selectors of services.
-    pub labels: Vec<(Box<str>, Box<str>)>,
+    pub labels: Labels,
 }
 
 /// `(namespace, name)` of an object, the namespace shared.
@@ -49,15 +49,16 @@ struct ServiceEntry {
     namespace: Arc<str>,
     name: Box<str>,
     /// Its pod selector (empty: a service without one, whose endpoints are set by hand).
-    selector: Vec<(Box<str>, Box<str>)>,
+    selector: Labels,
 }
 
-fn pairs(map: Option<&std::collections::BTreeMap<String, String>>) -> Vec<(Box<str>, Box<str>)> {
-    map.into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-        .collect()
+/// Whether `selector` (all of its pairs) matches `labels`.
+fn selects(selector: &[(Arc<str>, Arc<str>)], labels: &[(Arc<str>, Arc<str>)]) -> bool {
+    !selector.is_empty() && selector.iter().all(|pair| labels.contains(pair))
 }
+
+/// Label pairs, interned: the same keys and values repeat across a workload's pods.
+type Labels = Box<[(Arc<str>, Arc<str>)]>;
 
 /// The cluster as PxL sees it.
 #[derive(Debug, Default)]
@@ -69,6 +70,11 @@ pub struct ClusterState {
     services: HashMap<Box<str>, ServiceEntry>,
     /// Namespace to the uids of its services with a selector.
     selecting: HashMap<Arc<str>, BTreeSet<Box<str>>>,
+    /// Namespace to the uids of its pods.
+    pods_in: HashMap<Arc<str>, BTreeSet<Box<str>>>,
+    /// Pod uid to the services whose selector matches it, kept as either changes, so a
+    /// lookup costs no matching.
+    selected_by: HashMap<Box<str>, Vec<Box<str>>>,
     service_by_name: HashMap<(Arc<str>, Box<str>), Box<str>>,
     service_by_ip: HashMap<IpAddr, Box<str>>,
     /// EndpointSlice uid to its service `(namespace, name)` and the pods it lists.
@@ -103,6 +109,13 @@ impl ClusterState {
         let shared: Arc<str> = s.into();
         self.strings.insert(Arc::clone(&shared));
         shared
+    }
+
+    fn pairs(&mut self, map: Option<&std::collections::BTreeMap<String, String>>) -> Labels {
+        map.into_iter()
+            .flatten()
+            .map(|(k, v)| (self.intern(k), self.intern(v)))
+            .collect()
     }
 
     /// Pods kept.
@@ -158,13 +171,32 @@ impl ClusterState {
                 .any(|c| c.type_ == "Ready" && c.status == "True"),
             containers,
             owner: controller(&pod.metadata),
-            labels: pairs(pod.metadata.labels.as_ref()),
+            labels: self.pairs(pod.metadata.labels.as_ref()),
         };
         self.pod_by_name
             .insert((namespace, entry.name.clone()), uid.into());
         if let Some(ip) = ip {
             self.pod_by_ip.insert(ip, uid.into());
         }
+        let selected: Vec<Box<str>> = self
+            .selecting
+            .get(&entry.namespace)
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                self.services
+                    .get(*s)
+                    .is_some_and(|s| selects(&s.selector, &entry.labels))
+            })
+            .cloned()
+            .collect();
+        if !selected.is_empty() {
+            self.selected_by.insert(uid.into(), selected);
+        }
+        self.pods_in
+            .entry(Arc::clone(&entry.namespace))
+            .or_default()
+            .insert(uid.into());
         self.pods.insert(uid.into(), entry);
     }
 
@@ -173,6 +205,13 @@ impl ClusterState {
         let Some(old) = self.pods.remove(uid) else {
             return;
         };
+        self.selected_by.remove(uid);
+        if let Some(uids) = self.pods_in.get_mut(&old.namespace) {
+            uids.remove(uid);
+            if uids.is_empty() {
+                self.pods_in.remove(&old.namespace);
+            }
+        }
         let key = (old.namespace, old.name);
         if self.pod_by_name.get(&key).is_some_and(|u| &**u == uid) {
             self.pod_by_name.remove(&key);
@@ -204,12 +243,24 @@ impl ClusterState {
         }
         self.service_by_name
             .insert((Arc::clone(&namespace), name.clone()), uid.into());
-        let selector = pairs(service.spec.as_ref().and_then(|s| s.selector.as_ref()));
+        let selector = self.pairs(service.spec.as_ref().and_then(|s| s.selector.as_ref()));
         if !selector.is_empty() {
             self.selecting
                 .entry(Arc::clone(&namespace))
                 .or_default()
                 .insert(uid.into());
+            for pod in self.pods_in.get(&namespace).into_iter().flatten() {
+                if self
+                    .pods
+                    .get(pod)
+                    .is_some_and(|p| selects(&selector, &p.labels))
+                {
+                    self.selected_by
+                        .entry(pod.clone())
+                        .or_default()
+                        .push(uid.into());
+                }
+            }
         }
         self.services.insert(
             uid.into(),
@@ -230,6 +281,14 @@ impl ClusterState {
             uids.remove(uid);
             if uids.is_empty() {
                 self.selecting.remove(&old.namespace);
+            }
+        }
+        for pod in self.pods_in.get(&old.namespace).into_iter().flatten() {
+            if let Some(services) = self.selected_by.get_mut(pod) {
+                services.retain(|s| &**s != uid);
+                if services.is_empty() {
+                    self.selected_by.remove(pod);
+                }
             }
         }
         let key = (old.namespace, old.name);
@@ -386,18 +445,13 @@ impl ClusterState {
             .flatten()
             .filter_map(|key| self.service_by_name.get(key).map(|u| u.to_string()))
             .collect();
-        for service_uid in self.selecting.get(&pod.namespace).into_iter().flatten() {
-            let Some(service) = self.services.get(service_uid) else {
-                continue;
-            };
-            if service
-                .selector
-                .iter()
-                .all(|pair| pod.labels.contains(pair))
-            {
-                service_uids.insert(service_uid.to_string());
-            }
-        }
+        service_uids.extend(
+            self.selected_by
+                .get(uid)
+                .into_iter()
+                .flatten()
+                .map(|s| s.to_string()),
+        );
         let service_uids = service_uids.into_iter().collect();
         let (deployment, replica_set) = match &pod.owner {
             Some((kind, name)) if &**kind == "ReplicaSet" => (
