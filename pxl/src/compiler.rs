@@ -25,7 +25,7 @@ const TIME_COLUMN: &str = "time_";
 type Result<T> = std::result::Result<T, CompileError>;
 
 pub(crate) struct Compiler<'a> {
-    source: &'a str,
+    source: std::borrow::Cow<'a, str>,
     catalog: &'a dyn TableCatalog,
     options: &'a CompileOptions,
     vars: HashMap<String, Value>,
@@ -43,7 +43,7 @@ impl<'a> Compiler<'a> {
         options: &'a CompileOptions,
     ) -> Self {
         Self {
-            source,
+            source: std::borrow::Cow::Borrowed(source),
             catalog,
             options,
             vars: HashMap::new(),
@@ -66,7 +66,11 @@ impl<'a> Compiler<'a> {
             });
         }
         let max_rows = self.max_output_rows()?;
-        let module = parse(self.source, Mode::Module, "<script>").map_err(|e| {
+        let (patched, parsed) = parse_with_line_break_commas(&self.source);
+        if let Some(patched) = patched {
+            self.source = std::borrow::Cow::Owned(patched);
+        }
+        let module = parsed.map_err(|e| {
             let offset = u32::from(e.offset) as usize;
             self.error_at(offset, format!("syntax error: {}", e.error))
         })?;
@@ -193,20 +197,24 @@ impl<'a> Compiler<'a> {
                 Ok(())
             }
             // df.col = expr and df['col'] = expr add or replace a column.
+            // `px.Pod = str`: Pixie's scripts name their argument types; nothing to do.
+            ast::Expr::Attribute(ast::ExprAttribute { value: module, .. })
+                if matches!(module.as_ref(), ast::Expr::Name(n)
+                    if matches!(self.vars.get(n.id.as_str()), Some(Value::PxModule))) =>
+            {
+                Ok(())
+            }
             ast::Expr::Attribute(ast::ExprAttribute {
                 value: df, attr, ..
             }) => self.assign_column(target, df, attr.as_str(), value),
             ast::Expr::Subscript(ast::ExprSubscript {
                 value: df, slice, ..
             }) => {
-                let ast::Expr::Constant(ast::ExprConstant {
-                    value: ast::Constant::Str(column),
-                    ..
-                }) = slice.as_ref()
-                else {
+                // The name may be any expression that makes a string: df[name] = ...
+                let Value::Str(column) = self.eval(slice)? else {
                     return Err(self.error(slice.as_ref(), "a column name must be a string"));
                 };
-                self.assign_column(target, df, column, value)
+                self.assign_column(target, df, &column, value)
             }
             _ => Err(self.error(target, "cannot assign to this")),
         }
@@ -264,6 +272,11 @@ impl<'a> Compiler<'a> {
                 Some(value) => Ok(value.clone()),
                 None if self.functions.contains_key(name.id.as_str()) => {
                     Ok(Value::UserFunction(name.id.to_string()))
+                }
+                // Python's type names, as Pixie's scripts use them in annotations, type
+                // aliases (`px.Pod = str`) and conversions (`str(x)`).
+                None if ["str", "int", "float", "bool"].contains(&name.id.as_str()) => {
+                    Ok(Value::PxFunction(format!("builtin_{}", name.id)))
                 }
                 None => Err(self.error(expr, format!("name '{}' is not defined", name.id))),
             },
@@ -520,15 +533,20 @@ impl<'a> Compiler<'a> {
                     .map_err(|e| self.error(at, e.strip_backtrace()))?;
                 Ok(Value::Column(case))
             }
-            "pluck_float64" => match (args.take(0, "json"), args.take(1, "key")) {
-                (Some(Value::Column(json)), Some(Value::Str(key))) => Ok(Value::Column(
-                    crate::functions::PluckFloat64::udf().call(vec![json, lit(key)]),
-                )),
-                _ => Err(self.error(
-                    at,
-                    "px.pluck_float64 needs a column and a key, e.g. px.pluck_float64(df.q, 'p99')",
-                )),
-            },
+            "pluck" | "pluck_int64" | "pluck_float64" => {
+                match (args.take(0, "json"), args.take(1, "key")) {
+                    (Some(json), Some(key)) => {
+                        let (json, key) = (self.to_expr(at, json)?, self.to_expr(at, key)?);
+                        let pluck = crate::functions::Pluck::named(name)
+                            .ok_or_else(|| self.error(at, format!("px.{name} is unknown")))?;
+                        Ok(Value::Column(pluck.call(vec![json, key])))
+                    }
+                    _ => Err(self.error(
+                        at,
+                        format!("px.{name} needs a column and a key, e.g. px.{name}(df.q, 'p99')"),
+                    )),
+                }
+            }
             "upid_to_pid" => match args.take(0, "upid") {
                 Some(Value::Column(upid)) => Ok(Value::Column(
                     crate::functions::UpidToPid::udf().call(vec![upid]),
@@ -570,7 +588,7 @@ impl<'a> Compiler<'a> {
                 Some(Value::Str(query)) => {
                     let functions = vec![
                         crate::functions::UpidToPid::udf(),
-                        crate::functions::PluckFloat64::udf(),
+                        crate::functions::Pluck::udf(crate::functions::PluckKind::Float64),
                     ];
                     crate::sql::plan(&query, self.catalog, functions)
                         .map(Value::DataFrame)
@@ -605,6 +623,28 @@ impl<'a> Compiler<'a> {
                 }
                 _ => Err(self.error(at, "px.has_service_name needs a service column and a name")),
             },
+            "builtin_str" | "builtin_int" | "builtin_float" | "builtin_bool" => {
+                let value = args
+                    .take(0, "x")
+                    .ok_or_else(|| self.error(at, format!("{} needs one argument", &name[8..])))?;
+                let target = match name {
+                    "builtin_str" => datafusion::arrow::datatypes::DataType::Utf8,
+                    "builtin_int" => datafusion::arrow::datatypes::DataType::Int64,
+                    "builtin_float" => datafusion::arrow::datatypes::DataType::Float64,
+                    _ => datafusion::arrow::datatypes::DataType::Boolean,
+                };
+                match (name, value) {
+                    ("builtin_str", Value::Int(i)) => Ok(Value::Str(i.to_string())),
+                    ("builtin_str", Value::Float(f)) => Ok(Value::Str(f.to_string())),
+                    ("builtin_str", Value::Str(s)) => Ok(Value::Str(s)),
+                    ("builtin_int", Value::Float(f)) => Ok(Value::Int(f as i64)),
+                    ("builtin_float", Value::Int(i)) => Ok(Value::Float(i as f64)),
+                    (_, value) => Ok(Value::Column(datafusion::logical_expr::cast(
+                        self.to_expr(at, value)?,
+                        target,
+                    ))),
+                }
+            }
             name if crate::metadata::is_metadata_function(name) => {
                 let arg = args
                     .take(0, "value")
@@ -1225,7 +1265,28 @@ impl<'a> Compiler<'a> {
                 ));
             };
             self.column(at, &plan, column)?;
-            let input = Expr::Column(Column::from_name(column.as_str()));
+            let mut input = Expr::Column(Column::from_name(column.as_str()));
+            // Pixie sums and averages booleans as 0 and 1 (an error rate is
+            // `('failure', px.mean)`), and durations as their nanoseconds.
+            let input_type = plan
+                .schema()
+                .field_with_unqualified_name(column)
+                .map(|f| f.data_type().clone())
+                .ok();
+            if matches!(function.as_str(), "sum" | "mean")
+                && matches!(
+                    input_type,
+                    Some(
+                        datafusion::arrow::datatypes::DataType::Boolean
+                            | datafusion::arrow::datatypes::DataType::Duration(_)
+                    )
+                )
+            {
+                input = datafusion::logical_expr::cast(
+                    input,
+                    datafusion::arrow::datatypes::DataType::Int64,
+                );
+            }
             if function == "quantiles" {
                 let mut parts = Vec::with_capacity(crate::functions::QUANTILES.len());
                 for (name, percentile) in crate::functions::QUANTILES {
@@ -1352,6 +1413,68 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// Parses a script as Pixie's parser does, which also takes call arguments and list
+/// items separated by a line break without a comma: where Python's parser stops at
+/// the first token of a line inside brackets, right after a value, a comma is put at the
+/// end of the line before and the script parsed again. Returns the patched source when
+/// it needed one (only commas at line ends are added, so lines and columns stay where
+/// they were).
+fn parse_with_line_break_commas(
+    source: &str,
+) -> (
+    Option<String>,
+    std::result::Result<ast::Mod, rustpython_parser::ParseError>,
+) {
+    /// Commas added at most: a script with more is not waiting for commas.
+    const MAX_PATCHES: usize = 256;
+    let mut patched: Option<String> = None;
+    for _ in 0..MAX_PATCHES {
+        let text = patched.as_deref().unwrap_or(source);
+        match parse(text, Mode::Module, "<script>") {
+            Ok(module) => return (patched, Ok(module)),
+            Err(error) => {
+                let offset = (u32::from(error.offset) as usize).min(text.len());
+                let Some(at) = comma_position(text, offset) else {
+                    return (patched, Err(error));
+                };
+                let mut next = text.to_owned();
+                next.insert(at, ',');
+                patched = Some(next);
+            }
+        }
+    }
+    let text = patched.as_deref().unwrap_or(source);
+    (patched.clone(), parse(text, Mode::Module, "<script>"))
+}
+
+/// Where a missing comma goes when the parser stopped at `offset`: the end of the
+/// previous non-blank line, if the token there starts its line, the line before ends
+/// with a value (not an opening bracket, a comma or an operator) and a bracket is open.
+fn comma_position(text: &str, offset: usize) -> Option<usize> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    if !before[line_start..].trim().is_empty() {
+        return None; // The token does not start its line.
+    }
+    let previous = before[..line_start].trim_end();
+    let last = previous.chars().last()?;
+    if matches!(
+        last,
+        ',' | '(' | '[' | '{' | ':' | '=' | '+' | '-' | '*' | '/' | '\\'
+    ) {
+        return None;
+    }
+    if text[offset..].starts_with([')', ']', '}']) {
+        return None;
+    }
+    let depth = previous.chars().fold(0i32, |d, c| match c {
+        '(' | '[' | '{' => d + 1,
+        ')' | ']' | '}' => d - 1,
+        _ => d,
+    });
+    (depth > 0).then_some(previous.len())
+}
+
 /// The name of a parameter's annotation: `str`, `int`, or `px.Service` as `Service`.
 fn annotation_name(annotation: &ast::Expr) -> String {
     match annotation {
@@ -1435,6 +1558,14 @@ const PX_FUNCTIONS: &[&str] = &[
     "sql",
     "quantiles",
     "pluck_float64",
+    "pluck",
+    "pluck_int64",
+    // Argument types of Pixie's scripts (annotations, `px.Pod = str`).
+    "Pod",
+    "Node",
+    "Service",
+    "Namespace",
+    "Container",
 ];
 
 /// DataFrame methods (any other attribute is a column).

@@ -140,15 +140,40 @@ impl ScalarUDFImpl for QuantilesJson {
     }
 }
 
-/// `px.pluck_float64(json, key)`: a number from a JSON object string, NULL when absent.
+/// What `px.pluck*` takes out of a JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PluckKind {
+    /// `px.pluck`: the value as text (a string as itself, anything else as JSON).
+    Text,
+    /// `px.pluck_int64`: a whole number.
+    Int64,
+    /// `px.pluck_float64`: a number.
+    Float64,
+}
+
+/// `px.pluck(json, key)` and its typed forms: a value from a JSON object string, NULL
+/// when the text is not an object or the key is absent.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PluckFloat64 {
+pub(crate) struct Pluck {
+    kind: PluckKind,
     signature: Signature,
 }
 
-impl PluckFloat64 {
-    pub(crate) fn udf() -> Arc<ScalarUDF> {
+impl Pluck {
+    /// The function for `px.<name>`, if it is one of the plucks.
+    pub(crate) fn named(name: &str) -> Option<Arc<ScalarUDF>> {
+        let kind = match name {
+            "pluck" => PluckKind::Text,
+            "pluck_int64" => PluckKind::Int64,
+            "pluck_float64" => PluckKind::Float64,
+            _ => return None,
+        };
+        Some(Self::udf(kind))
+    }
+
+    pub(crate) fn udf(kind: PluckKind) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(Self {
+            kind,
             signature: Signature::exact(
                 vec![DataType::Utf8, DataType::Utf8],
                 Volatility::Immutable,
@@ -157,9 +182,13 @@ impl PluckFloat64 {
     }
 }
 
-impl ScalarUDFImpl for PluckFloat64 {
+impl ScalarUDFImpl for Pluck {
     fn name(&self) -> &str {
-        "pluck_float64"
+        match self.kind {
+            PluckKind::Text => "pluck",
+            PluckKind::Int64 => "pluck_int64",
+            PluckKind::Float64 => "pluck_float64",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -167,12 +196,16 @@ impl ScalarUDFImpl for PluckFloat64 {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
+        Ok(match self.kind {
+            PluckKind::Text => DataType::Utf8,
+            PluckKind::Int64 => DataType::Int64,
+            PluckKind::Float64 => DataType::Float64,
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let [json, key] = args.args.as_slice() else {
-            return exec_err!("pluck_float64 takes a JSON column and a key");
+            return exec_err!("{} takes a JSON column and a key", self.name());
         };
         let (json, key) = (
             json.to_array(args.number_rows)?,
@@ -184,15 +217,38 @@ impl ScalarUDFImpl for PluckFloat64 {
             key.as_any()
                 .downcast_ref::<datafusion::arrow::array::StringArray>(),
         ) else {
-            return exec_err!("pluck_float64 takes a string column and a string key");
+            return exec_err!("{} takes a string column and a string key", self.name());
         };
-        let values: datafusion::arrow::array::Float64Array = (0..json.len())
-            .map(|i| {
-                let object: serde_json::Value = serde_json::from_str(json.value(i)).ok()?;
-                object.get(key.value(i))?.as_f64()
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(values) as ArrayRef))
+        let value = |i: usize| -> Option<serde_json::Value> {
+            let mut object: serde_json::Value = serde_json::from_str(json.value(i)).ok()?;
+            object.get_mut(key.value(i)).map(serde_json::Value::take)
+        };
+        let array: ArrayRef = match self.kind {
+            PluckKind::Float64 => Arc::new(
+                (0..json.len())
+                    .map(|i| value(i)?.as_f64())
+                    .collect::<datafusion::arrow::array::Float64Array>(),
+            ),
+            PluckKind::Int64 => Arc::new(
+                (0..json.len())
+                    .map(|i| {
+                        let v = value(i)?;
+                        v.as_i64().or_else(|| v.as_str()?.parse().ok())
+                    })
+                    .collect::<Int64Array>(),
+            ),
+            PluckKind::Text => Arc::new(
+                (0..json.len())
+                    .map(|i| {
+                        Some(match value(i)? {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        })
+                    })
+                    .collect::<datafusion::arrow::array::StringArray>(),
+            ),
+        };
+        Ok(ColumnarValue::Array(array))
     }
 }
 

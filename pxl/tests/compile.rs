@@ -667,3 +667,39 @@ px.display(df, 'by_service')
     let two = error("import px\npx.display(px.sql('SELECT 1; SELECT 2'))\n");
     assert!(two.message.contains("one query"), "{two}");
 }
+
+#[test]
+fn arguments_at_line_breaks_need_no_comma_as_in_pixie() {
+    let catalog = Catalog(table());
+    let script = "import px
+df = px.DataFrame('http_events')
+df = df.groupby('resp_status').agg(
+    n=('latency', px.count)
+    worst=('latency', px.max)
+)
+px.display(df)
+";
+    let compiled = compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
+    assert_eq!(compiled.outputs.len(), 1);
+    // A real syntax error still says where it is.
+    let e = error("import px\nx = (1 +\n");
+    assert!(e.message.contains("syntax error"), "{}", e.message);
+}
+
+#[test]
+fn booleans_aggregate_as_pixie_does_and_types_are_pythons() {
+    let catalog = Catalog(table());
+    let script = "import px
+px.Pod = str
+df = px.DataFrame('http_events')
+df.failure = df.resp_status >= 400
+name = 'n'
+df[name] = str(df.resp_status)
+df = df.groupby('resp_status').agg(
+    error_rate=('failure', px.mean),
+    errors=('failure', px.sum),
+)
+px.display(df)
+";
+    compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
+}
