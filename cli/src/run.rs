@@ -25,6 +25,7 @@ const SCRIPTS: &[(&str, &str)] = &[
         "px/agent_status",
         include_str!("../scripts/px/agent_status.pxl"),
     ),
+    ("px/cluster", include_str!("../scripts/px/cluster.pxl")),
     (
         "px/conn_stats",
         include_str!("../scripts/px/conn_stats.pxl"),
@@ -34,7 +35,43 @@ const SCRIPTS: &[(&str, &str)] = &[
         "px/http_request_stats",
         include_str!("../scripts/px/http_request_stats.pxl"),
     ),
+    (
+        "px/inbound_conns",
+        include_str!("../scripts/px/inbound_conns.pxl"),
+    ),
+    ("px/namespace", include_str!("../scripts/px/namespace.pxl")),
+    (
+        "px/namespaces",
+        include_str!("../scripts/px/namespaces.pxl"),
+    ),
+    (
+        "px/net_flow_graph",
+        include_str!("../scripts/px/net_flow_graph.pxl"),
+    ),
+    (
+        "px/network_stats",
+        include_str!("../scripts/px/network_stats.pxl"),
+    ),
+    ("px/node", include_str!("../scripts/px/node.pxl")),
+    ("px/nodes", include_str!("../scripts/px/nodes.pxl")),
+    (
+        "px/outbound_conns",
+        include_str!("../scripts/px/outbound_conns.pxl"),
+    ),
+    (
+        "px/pid_memory_usage",
+        include_str!("../scripts/px/pid_memory_usage.pxl"),
+    ),
+    ("px/pod", include_str!("../scripts/px/pod.pxl")),
+    ("px/pods", include_str!("../scripts/px/pods.pxl")),
     ("px/schemas", include_str!("../scripts/px/schemas.pxl")),
+    ("px/service", include_str!("../scripts/px/service.pxl")),
+    (
+        "px/service_stats",
+        include_str!("../scripts/px/service_stats.pxl"),
+    ),
+    ("px/services", include_str!("../scripts/px/services.pxl")),
+    ("px/upids", include_str!("../scripts/px/upids.pxl")),
 ];
 
 fn description(source: &str) -> &str {

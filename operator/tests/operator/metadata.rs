@@ -307,6 +307,28 @@ async fn rows_name_their_pods_services_namespaces_nodes_and_peers() {
     .await;
     assert!(renamed.is_some(), "seen {:?}", seen(&cluster).await);
 
+    // Every script bundled with px runs on this cluster and returns rows.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/scripts/px");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 20, "{scripts:?}");
+    let mut empty = Vec::new();
+    for path in &scripts {
+        let source = std::fs::read_to_string(path).unwrap();
+        let rows = eventually(METADATA_SETTLE, || async {
+            let rows = string_rows(&cluster, &source).await?;
+            (!rows.is_empty()).then_some(rows.len())
+        })
+        .await;
+        if rows.is_none() {
+            empty.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(empty.is_empty(), "bundled scripts without rows: {empty:?}");
+
     // GetAgentStatus lists both PEMs with their nodes.
     let agents = string_rows(
         &cluster,
