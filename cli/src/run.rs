@@ -404,6 +404,14 @@ mod tests {
         }
     }
 
+    fn bundled(name: &str) -> &'static str {
+        SCRIPTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, source)| *source)
+            .unwrap()
+    }
+
     fn pem_tables() -> PemTables {
         PemTables(
             vizier_pem::tables::schemas()
@@ -487,7 +495,7 @@ mod tests {
         );
         let mut options = pxl::CompileOptions::at(1_800_000_000_000_000_000);
         options.exec_funcs = kelvin::func_calls(&funcs);
-        let script = pxl::compile(SCRIPTS[2].1, &pem_tables(), &options).unwrap();
+        let script = pxl::compile(bundled("px/http_data"), &pem_tables(), &options).unwrap();
         assert_eq!(script.outputs[0].name, "http_data");
 
         let bad = run_args("px/http_data", &["start_time=-30m"]);
@@ -506,7 +514,7 @@ mod tests {
                 .contains("has no value")
         );
         options.exec_funcs[0].args = vec![("max_rows".to_owned(), "many".to_owned())];
-        let error = pxl::compile(SCRIPTS[2].1, &pem_tables(), &options).unwrap_err();
+        let error = pxl::compile(bundled("px/http_data"), &pem_tables(), &options).unwrap_err();
         assert!(error.message.contains("must be an integer"), "{error}");
     }
 }

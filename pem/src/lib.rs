@@ -42,6 +42,10 @@ pub mod tables {
     pub const HTTP_EVENTS: &str = "http_events";
     /// Per-endpoint connection counters.
     pub const CONN_STATS: &str = "conn_stats";
+    /// Per-process CPU, memory and IO counters.
+    pub const PROCESS_STATS: &str = crate::proc_stats::PROCESS_STATS;
+    /// Per-pod network interface counters.
+    pub const NETWORK_STATS: &str = crate::proc_stats::NETWORK_STATS;
 
     /// The schemas of the tables the PEM fills.
     #[must_use]
@@ -49,6 +53,8 @@ pub mod tables {
         vec![
             crate::protocols::http::http_events_schema(),
             crate::conn_stats::schema(),
+            crate::proc_stats::process_stats_schema(),
+            crate::proc_stats::network_stats_schema(),
         ]
     }
 }

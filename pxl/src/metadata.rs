@@ -57,6 +57,8 @@ pub struct PodMeta {
     pub deployment: String,
     /// The ReplicaSet that owns it, as `namespace/name`.
     pub replica_set: String,
+    /// Its own address (empty for a pod on the host's network).
+    pub ip: String,
 }
 
 /// What is known of one service.
@@ -232,6 +234,8 @@ fn resolver(name: &str) -> Option<Resolver> {
             let pod = m.pod(&m.pod_uid_by_name(name)?)?;
             Some(services_of(m, &pod, true))
         }),
+        "pod_name_to_pod_ip" => Text(|m, name| m.pod(&m.pod_uid_by_name(name)?).map(|p| p.ip)),
+        "pod_id_to_pod_ip" => Text(|m, id| m.pod(id).map(|p| p.ip)),
         "pod_name_to_status" => Text(|m, name| {
             let pod = m.pod(&m.pod_uid_by_name(name)?)?;
             Some(pod_status_json(&pod))
@@ -372,6 +376,8 @@ pub(crate) const METADATA_FUNCTIONS: &[&str] = &[
     "pod_name_to_service_id",
     "pod_name_to_status",
     "pod_name_to_start_time",
+    "pod_name_to_pod_ip",
+    "pod_id_to_pod_ip",
     "service_id_to_service_name",
     "service_name_to_service_id",
     "service_name_to_namespace",

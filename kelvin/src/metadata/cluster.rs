@@ -475,6 +475,7 @@ impl ClusterState {
             service_uids,
             deployment,
             replica_set,
+            ip: pod.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         })
     }
 
