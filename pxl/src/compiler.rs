@@ -286,6 +286,7 @@ impl<'a> Compiler<'a> {
                     .map(|e| self.eval(e))
                     .collect::<Result<_>>()?,
             )),
+            ast::Expr::Dict(dict) => self.dict(expr, dict),
             ast::Expr::Tuple(tuple) => Ok(Value::List(
                 tuple
                     .elts
@@ -302,6 +303,19 @@ impl<'a> Compiler<'a> {
             ast::Expr::UnaryOp(op) => self.unary(expr, op),
             _ => Err(self.error(expr, "this kind of expression is not supported in PxL")),
         }
+    }
+
+    // Its own function, so the frame of the recursive `eval_inner` stays small.
+    #[inline(never)]
+    fn dict(&mut self, at: &ast::Expr, dict: &ast::ExprDict) -> Result<Value> {
+        let mut entries = Vec::with_capacity(dict.values.len());
+        for (key, value) in dict.keys.iter().zip(&dict.values) {
+            let Some(Value::Str(key)) = key.as_ref().map(|k| self.eval(k)).transpose()? else {
+                return Err(self.error(at, "dict keys are strings in PxL"));
+            };
+            entries.push((key, self.eval(value)?));
+        }
+        Ok(Value::Dict(entries))
     }
 
     fn constant(&self, at: &ast::Expr, constant: &ast::Constant) -> Result<Value> {
@@ -608,6 +622,34 @@ impl<'a> Compiler<'a> {
                 }
                 _ => Err(self.error(at, "px.contains needs a string column and a string")),
             },
+            // A link to another script for Pixie's UI: the label, the script and its
+            // arguments as JSON, which clients that know no links show as text.
+            "script_reference" => {
+                let (label, script) = (args.take(0, "label"), args.take(1, "script"));
+                let (Some(label), Some(Value::Str(script))) = (label, script) else {
+                    return Err(self.error(
+                        at,
+                        "px.script_reference needs a label and a script name, e.g. px.script_reference(df.pod, 'px/pod', {'pod': df.pod})",
+                    ));
+                };
+                let mut parts = vec![self.to_expr(at, label)?, lit(script)];
+                match args.take(2, "args") {
+                    None => {}
+                    Some(Value::Dict(entries)) => {
+                        for (key, value) in entries {
+                            parts.push(lit(key));
+                            parts.push(self.to_expr(at, value)?);
+                        }
+                    }
+                    Some(other) => {
+                        return Err(self.error(
+                            at,
+                            format!("px.script_reference's arguments are a dict, not {}", other.kind()),
+                        ));
+                    }
+                }
+                Ok(Value::Column(crate::functions::ScriptReference::udf().call(parts)))
+            }
             "upid_to_asid" => match args.take(0, "upid") {
                 Some(Value::Column(upid)) => Ok(Value::Column(
                     crate::metadata::UpidToAsid::udf().call(vec![upid]),
@@ -1560,6 +1602,7 @@ const PX_FUNCTIONS: &[&str] = &[
     "pluck_float64",
     "pluck",
     "pluck_int64",
+    "script_reference",
     // Argument types of Pixie's scripts (annotations, `px.Pod = str`).
     "Pod",
     "Node",

@@ -252,6 +252,78 @@ impl ScalarUDFImpl for Pluck {
     }
 }
 
+/// `px.script_reference(label, script, {name: value, ...})`: Pixie's link to a script,
+/// one JSON object per row: `{"label": ..., "script": ..., "args": {...}}`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ScriptReference {
+    signature: Signature,
+}
+
+impl ScriptReference {
+    pub(crate) fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for ScriptReference {
+    fn name(&self) -> &str {
+        "script_reference"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        // Every argument as text: labels and values may be of any type.
+        let texts = args
+            .args
+            .iter()
+            .map(|a| {
+                let array = a.to_array(rows)?;
+                datafusion::arrow::compute::cast(&array, &DataType::Utf8)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let texts: Vec<&datafusion::arrow::array::StringArray> = texts
+            .iter()
+            .filter_map(|a| a.as_any().downcast_ref())
+            .collect();
+        let [label, script, rest @ ..] = texts.as_slice() else {
+            return exec_err!("script_reference takes a label and a script");
+        };
+        let text = |a: &datafusion::arrow::array::StringArray, i: usize| {
+            if a.is_valid(i) {
+                a.value(i).to_owned()
+            } else {
+                String::new()
+            }
+        };
+        let values: datafusion::arrow::array::StringArray = (0..rows)
+            .map(|i| {
+                let args: serde_json::Map<String, serde_json::Value> = rest
+                    .chunks(2)
+                    .filter_map(|pair| match pair {
+                        [k, v] => Some((text(k, i), serde_json::Value::String(text(v, i)))),
+                        _ => None,
+                    })
+                    .collect();
+                Some(
+                    serde_json::json!({"label": text(label, i), "script": text(script, i), "args": args})
+                        .to_string(),
+                )
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(values) as ArrayRef))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

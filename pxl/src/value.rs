@@ -12,6 +12,8 @@ pub(crate) enum Value {
     Str(String),
     /// A list or tuple.
     List(Vec<Value>),
+    /// A `{'key': value}` literal, keys in the order written.
+    Dict(Vec<(String, Value)>),
     /// A point in time, ns since the epoch (`px.now()`).
     Time(i64),
     /// The `px` module.
@@ -44,6 +46,7 @@ impl Value {
             Value::Float(_) => "a float",
             Value::Str(_) => "a string",
             Value::List(_) => "a list",
+            Value::Dict(_) => "a dict",
             Value::Time(_) => "a time",
             Value::PxModule => "the px module",
             Value::PxFunction(_) => "a px function",

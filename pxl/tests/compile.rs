@@ -703,3 +703,27 @@ px.display(df)
 ";
     compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
 }
+
+#[tokio::test]
+async fn script_references_are_pixies_json_links() {
+    let catalog = Catalog(table());
+    let script = "import px
+df = px.DataFrame('http_events').head(1)
+df.link = px.script_reference(df.service, 'px/service', {'service': df.service, 'start_time': '-5m'})
+px.display(df[['link']])
+";
+    let compiled = compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
+    let plan = compiled.outputs.into_iter().next().unwrap().plan;
+    let batches = SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let link = batches[0].column(0).as_string::<i32>().value(0).to_owned();
+    let link: serde_json::Value = serde_json::from_str(&link).unwrap();
+    assert_eq!(link["script"], "px/service");
+    assert_eq!(link["args"]["start_time"], "-5m");
+    assert_eq!(link["label"], link["args"]["service"]);
+}
