@@ -23,7 +23,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, lit};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -42,6 +42,8 @@ use px_api::pem::{
 use px_tablestore::TimeRange;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::metadata::pushdown::{self, reads_only_upid};
 
 /// How long Kelvin waits for a PEM to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -233,13 +235,26 @@ struct RemoteTableInfo {
 #[derive(Clone, Debug)]
 pub struct RemotePems {
     pems: Arc<[RemotePem]>,
+    /// Their processes, when Kelvin keeps them: filters on a row's process are then
+    /// pushed down as sets of UPIDs.
+    metadata: Option<crate::metadata::ClusterMetadata>,
 }
 
 impl RemotePems {
     /// The PEMs queries fan out to.
     #[must_use]
     pub fn new(pems: Vec<RemotePem>) -> Self {
-        Self { pems: pems.into() }
+        Self {
+            pems: pems.into(),
+            metadata: None,
+        }
+    }
+
+    /// Pushes filters on a row's process down as sets of the UPIDs `metadata` knows.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: crate::metadata::ClusterMetadata) -> Self {
+        self.metadata = Some(metadata);
+        self
     }
 
     /// The PEMs' names.
@@ -330,7 +345,7 @@ impl TableProvider for RemoteTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if pem_can_evaluate(f) {
+                if pem_can_evaluate(f) || (self.pems.metadata.is_some() && reads_only_upid(f)) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -369,10 +384,16 @@ impl TableProvider for RemoteTable {
             .cloned()
             .map(unnormalize_col)
             .collect();
-        let filter = match pushed.into_iter().reduce(Expr::and) {
-            Some(filter) => filter.to_bytes()?.to_vec(),
-            None => Vec::new(),
-        };
+        let on_process: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| !pem_can_evaluate(f) && reads_only_upid(f))
+            .collect();
+        let per_pem = self.process_filters(&on_process);
+        let filter = serialize(pushed.iter().cloned())?;
+        let per_pem_filters = per_pem
+            .into_iter()
+            .map(|own| serialize(pushed.iter().cloned().chain(own)))
+            .collect::<DfResult<Vec<_>>>()?;
         let request = ScanRequest {
             table: self.name.clone(),
             columns,
@@ -384,9 +405,49 @@ impl TableProvider for RemoteTable {
         Ok(Arc::new(RemoteScanExec::new(
             schema,
             request,
+            per_pem_filters,
             self.pems.clone(),
         )))
     }
+}
+
+impl RemoteTable {
+    /// For each PEM, `filters` (on a row's process) as sets of its UPIDs; empty when
+    /// Kelvin keeps no processes or the table has no `upid`.
+    fn process_filters(&self, filters: &[&Expr]) -> Vec<Vec<Expr>> {
+        let (Some(metadata), Ok(field)) = (
+            &self.pems.metadata,
+            self.schema.field_with_name(pushdown::UPID),
+        ) else {
+            return Vec::new();
+        };
+        if filters.is_empty() {
+            return Vec::new();
+        }
+        self.pems
+            .pems
+            .iter()
+            .map(|pem| {
+                let Some((asid, upids)) = metadata.with_processes(|d| d.pem_upids(&pem.name))
+                else {
+                    return Vec::new();
+                };
+                filters
+                    .iter()
+                    .filter_map(|f| pushdown::upid_filter(f, field, asid, &upids))
+                    .filter(|f| *f != lit(true))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Filters as one serialized conjunction; empty for none.
+fn serialize(filters: impl Iterator<Item = Expr>) -> DfResult<Vec<u8>> {
+    Ok(match filters.reduce(Expr::and) {
+        Some(filter) => filter.to_bytes()?.to_vec(),
+        None => Vec::new(),
+    })
 }
 
 /// Whether a PEM can evaluate `filter`: it calls DataFusion's functions only.
@@ -409,12 +470,20 @@ fn pem_can_evaluate(filter: &Expr) -> bool {
 struct RemoteScanExec {
     schema: SchemaRef,
     request: ScanRequest,
+    /// Each PEM's own filter, when it has one (filters on a row's process, as its UPIDs);
+    /// otherwise the request's.
+    per_pem_filters: Vec<Vec<u8>>,
     pems: RemotePems,
     properties: Arc<PlanProperties>,
 }
 
 impl RemoteScanExec {
-    fn new(schema: SchemaRef, request: ScanRequest, pems: RemotePems) -> Self {
+    fn new(
+        schema: SchemaRef,
+        request: ScanRequest,
+        per_pem_filters: Vec<Vec<u8>>,
+        pems: RemotePems,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(pems.pems.len().max(1)),
@@ -424,6 +493,7 @@ impl RemoteScanExec {
         Self {
             schema,
             request,
+            per_pem_filters,
             pems,
             properties,
         }
@@ -438,7 +508,11 @@ impl DisplayAs for RemoteScanExec {
             self.request.table,
             self.request.columns.join(", "),
             self.pems.names().join(", "),
-            self.request.filter.len()
+            self.per_pem_filters
+                .iter()
+                .map(Vec::len)
+                .max()
+                .unwrap_or(self.request.filter.len())
         )
     }
 }
@@ -483,7 +557,10 @@ impl ExecutionPlan for RemoteScanExec {
                 futures_util::stream::empty(),
             )));
         };
-        let request = self.request.clone();
+        let mut request = self.request.clone();
+        if let Some(own) = self.per_pem_filters.get(partition) {
+            request.filter.clone_from(own);
+        }
         let target = Arc::clone(&schema);
         let batches = async move {
             let mut client = pem.client.clone();
@@ -556,6 +633,84 @@ mod tests {
         assert!(!pem_can_evaluate(
             &px_udf.call(vec![col("upid")]).eq(lit(1))
         ));
+    }
+
+    #[tokio::test]
+    async fn filters_on_the_process_go_to_each_pem_as_its_upids() {
+        use arrow_schema::{DataType, Field, Schema};
+        use px_api::pem::ProcessEntry;
+
+        let upid = |asid: u32, pid: u32| (u128::from(asid) << 96) | (u128::from(pid) << 64);
+        let metadata = crate::metadata::ClusterMetadata::default();
+        for (pem, asid) in [("node-a", 1), ("node-b", 2)] {
+            let response = ListProcessesResponse {
+                epoch: "e".into(),
+                version: 1,
+                full: true,
+                asid,
+                node: pem.into(),
+                processes: (10..13)
+                    .map(|pid| ProcessEntry {
+                        upid: upid(asid, pid).to_be_bytes().to_vec(),
+                        ..ProcessEntry::default()
+                    })
+                    .collect(),
+            };
+            metadata.update_processes(|d| d.apply(pem, response));
+        }
+        let pem = |name: &str| RemotePem::new(name, "http://127.0.0.1:1", None).unwrap();
+        let pems = RemotePems::new(vec![pem("node-a"), pem("node-b"), pem("node-c")])
+            .with_metadata(metadata);
+        let table = RemoteTable {
+            name: "http_events".into(),
+            schema: Arc::new(Schema::new(vec![Field::new(
+                "upid",
+                DataType::FixedSizeBinary(16),
+                false,
+            )])),
+            pems,
+        };
+        // Only node-b's process 11 passes.
+        let only = upid(2, 11).to_be_bytes().to_vec();
+        let filter = datafusion::functions::expr_fn::encode(col("upid"), lit("hex")).eq(lit(
+            datafusion::common::ScalarValue::Utf8(Some(
+                only.iter().map(|b| format!("{b:02x}")).collect(),
+            )),
+        ));
+        let per_pem = table.process_filters(&[&filter]);
+        let upid_list = |filters: &[Expr]| -> Vec<Vec<u8>> {
+            filters
+                .iter()
+                .flat_map(|f| match f {
+                    Expr::InList(list) if !list.negated => list
+                        .list
+                        .iter()
+                        .map(|e| match e {
+                            Expr::Literal(
+                                datafusion::common::ScalarValue::FixedSizeBinary(16, Some(b)),
+                                _,
+                            ) => b.clone(),
+                            other => panic!("{other}"),
+                        })
+                        .collect::<Vec<_>>(),
+                    Expr::Literal(datafusion::common::ScalarValue::Boolean(Some(false)), _) => {
+                        Vec::new()
+                    }
+                    other => panic!("{other}"),
+                })
+                .collect()
+        };
+        assert_eq!(per_pem.len(), 3);
+        assert_eq!(
+            per_pem[0],
+            vec![lit(false)],
+            "node-a: none of its rows pass"
+        );
+        assert_eq!(upid_list(&per_pem[1]), vec![only]);
+        assert!(
+            per_pem[2].is_empty(),
+            "node-c's processes are unknown: it filters nothing"
+        );
     }
 
     mod pxl_test_udf {

@@ -175,7 +175,7 @@ impl Kelvin {
         pems: RemotePems,
         metadata: crate::metadata::ClusterMetadata,
     ) -> Self {
-        let mut kelvin = Self::over_pems(pems);
+        let mut kelvin = Self::over_pems(pems.with_metadata(metadata.clone()));
         kelvin.cluster = Some(metadata.clone());
         kelvin.with_metadata(Arc::new(metadata))
     }

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod processes;
+pub(crate) mod pushdown;
 mod watch;
 
 use std::sync::{Arc, PoisonError, RwLock};

@@ -95,6 +95,13 @@ impl ProcessDirectory {
         self.pems.get(pem)?.processes.get(&upid)
     }
 
+    /// PEM `pem`'s ASID and the UPIDs Kelvin knows of it; `None` for a PEM never heard.
+    #[must_use]
+    pub fn pem_upids(&self, pem: &str) -> Option<(u32, Vec<u128>)> {
+        let copy = self.pems.get(pem)?;
+        Some((copy.asid, copy.processes.keys().copied().collect()))
+    }
+
     /// The node of the PEM that writes `asid`.
     #[must_use]
     pub fn asid_node(&self, asid: u32) -> Option<String> {

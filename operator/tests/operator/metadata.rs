@@ -284,6 +284,36 @@ async fn rows_name_their_pods_services_namespaces_nodes_and_peers() {
         seen(&cluster).await
     );
 
+    // Filters on a row's pod or namespace, which the PEMs apply as sets of UPIDs, keep
+    // exactly that pod's rows.
+    let pods_where = |condition: &str| {
+        format!(
+            "import px\ndf = px.DataFrame('http_events', start_time='-5m')\n\
+             df = df[{condition}]\ndf.pod = df.ctx['pod']\n\
+             df = df.groupby('pod').agg(n=('latency', px.count))\npx.display(df, 'pods')\n"
+        )
+    };
+    let pods_of = |rows: Vec<HashMap<String, String>>| -> BTreeSet<String> {
+        rows.into_iter()
+            .filter_map(|r| r.get("pod").cloned())
+            .collect()
+    };
+    let only_server = string_rows(
+        &cluster,
+        &pods_where(&format!("df.ctx['pod'] == '{server_side}'")),
+    )
+    .await
+    .map(pods_of);
+    assert_eq!(only_server, Some(BTreeSet::from([server_side.clone()])));
+    let outside_shop = string_rows(&cluster, &pods_where("df.ctx['namespace'] != 'shop'"))
+        .await
+        .map(pods_of)
+        .unwrap_or_default();
+    assert!(
+        outside_shop.contains("front/client") && !outside_shop.contains(&server_side),
+        "{outside_shop:?}"
+    );
+
     // The client pod deleted and made again under another name (at the same address,
     // or another): the server's rows name the new pod.
     let deleted = cluster
