@@ -22,11 +22,14 @@ const MAX_DEPTH: usize = 256;
 /// Name of the time column every Pixie table has.
 const TIME_COLUMN: &str = "time_";
 
+mod arithmetic;
 mod dataframe;
 mod line_breaks;
+mod modules;
 mod px_calls;
 mod system_tables;
 
+use arithmetic::pixie_arithmetic;
 use dataframe::DATAFRAME_METHODS;
 use line_breaks::parse_with_line_break_commas;
 use px_calls::PX_FUNCTIONS;
@@ -42,6 +45,8 @@ pub(crate) struct Compiler<'a> {
     outputs: Vec<Output>,
     /// The value of the `return` just executed, while a function body runs.
     returned: Option<Value>,
+    /// The module whose function is running (`pxviews`), if any.
+    module: Option<&'static str>,
     depth: usize,
 }
 
@@ -59,6 +64,7 @@ impl<'a> Compiler<'a> {
             functions: HashMap::new(),
             outputs: Vec::new(),
             returned: None,
+            module: None,
             depth: 0,
         }
     }
@@ -161,14 +167,9 @@ impl<'a> Compiler<'a> {
         match statement {
             ast::Stmt::Import(import) => {
                 for alias in &import.names {
-                    if alias.name.as_str() != "px" {
-                        return Err(self.error(
-                            statement,
-                            format!("cannot import {}: PxL scripts import only px", alias.name),
-                        ));
-                    }
+                    let module = self.import(statement, alias.name.as_str())?;
                     let name = alias.asname.as_ref().unwrap_or(&alias.name);
-                    self.vars.insert(name.to_string(), Value::PxModule);
+                    self.vars.insert(name.to_string(), module);
                 }
                 Ok(())
             }
@@ -242,7 +243,7 @@ impl<'a> Compiler<'a> {
         let Some(Value::DataFrame(plan)) = self.vars.get(name.id.as_str()) else {
             return Err(self.error(df, format!("{} is not a DataFrame", name.id)));
         };
-        let expr = self.to_expr(target, value)?.alias(column);
+        let expr = pixie_arithmetic(self.to_expr(target, value)?, plan.schema()).alias(column);
         let mut exprs: Vec<Expr> = plan
             .schema()
             .iter()
@@ -277,18 +278,7 @@ impl<'a> Compiler<'a> {
     fn eval_inner(&mut self, expr: &ast::Expr) -> Result<Value> {
         match expr {
             ast::Expr::Constant(c) => self.constant(expr, &c.value),
-            ast::Expr::Name(name) => match self.vars.get(name.id.as_str()) {
-                Some(value) => Ok(value.clone()),
-                None if self.functions.contains_key(name.id.as_str()) => {
-                    Ok(Value::UserFunction(name.id.to_string()))
-                }
-                // Python's type names, as Pixie's scripts use them in annotations, type
-                // aliases (`px.Pod = str`) and conversions (`str(x)`).
-                None if ["str", "int", "float", "bool"].contains(&name.id.as_str()) => {
-                    Ok(Value::PxFunction(format!("builtin_{}", name.id)))
-                }
-                None => Err(self.error(expr, format!("name '{}' is not defined", name.id))),
-            },
+            ast::Expr::Name(name) => self.name(expr, name.id.as_str()),
             ast::Expr::List(list) => Ok(Value::List(
                 list.elts
                     .iter()
@@ -316,6 +306,29 @@ impl<'a> Compiler<'a> {
 
     // Its own function, so the frame of the recursive `eval_inner` stays small.
     #[inline(never)]
+    /// What a name stands for: a variable, a function, or one of Python's type names.
+    fn name(&self, at: &ast::Expr, name: &str) -> Result<Value> {
+        if let Some(value) = self.vars.get(name) {
+            return Ok(value.clone());
+        }
+        // Inside a module's function, its own functions come first.
+        if let Some(module) = self.module {
+            let qualified = format!("{module}.{name}");
+            if self.functions.contains_key(&qualified) {
+                return Ok(Value::UserFunction(qualified));
+            }
+        }
+        if self.functions.contains_key(name) {
+            return Ok(Value::UserFunction(name.to_owned()));
+        }
+        // Python's type names, as Pixie's scripts use them in annotations, type aliases
+        // (`px.Pod = str`) and conversions (`str(x)`).
+        if ["str", "int", "float", "bool"].contains(&name) {
+            return Ok(Value::PxFunction(format!("builtin_{name}")));
+        }
+        Err(self.error(at, format!("name '{name}' is not defined")))
+    }
+
     fn dict(&mut self, at: &ast::Expr, dict: &ast::ExprDict) -> Result<Value> {
         let mut entries = Vec::with_capacity(dict.values.len());
         for (key, value) in dict.keys.iter().zip(&dict.values) {
@@ -355,6 +368,7 @@ impl<'a> Compiler<'a> {
                     Err(self.error(at, format!("px has no function '{name}'")))
                 }
             }
+            Value::Module(module) => self.module_function(at, &module, name),
             Value::DataFrame(plan) if DATAFRAME_METHODS.contains(&name) => {
                 Ok(Value::Method(plan, name.to_owned()))
             }
@@ -398,9 +412,11 @@ impl<'a> Compiler<'a> {
                 self.plan(at, LogicalPlanBuilder::from(plan).project(exprs))
                     .map(Value::DataFrame)
             }
-            Value::Column(predicate) => self
-                .plan(at, LogicalPlanBuilder::from(plan).filter(predicate))
-                .map(Value::DataFrame),
+            Value::Column(predicate) => {
+                let predicate = pixie_arithmetic(predicate, plan.schema());
+                self.plan(at, LogicalPlanBuilder::from(plan).filter(predicate))
+                    .map(Value::DataFrame)
+            }
             other => Err(self.error(
                 at,
                 format!("a DataFrame is indexed by a column name, a list of names or a condition, not {}", other.kind()),
@@ -528,6 +544,15 @@ impl<'a> Compiler<'a> {
             scope.insert(param_name.to_owned(), value);
         }
         let saved = std::mem::replace(&mut self.vars, scope);
+        // A module's function runs in its module: its own `px`, its own functions, and
+        // positions in its own source.
+        let module = Self::module_of(name);
+        let saved_module = self.module;
+        let saved_source = module.map(|(module, source)| {
+            self.vars.insert("px".to_owned(), Value::PxModule);
+            self.module = Some(module);
+            std::mem::replace(&mut self.source, std::borrow::Cow::Borrowed(source))
+        });
         self.depth += 1;
         let mut result = Ok(());
         for statement in &def.body {
@@ -538,6 +563,16 @@ impl<'a> Compiler<'a> {
         }
         self.depth -= 1;
         self.vars = saved;
+        self.module = saved_module;
+        if let Some(source) = saved_source {
+            self.source = source;
+            // Said where the script called it, with where in the module it failed.
+            result = result.map_err(|e| {
+                let mut error = self.error(at, String::new());
+                error.message = format!("{name}, at {}:{}: {}", e.line, e.column, e.message);
+                error
+            });
+        }
         let returned = self.returned.take();
         result.map(|()| returned.unwrap_or(Value::None))
     }

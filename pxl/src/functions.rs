@@ -149,6 +149,8 @@ pub(crate) enum PluckKind {
     Int64,
     /// `px.pluck_float64`: a number.
     Float64,
+    /// `px.pluck_array`: an element of a JSON list (by index from 0), as text.
+    ArrayElement,
 }
 
 /// `px.pluck(json, key)` and its typed forms: a value from a JSON object string, NULL
@@ -172,12 +174,13 @@ impl Pluck {
     }
 
     pub(crate) fn udf(kind: PluckKind) -> Arc<ScalarUDF> {
+        let key = match kind {
+            PluckKind::ArrayElement => DataType::Int64,
+            _ => DataType::Utf8,
+        };
         Arc::new(ScalarUDF::new_from_impl(Self {
             kind,
-            signature: Signature::exact(
-                vec![DataType::Utf8, DataType::Utf8],
-                Volatility::Immutable,
-            ),
+            signature: Signature::exact(vec![DataType::Utf8, key], Volatility::Immutable),
         }))
     }
 }
@@ -188,6 +191,7 @@ impl ScalarUDFImpl for Pluck {
             PluckKind::Text => "pluck",
             PluckKind::Int64 => "pluck_int64",
             PluckKind::Float64 => "pluck_float64",
+            PluckKind::ArrayElement => "pluck_array",
         }
     }
 
@@ -197,7 +201,7 @@ impl ScalarUDFImpl for Pluck {
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
-            PluckKind::Text => DataType::Utf8,
+            PluckKind::Text | PluckKind::ArrayElement => DataType::Utf8,
             PluckKind::Int64 => DataType::Int64,
             PluckKind::Float64 => DataType::Float64,
         })
@@ -211,17 +215,30 @@ impl ScalarUDFImpl for Pluck {
             json.to_array(args.number_rows)?,
             key.to_array(args.number_rows)?,
         );
-        let (Some(json), Some(key)) = (
-            json.as_any()
-                .downcast_ref::<datafusion::arrow::array::StringArray>(),
-            key.as_any()
-                .downcast_ref::<datafusion::arrow::array::StringArray>(),
-        ) else {
-            return exec_err!("{} takes a string column and a string key", self.name());
+        let Some(json) = json
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+        else {
+            return exec_err!("{} takes a string column", self.name());
         };
+        let keys = key
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>();
+        let indices = key.as_any().downcast_ref::<Int64Array>();
+        if keys.is_none() && indices.is_none() {
+            return exec_err!("{} takes a string key or an index", self.name());
+        }
         let value = |i: usize| -> Option<serde_json::Value> {
+            if json.is_null(i) || key.is_null(i) {
+                return None;
+            }
             let mut object: serde_json::Value = serde_json::from_str(json.value(i)).ok()?;
-            object.get_mut(key.value(i)).map(serde_json::Value::take)
+            let found = match (keys, indices) {
+                (Some(keys), _) => object.get_mut(keys.value(i)),
+                (_, Some(indices)) => object.get_mut(usize::try_from(indices.value(i)).ok()?),
+                _ => None,
+            };
+            found.map(serde_json::Value::take)
         };
         let array: ArrayRef = match self.kind {
             PluckKind::Float64 => Arc::new(
@@ -237,7 +254,7 @@ impl ScalarUDFImpl for Pluck {
                     })
                     .collect::<Int64Array>(),
             ),
-            PluckKind::Text => Arc::new(
+            PluckKind::Text | PluckKind::ArrayElement => Arc::new(
                 (0..json.len())
                     .map(|i| {
                         Some(match value(i)? {
@@ -249,6 +266,73 @@ impl ScalarUDFImpl for Pluck {
             ),
         };
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// `px.split(value, delimiter)`: the parts of a string, as a JSON list (Pixie's form,
+/// which `px.pluck_array` reads).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Split {
+    signature: Signature,
+}
+
+impl Split {
+    pub(crate) fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for Split {
+    fn name(&self) -> &str {
+        "split"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [value, delimiter] = args.args.as_slice() else {
+            return exec_err!("split takes a string and a delimiter");
+        };
+        let (value, delimiter) = (
+            value.to_array(args.number_rows)?,
+            delimiter.to_array(args.number_rows)?,
+        );
+        let (Some(value), Some(delimiter)) = (
+            value
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>(),
+            delimiter
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>(),
+        ) else {
+            return exec_err!("split takes a string column and a string delimiter");
+        };
+        let parts: datafusion::arrow::array::StringArray = (0..value.len())
+            .map(|i| {
+                if value.is_null(i) || delimiter.is_null(i) {
+                    return None;
+                }
+                let (text, by) = (value.value(i), delimiter.value(i));
+                let parts: Vec<&str> = if by.is_empty() {
+                    vec![text]
+                } else {
+                    text.split(by).collect()
+                };
+                Some(serde_json::Value::from(parts).to_string())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(parts)))
     }
 }
 

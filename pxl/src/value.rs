@@ -18,6 +18,8 @@ pub(crate) enum Value {
     Time(i64),
     /// The `px` module.
     PxModule,
+    /// An imported module of PxL functions (`pxviews`).
+    Module(String),
     /// A function of the `px` module, not yet called (or passed as an aggregate).
     PxFunction(String),
     /// A dataframe: the plan that computes it.
@@ -49,6 +51,7 @@ impl Value {
             Value::Dict(_) => "a dict",
             Value::Time(_) => "a time",
             Value::PxModule => "the px module",
+            Value::Module(_) => "a module",
             Value::PxFunction(_) => "a px function",
             Value::DataFrame(_) => "a DataFrame",
             Value::Column(_) => "a column expression",

@@ -727,3 +727,130 @@ px.display(df[['link']])
     assert_eq!(link["args"]["start_time"], "-5m");
     assert_eq!(link["label"], link["args"]["service"]);
 }
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name(column).unwrap();
+            let column = datafusion::arrow::compute::cast(
+                column,
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let column = column.as_string::<i32>();
+            (0..arrow_array::Array::len(column))
+                .map(|i| column.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn string_functions_as_pixie_has_them() {
+    let script = "import px
+df = px.DataFrame('http_events')
+df = df.groupby('service').agg(n=('latency', px.count))
+df.name = 'svc-' + df.service + '.ns.svc.cluster'
+df.whole = px.regex_match('svc-[ab]', df.name)
+df.part = px.regex_match('[ab]', df.name)
+df.masked = px.replace('[a-c]', df.service, 'X')
+df.swapped = px.replace('(svc)-(.)', df.name, '\\\\2-\\\\1')
+df.at = px.find(df.name, '.svc.cluster')
+df.missing = px.find(df.name, 'nowhere')
+df.short = px.substring(df.name, 0, df.at)
+df.len = px.length(df.name)
+df.second = px.pluck_array(px.split(df.name, '.'), 1)
+px.display(df)
+";
+    let out = run(script).await;
+    let batches = &out[0].1;
+    let sorted = |column: &str| {
+        let mut rows: Vec<(String, String)> = strings(batches, "service")
+            .into_iter()
+            .zip(strings(batches, column))
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+    };
+    // Pixie's patterns match the whole string.
+    assert_eq!(sorted("whole"), ["false", "false", "false"]);
+    assert_eq!(sorted("part"), ["false", "false", "false"]);
+    assert_eq!(sorted("masked"), ["X", "X", "X"]);
+    assert_eq!(sorted("swapped")[0], "a-svc.ns.svc.cluster");
+    assert_eq!(sorted("at"), ["8", "8", "8"]);
+    assert_eq!(sorted("missing"), ["-1", "-1", "-1"]);
+    assert_eq!(sorted("short"), ["svc-a.ns", "svc-b.ns", "svc-c.ns"]);
+    assert_eq!(sorted("len"), ["20", "20", "20"]);
+    assert_eq!(sorted("second"), ["ns", "ns", "ns"]);
+
+    let matching = "import px
+df = px.DataFrame('http_events')
+df = df[px.regex_match('[ab]', df.service)]
+df = df.groupby('service').agg(n=('latency', px.count))
+px.display(df)
+";
+    let mut services = strings(&run(matching).await[0].1, "service");
+    services.sort();
+    assert_eq!(services, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn time_differences_are_nanoseconds_in_arithmetic() {
+    let script = "import px
+df = px.DataFrame('http_events')
+df = df.groupby('service').agg(first=('time_', px.min), last=('time_', px.max), n=('latency', px.count))
+df.span = df.last - df.first
+df.per_second = df.n * 1000000000 / df.span
+df.later = df.first + px.seconds(1)
+px.display(df[['service', 'span', 'per_second', 'later']])
+";
+    let out = run(script).await;
+    let batches = &out[0].1;
+    // Each service has a row every 3 s over 99 s.
+    assert!(
+        ints(batches, "span")
+            .iter()
+            .all(|&s| (96_000_000_000..=99_000_000_000).contains(&s))
+    );
+    assert_eq!(ints(batches, "per_second"), [0, 0, 0]);
+    let later = batches[0].column_by_name("later").unwrap();
+    assert!(matches!(
+        later.data_type(),
+        datafusion::arrow::datatypes::DataType::Timestamp(..)
+    ));
+}
+
+#[tokio::test]
+async fn pxviews_is_a_module_of_views_pixies_scripts_import() {
+    let script = "import px
+import pxviews
+df = pxviews.inbound_http_summary(start_time='-5m', end_time=px.now())
+px.display(df)
+";
+    let catalog = Catalog(table());
+    // The test table lacks the columns of real http_events: the module's function runs,
+    // and its error says where, in the module and in the script.
+    let failed = compile(script, &catalog, &CompileOptions::at(NOW)).unwrap_err();
+    assert_eq!((failed.line, failed.column), (3, 6), "{failed}");
+    assert!(
+        failed
+            .message
+            .starts_with("pxviews.inbound_http_summary, at "),
+        "{failed}"
+    );
+    let unknown = error("import pxviews\npxviews.nothing()\n");
+    assert!(
+        unknown
+            .message
+            .contains("pxviews has no function 'nothing'"),
+        "{unknown}"
+    );
+    let private = error("import pxviews\npxviews._workload(1)\n");
+    assert!(
+        private.message.contains("no function '_workload'"),
+        "{private}"
+    );
+    let other = error("import os\n");
+    assert!(other.message.contains("import px and pxviews"), "{other}");
+}

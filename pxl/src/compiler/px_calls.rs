@@ -1,6 +1,11 @@
 //! Calls of the `px` module's functions: `px.display`, time helpers, string and JSON
 //! functions, metadata lookups.
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::functions::regex::expr_fn::{regexp_like, regexp_replace};
+use datafusion::functions::string::expr_fn::octet_length;
+use datafusion::functions::unicode::expr_fn::{strpos, substring};
+
 use super::*;
 
 impl Compiler<'_> {
@@ -133,6 +138,59 @@ impl Compiler<'_> {
                 }
                 _ => Err(self.error(at, "px.contains needs a string column and a string")),
             },
+            // Pixie's regular expressions (RE2) match the whole string.
+            "regex_match" => match (args.take(0, "pattern"), args.take(1, "value")) {
+                (Some(Value::Str(pattern)), Some(value)) => {
+                    let value = self.to_expr(at, value)?;
+                    Ok(Value::Column(regexp_like(value, lit(format!("^(?:{pattern})$")), None)))
+                }
+                _ => Err(self.error(at, "px.regex_match needs a pattern and a string column, e.g. px.regex_match('.*-web', df.pod)")),
+            },
+            "replace" => match (args.take(0, "pattern"), args.take(1, "value"), args.take(2, "substitution")) {
+                (Some(Value::Str(pattern)), Some(value), Some(Value::Str(substitution))) => {
+                    let value = self.to_expr(at, value)?;
+                    Ok(Value::Column(regexp_replace(value, lit(pattern), lit(substitution), Some(lit("g")))))
+                }
+                _ => Err(self.error(at, "px.replace needs a pattern, a string column and a substitution, e.g. px.replace('[0-9]+', df.req_path, 'N')")),
+            },
+            // Positions count from 0, as in Pixie; `find` is -1 when absent.
+            "find" => match (args.take(0, "value"), args.take(1, "substr")) {
+                (Some(value), Some(sub)) => {
+                    let (value, sub) = (self.to_expr(at, value)?, self.to_expr(at, sub)?);
+                    Ok(Value::Column(datafusion::logical_expr::cast(strpos(value, sub), DataType::Int64) - lit(1_i64)))
+                }
+                _ => Err(self.error(at, "px.find needs a string column and the string to find")),
+            },
+            "substring" => match (args.take(0, "value"), args.take(1, "pos"), args.take(2, "length")) {
+                (Some(value), Some(pos), Some(length)) => {
+                    let value = self.to_expr(at, value)?;
+                    let pos = self.to_expr(at, pos)? + lit(1_i64);
+                    let length = self.to_expr(at, length)?;
+                    Ok(Value::Column(substring(value, pos, length)))
+                }
+                _ => Err(self.error(at, "px.substring needs a string column, a position (from 0) and a length")),
+            },
+            "length" => match args.take(0, "value") {
+                Some(value) => Ok(Value::Column(datafusion::logical_expr::cast(
+                    octet_length(self.to_expr(at, value)?),
+                    DataType::Int64,
+                ))),
+                None => Err(self.error(at, "px.length needs a string column")),
+            },
+            "split" => match (args.take(0, "value"), args.take(1, "delimiter")) {
+                (Some(value), Some(delimiter)) => {
+                    let (value, delimiter) = (self.to_expr(at, value)?, self.to_expr(at, delimiter)?);
+                    Ok(Value::Column(crate::functions::Split::udf().call(vec![value, delimiter])))
+                }
+                _ => Err(self.error(at, "px.split needs a string column and a delimiter; it makes a JSON list")),
+            },
+            "pluck_array" => match (args.take(0, "json"), args.take(1, "index")) {
+                (Some(json), Some(index)) => {
+                    let (json, index) = (self.to_expr(at, json)?, self.to_expr(at, index)?);
+                    Ok(Value::Column(crate::functions::Pluck::udf(crate::functions::PluckKind::ArrayElement).call(vec![json, index])))
+                }
+                _ => Err(self.error(at, "px.pluck_array needs a JSON list column and an index, e.g. px.pluck_array(px.split(df.addr, ':'), 0)")),
+            },
             // A link to another script for Pixie's UI: the label, the script and its
             // arguments as JSON, which clients that know no links show as text.
             "script_reference" => {
@@ -246,6 +304,13 @@ pub(super) const PX_FUNCTIONS: &[&str] = &[
     "pluck",
     "pluck_int64",
     "script_reference",
+    "regex_match",
+    "replace",
+    "find",
+    "substring",
+    "length",
+    "split",
+    "pluck_array",
     // Argument types of Pixie's scripts (annotations, `px.Pod = str`).
     "Pod",
     "Node",
