@@ -25,7 +25,11 @@ def calls(vis):
     """The (function, {arg: value}) calls the widgets of a vis.json make."""
     defaults = {}
     for var in vis.get("variables", []):
-        defaults[var["name"]] = var.get("defaultValue", "")
+        default = var.get("defaultValue", "")
+        # Some vis.json files write the default as a protobuf StringValue object.
+        if isinstance(default, dict):
+            default = default.get("value", "")
+        defaults[var["name"]] = default
     seen = []
     funcs = {}
     for g in vis.get("globalFuncs", []):

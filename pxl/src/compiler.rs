@@ -206,6 +206,16 @@ impl<'a> Compiler<'a> {
                 self.vars.insert(name.id.to_string(), value);
                 Ok(())
             }
+            // `False = 0 == 1`, as old Pixie scripts begin: Python 3 has them already.
+            ast::Expr::Constant(ast::ExprConstant {
+                value: ast::Constant::Bool(constant),
+                ..
+            }) => match value {
+                Value::Bool(b) if b != *constant => {
+                    Err(self.error(target, format!("{constant} cannot be made {b}")))
+                }
+                _ => Ok(()),
+            },
             // df.col = expr and df['col'] = expr add or replace a column.
             // `px.Pod = str`: Pixie's scripts name their argument types; nothing to do.
             ast::Expr::Attribute(ast::ExprAttribute { value: module, .. })
@@ -715,10 +725,8 @@ impl<'a> Compiler<'a> {
     fn binary(&mut self, at: &ast::Expr, op: &ast::ExprBinOp) -> Result<Value> {
         let left = self.eval(&op.left)?;
         let right = self.eval(&op.right)?;
-        if let (Value::Int(a), Value::Int(b)) = (&left, &right)
-            && let Some(folded) = fold_ints(op.op, *a, *b)
-        {
-            return Ok(Value::Int(folded));
+        if let Some(folded) = fold_constants(op.op, &left, &right) {
+            return Ok(folded);
         }
         let (l, r) = (self.to_expr(at, left)?, self.to_expr(at, right)?);
         Ok(Value::Column(match op.op {
@@ -766,11 +774,22 @@ fn annotation_name(annotation: &ast::Expr) -> String {
     }
 }
 
-fn fold_ints(op: ast::Operator, a: i64, b: i64) -> Option<i64> {
-    match op {
-        ast::Operator::Add => a.checked_add(b),
-        ast::Operator::Sub => a.checked_sub(b),
-        ast::Operator::Mult => a.checked_mul(b),
+/// Arithmetic on constants, done here: numbers, times (`px.now() - px.parse_duration(t)`
+/// is a time, a time minus a time is nanoseconds) and strings.
+fn fold_constants(op: ast::Operator, left: &Value, right: &Value) -> Option<Value> {
+    use ast::Operator::{Add, Mult, Sub};
+    let ints = |a: i64, b: i64| match op {
+        Add => a.checked_add(b),
+        Sub => a.checked_sub(b),
+        Mult => a.checked_mul(b),
+        _ => None,
+    };
+    match (left, op, right) {
+        (Value::Int(a), _, Value::Int(b)) => ints(*a, *b).map(Value::Int),
+        (Value::Time(a), Add | Sub, Value::Int(b)) => ints(*a, *b).map(Value::Time),
+        (Value::Int(a), Add, Value::Time(b)) => ints(*a, *b).map(Value::Time),
+        (Value::Time(a), Sub, Value::Time(b)) => ints(*a, *b).map(Value::Int),
+        (Value::Str(a), Add, Value::Str(b)) => Some(Value::Str(format!("{a}{b}"))),
         _ => None,
     }
 }

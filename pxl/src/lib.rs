@@ -19,7 +19,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{LogicalPlan, TableSource};
 
 pub use error::CompileError;
-pub use metadata::{MetadataLookup, PodMeta, ProcessMeta, ServiceMeta};
+pub use metadata::{ContainerMeta, MetadataLookup, PodMeta, ProcessMeta, ServiceMeta};
 pub use time::parse_duration_ns;
 
 /// Where the compiler finds tables.

@@ -61,6 +61,17 @@ pub struct PodMeta {
     pub ip: String,
 }
 
+/// The state of one container, as Pixie names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerMeta {
+    /// `Running`, `Waiting`, `Terminated` or `Unknown`.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: String,
+    /// The state's message.
+    pub message: String,
+}
+
 /// What is known of one service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceMeta {
@@ -77,6 +88,10 @@ pub trait MetadataLookup: Send + Sync + std::fmt::Debug {
     fn process(&self, upid: u128) -> Option<ProcessMeta>;
     /// The node whose PEM writes UPIDs with this ASID.
     fn asid_node(&self, asid: u32) -> Option<String>;
+    /// The state of the container with this id.
+    fn container_status(&self, _id: &str) -> Option<ContainerMeta> {
+        None
+    }
     /// The pod with this UID.
     fn pod(&self, _uid: &str) -> Option<PodMeta> {
         None
@@ -208,6 +223,21 @@ fn resolver(name: &str) -> Option<Resolver> {
         "ip_to_pod_id" => Text(|m, ip| m.pod_uid_by_ip(ip)),
         "ip_to_service_id" => Text(|m, ip| m.service_uid_by_ip(ip)),
         "ip_to_node_name" => Text(|m, ip| m.node_by_ip(ip)),
+        // Pixie's JSON; a container nobody knows is in state Unknown.
+        "container_id_to_status" => Text(|m, id| {
+            let status = m.container_status(id).unwrap_or_else(|| ContainerMeta {
+                state: "Unknown".to_owned(),
+                ..ContainerMeta::default()
+            });
+            Some(
+                serde_json::json!({
+                    "state": status.state,
+                    "message": status.message,
+                    "reason": status.reason,
+                })
+                .to_string(),
+            )
+        }),
         "pod_id_to_pod_name" => Text(|m, id| m.pod(id).map(|p| namespaced(&p.namespace, &p.name))),
         "pod_id_to_namespace" => Text(|m, id| m.pod(id).map(|p| p.namespace)),
         "pod_id_to_node_name" => Text(|m, id| m.pod(id).map(|p| p.node)),
@@ -347,6 +377,7 @@ impl MetadataFunction {
 /// The names [`resolver`] knows, for `px.GetUDFList()` and for 'static names.
 pub(crate) const METADATA_FUNCTIONS: &[&str] = &[
     "upid_to_pod_id",
+    "container_id_to_status",
     "upid_to_pod_name",
     "upid_to_namespace",
     "upid_to_node_name",

@@ -12,15 +12,30 @@ pub fn parse_duration_ns(text: &str) -> Option<i64> {
     let split = digits_and_unit.find(|c: char| !c.is_ascii_digit())?;
     let (digits, unit) = digits_and_unit.split_at(split);
     let value: i64 = digits.parse().ok()?;
-    let scale: i64 = match unit {
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60 * 1_000_000_000,
-        "h" => 3_600 * 1_000_000_000,
-        "d" => 86_400 * 1_000_000_000,
-        _ => return None,
-    };
-    value.checked_mul(scale).map(|ns| sign * ns)
+    let (_, scale) = UNITS.iter().find(|(name, _)| *name == unit)?;
+    value.checked_mul(*scale).map(|ns| sign * ns)
+}
+
+/// Units a duration string may end in, largest first, with their nanoseconds.
+const UNITS: [(&str, i64); 5] = [
+    ("d", 86_400 * 1_000_000_000),
+    ("h", 3_600 * 1_000_000_000),
+    ("m", 60 * 1_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+];
+
+/// Nanoseconds as a duration string `parse_duration_ns` reads back (`-10m`, `90s`): in
+/// the largest unit that divides it; `0s` for zero, nanoseconds when no unit divides it.
+#[must_use]
+pub(crate) fn format_duration_ns(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    UNITS.iter().find(|(_, scale)| ns % scale == 0).map_or_else(
+        || format!("{ns}ns"),
+        |(unit, scale)| format!("{}{unit}", ns / scale),
+    )
 }
 
 #[cfg(test)]
@@ -37,5 +52,14 @@ mod tests {
         assert_eq!(parse_duration_ns("5 minutes"), None);
         assert_eq!(parse_duration_ns("m"), None);
         assert_eq!(parse_duration_ns("99999999999999999999s"), None);
+    }
+
+    #[test]
+    fn durations_format_as_they_parse() {
+        for text in ["-10m", "90s", "2h", "1d", "-100ms", "0s"] {
+            let ns = parse_duration_ns(text).unwrap_or_default();
+            assert_eq!(format_duration_ns(ns), text);
+        }
+        assert_eq!(format_duration_ns(1_500), "1500ns");
     }
 }

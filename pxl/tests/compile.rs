@@ -385,6 +385,14 @@ fn hostile_inputs_are_refused_cleanly() {
 struct FakeMetadata;
 
 impl pxl::MetadataLookup for FakeMetadata {
+    fn container_status(&self, id: &str) -> Option<pxl::ContainerMeta> {
+        (id == "c1").then(|| pxl::ContainerMeta {
+            state: "Waiting".to_owned(),
+            reason: "CrashLoopBackOff".to_owned(),
+            message: "back-off 5m0s".to_owned(),
+        })
+    }
+
     fn process(&self, upid: u128) -> Option<pxl::ProcessMeta> {
         Some(pxl::ProcessMeta {
             cmdline: format!("server --pid {}", (upid >> 64) as u32),
@@ -430,7 +438,9 @@ df.node = df.ctx['node']
 df.peer = px.pod_id_to_pod_name(px.ip_to_pod_id('10.0.0.9'))
 df.stranger = px.ip_to_pod_id('10.0.0.1')
 df.has = px.has_service_name(df.svc, 'shop/web-s2')
-px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has']])
+df.status = px.container_id_to_status(df.ctx['container_id'])
+df.gone = px.container_id_to_status('c9')
+px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has', 'status', 'gone']])
 ";
     let compiled = compile(script, &catalog, &options).unwrap();
     let plan = compiled.outputs.into_iter().next().unwrap().plan;
@@ -460,6 +470,14 @@ px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has
     assert_eq!(text("node"), "node-1");
     assert_eq!(text("peer"), "shop/web");
     assert_eq!(text("stranger"), "", "an unknown address is no pod");
+    assert_eq!(
+        text("status"),
+        r#"{"message":"back-off 5m0s","reason":"CrashLoopBackOff","state":"Waiting"}"#
+    );
+    assert_eq!(
+        text("gone"),
+        r#"{"message":"","reason":"","state":"Unknown"}"#
+    );
     let has = batches[0]
         .column_by_name("has")
         .unwrap()

@@ -32,12 +32,27 @@ pub struct PodEntry {
     pub reason: Box<str>,
     /// Its Ready condition is True.
     pub ready: bool,
-    /// Container id (without the runtime's prefix) to container name.
-    pub containers: Vec<(Box<str>, Box<str>)>,
+    /// Its containers, by id (without the runtime's prefix).
+    pub containers: Vec<ContainerEntry>,
     /// Its controller: (kind, name), e.g. ("ReplicaSet", "web-5d4f").
     pub owner: Option<(Box<str>, Box<str>)>,
     /// Its labels, for the selectors of services.
     pub labels: Labels,
+}
+
+/// One container of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerEntry {
+    /// Its id, without the runtime's prefix.
+    pub id: Box<str>,
+    /// Its name in the pod's spec.
+    pub name: Box<str>,
+    /// `Running`, `Waiting`, `Terminated` or `Unknown`, as Pixie names them.
+    pub state: &'static str,
+    /// Why it is in that state (the state's `reason` and `message`).
+    pub reason: Box<str>,
+    /// The state's message.
+    pub message: Box<str>,
 }
 
 /// `(namespace, name)` of an object, the namespace shared.
@@ -67,6 +82,8 @@ pub struct ClusterState {
     pods: HashMap<Box<str>, PodEntry>,
     pod_by_name: HashMap<(Arc<str>, Box<str>), Box<str>>,
     pod_by_ip: HashMap<IpAddr, Box<str>>,
+    /// Container id to the uid of its pod.
+    pod_by_container: HashMap<Box<str>, Box<str>>,
     services: HashMap<Box<str>, ServiceEntry>,
     /// Namespace to the uids of its services with a selector.
     selecting: HashMap<Arc<str>, BTreeSet<Box<str>>>,
@@ -149,9 +166,27 @@ impl ClusterState {
             .filter_map(|c| {
                 let id = c.container_id.as_deref()?;
                 let id = id.split_once("://").map_or(id, |(_, id)| id);
-                Some((id.into(), c.name.as_str().into()))
+                let state = c.state.as_ref();
+                let (state, reason, message) = match (
+                    state.and_then(|s| s.running.as_ref()),
+                    state.and_then(|s| s.waiting.as_ref()),
+                    state.and_then(|s| s.terminated.as_ref()),
+                ) {
+                    (Some(_), _, _) => ("Running", None, None),
+                    (_, Some(w), _) => ("Waiting", w.reason.as_ref(), w.message.as_ref()),
+                    (_, _, Some(t)) => ("Terminated", t.reason.as_ref(), t.message.as_ref()),
+                    _ => ("Unknown", None, None),
+                };
+                let text = |f: Option<&String>| f.map_or_else(Box::default, |s| s.as_str().into());
+                Some(ContainerEntry {
+                    id: id.into(),
+                    name: c.name.as_str().into(),
+                    state,
+                    reason: text(reason),
+                    message: text(message),
+                })
             })
-            .collect();
+            .collect::<Vec<_>>();
         let text = |f: Option<&String>| f.map_or_else(Box::default, |s| s.as_str().into());
         let entry = PodEntry {
             namespace: Arc::clone(&namespace),
@@ -197,6 +232,10 @@ impl ClusterState {
             .entry(Arc::clone(&entry.namespace))
             .or_default()
             .insert(uid.into());
+        for container in &entry.containers {
+            self.pod_by_container
+                .insert(container.id.clone(), uid.into());
+        }
         self.pods.insert(uid.into(), entry);
     }
 
@@ -206,6 +245,15 @@ impl ClusterState {
             return;
         };
         self.selected_by.remove(uid);
+        for container in &old.containers {
+            if self
+                .pod_by_container
+                .get(&container.id)
+                .is_some_and(|u| &**u == uid)
+            {
+                self.pod_by_container.remove(&container.id);
+            }
+        }
         if let Some(uids) = self.pods_in.get_mut(&old.namespace) {
             uids.remove(uid);
             if uids.is_empty() {
@@ -485,8 +533,20 @@ impl ClusterState {
         let pod = self.pods.get(uid)?;
         pod.containers
             .iter()
-            .find(|(c, _)| &**c == id)
-            .map(|(_, name)| name.to_string())
+            .find(|c| &*c.id == id)
+            .map(|c| c.name.to_string())
+    }
+
+    /// The state of container `id`, whichever pod it is in.
+    #[must_use]
+    pub fn container_status(&self, id: &str) -> Option<pxl::ContainerMeta> {
+        let pod = self.pods.get(self.pod_by_container.get(id)?)?;
+        let container = pod.containers.iter().find(|c| &*c.id == id)?;
+        Some(pxl::ContainerMeta {
+            state: container.state.to_owned(),
+            reason: container.reason.to_string(),
+            message: container.message.to_string(),
+        })
     }
 
     /// The uid of pod `namespace/name`.
@@ -576,6 +636,11 @@ mod tests {
         assert_eq!(state.pod_uid_by_ip("10.0.0.5").as_deref(), Some("u1"));
         assert_eq!(state.pod_uid_by_name("shop/web-a").as_deref(), Some("u1"));
         assert_eq!(state.container_name("u1", "abc").as_deref(), Some("app"));
+        assert_eq!(
+            state.container_status("abc").map(|c| c.state),
+            Some("Unknown".to_owned()),
+            "a status without a state"
+        );
         assert_eq!(state.pod("u1").unwrap().replica_set, "shop/web-1");
         // Deleted and recreated under another name, at the same address.
         state.delete_pod("u1");

@@ -10,7 +10,7 @@ mod watch;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use cluster::{ClusterState, Kind, PodEntry};
+pub use cluster::{ClusterState, ContainerEntry, Kind, PodEntry};
 pub use processes::ProcessDirectory;
 pub use watch::watch_cluster;
 
@@ -66,6 +66,10 @@ impl pxl::MetadataLookup for ClusterMetadata {
 
     fn asid_node(&self, asid: u32) -> Option<String> {
         self.with_processes(|d| d.asid_node(asid))
+    }
+
+    fn container_status(&self, id: &str) -> Option<pxl::ContainerMeta> {
+        self.with_cluster(|c| c.container_status(id))
     }
 
     fn pod(&self, uid: &str) -> Option<pxl::PodMeta> {

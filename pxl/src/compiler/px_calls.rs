@@ -33,6 +33,15 @@ impl Compiler<'_> {
                 Ok(Value::None)
             }
             "now" => Ok(Value::Time(self.options.now_ns)),
+            // A time as a script's arguments give it: relative ('-5m') or ns since the epoch.
+            "parse_time" => {
+                let value = args.take(0, "time");
+                Ok(self.time_arg(at, value)?.map_or(Value::None, Value::Time))
+            }
+            "format_duration" => match args.take(0, "duration") {
+                Some(Value::Int(ns)) => Ok(Value::Str(crate::time::format_duration_ns(ns))),
+                _ => Err(self.error(at, "px.format_duration needs a whole number of nanoseconds, e.g. px.format_duration(px.parse_duration('-5m'))")),
+            },
             "parse_duration" => match args.take(0, "duration") {
                 Some(Value::Str(s)) => parse_duration_ns(&s).map(Value::Int).ok_or_else(|| {
                     self.error(
@@ -276,6 +285,8 @@ pub(super) const PX_FUNCTIONS: &[&str] = &[
     "display",
     "now",
     "parse_duration",
+    "parse_time",
+    "format_duration",
     "DurationNanos",
     "Percent",
     "Bytes",
