@@ -92,6 +92,8 @@ impl<'a> Compiler<'a> {
         let ast::Mod::Module(module) = module else {
             return Err(self.error_at(0, "expected a module".into()));
         };
+        // `px` needs no import, as in Pixie (old scripts use it without one).
+        self.vars.insert("px".to_owned(), Value::PxModule);
         for statement in &module.body {
             self.statement(statement)?;
         }
@@ -453,6 +455,25 @@ impl<'a> Compiler<'a> {
             "asid" => crate::metadata::UpidToAsid::udf().call(vec![upid()?]),
             "hostname" | "host" | "node_name" | "node" if self.options.metadata.is_none() => {
                 lit(self.options.hostname.clone())
+            }
+            // Without a process, a pod's keys come from the pod's id, as in Pixie
+            // (network_stats rows and the views of pods have `pod_id`, not `upid`).
+            key if !plan.schema().has_column_with_unqualified_name("upid")
+                && plan.schema().has_column_with_unqualified_name("pod_id") =>
+            {
+                let pod_id = Expr::Column(Column::from_name("pod_id"));
+                match crate::metadata::pod_context_function(key) {
+                    Some("pod_id") => pod_id,
+                    Some(f) => crate::metadata::MetadataFunction::udf(f, lookup)
+                        .ok_or_else(|| self.error(at, format!("df.ctx has no key '{key}'")))?
+                        .call(vec![pod_id]),
+                    None => {
+                        return Err(self.error(
+                            at,
+                            format!("df.ctx['{key}'] needs a upid column; this DataFrame has only pod_id"),
+                        ));
+                    }
+                }
             }
             key => match crate::metadata::context_function(key)
                 .and_then(|f| crate::metadata::MetadataFunction::udf(f, lookup))

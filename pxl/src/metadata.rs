@@ -307,6 +307,22 @@ pub(crate) fn is_metadata_function(name: &str) -> bool {
     resolver(name).is_some()
 }
 
+/// The function `df.ctx[key]` stands for in a DataFrame of pods (with `pod_id`, no
+/// `upid`): `"pod_id"` for the id itself.
+pub(crate) fn pod_context_function(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "pod" | "pod_name" => "pod_id_to_pod_name",
+        "pod_id" => "pod_id",
+        "namespace" => "pod_id_to_namespace",
+        "service" | "service_name" => "pod_id_to_service_name",
+        "service_id" => "pod_id_to_service_id",
+        "node" | "node_name" | "hostname" | "host" => "pod_id_to_node_name",
+        "deployment" | "deployment_name" => "pod_id_to_deployment_name",
+        "replicaset" | "replica_set" | "replicaset_name" => "pod_id_to_replicaset_name",
+        _ => return None,
+    })
+}
+
 /// The function `df.ctx[key]` stands for (`None`: a key resolved otherwise, or unknown).
 pub(crate) fn context_function(key: &str) -> Option<&'static str> {
     Some(match key {

@@ -478,6 +478,36 @@ px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has
         text("gone"),
         r#"{"message":"","reason":"","state":"Unknown"}"#
     );
+
+    // A DataFrame of pods (pod_id, no upid) answers a pod's keys from its id, as Pixie's.
+    let pods = "df = px.DataFrame('http_events')
+df.pod_id = df.ctx['pod_id']
+df = df.groupby('pod_id').agg(n=('latency', px.count))
+df.pod = df.ctx['pod']
+df.ns = df.ctx['namespace']
+px.display(df)
+";
+    let compiled = compile(pods, &catalog, &options).unwrap();
+    let plan = compiled.outputs.into_iter().next().unwrap().plan;
+    let pod_batches = SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(strings(&pod_batches, "pod"), ["shop/web"]);
+    assert_eq!(strings(&pod_batches, "ns"), ["shop"]);
+    let no_process = compile(
+        "df = px.DataFrame('http_events')\ndf.pod_id = df.ctx['pod_id']\ndf = df.groupby('pod_id').agg()\ndf.pid = df.ctx['cmdline']\n",
+        &catalog,
+        &options,
+    )
+    .unwrap_err();
+    assert!(
+        no_process.message.contains("needs a upid column"),
+        "{no_process}"
+    );
     let has = batches[0]
         .column_by_name("has")
         .unwrap()
