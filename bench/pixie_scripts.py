@@ -17,6 +17,7 @@ as JSON.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -86,7 +87,13 @@ def main():
                 vis = json.load(f)
             todo = calls(vis) or [(None, None)]
         else:
+            # No widgets: run the script; one that displays nothing is a library of
+            # functions, so call each that takes no argument.
+            with open(script) as f:
+                source = f.read()
             todo = [(None, None)]
+            if "px.display(" not in source:
+                todo = [(m, {}) for m in re.findall(r"^def (\w+)\(\s*\)", source, re.M)] or todo
         for func, args in todo:
             ok, why = run(opts.px, script, func, args)
             if not ok:

@@ -24,6 +24,7 @@ const TIME_COLUMN: &str = "time_";
 
 mod arithmetic;
 mod dataframe;
+mod function_lists;
 mod line_breaks;
 mod modules;
 mod px_calls;

@@ -302,6 +302,19 @@ fn resolver(name: &str) -> Option<Resolver> {
     })
 }
 
+/// Every metadata function's name, return type and argument types (Pixie's type names),
+/// for `px.GetUDFList()`.
+pub(crate) fn signatures()
+-> impl Iterator<Item = (&'static str, &'static str, &'static [&'static str])> {
+    METADATA_FUNCTIONS.iter().filter_map(|name| {
+        Some(match resolver(name)? {
+            Resolver::Upid(_) => (*name, "STRING", &["UINT128"][..]),
+            Resolver::Text(_) => (*name, "STRING", &["STRING"][..]),
+            Resolver::TextToTime(_) => (*name, "TIME64NS", &["STRING"][..]),
+        })
+    })
+}
+
 /// Whether `px.<name>` is a metadata function.
 pub(crate) fn is_metadata_function(name: &str) -> bool {
     resolver(name).is_some()

@@ -902,3 +902,46 @@ px.display(df)
     let other = error("import os\n");
     assert!(other.message.contains("import px and pxviews"), "{other}");
 }
+
+#[tokio::test]
+async fn function_lists_have_pixies_columns() {
+    let script = "import px
+px.display(px.GetUDFList(), 'udfs')
+px.display(px.GetUDAList(), 'udas')
+px.display(px.GetUDTFList(), 'udtfs')
+";
+    let out = run(script).await;
+    let columns = |i: usize| -> Vec<String> {
+        let (_, batches) = &out[i];
+        batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    };
+    assert_eq!(columns(0), ["name", "return_type", "args"]);
+    assert_eq!(columns(1), ["name", "return_type", "args"]);
+    assert_eq!(
+        columns(2),
+        ["name", "executor", "init_args", "output_relation"]
+    );
+    let udfs: Vec<(String, String)> = strings(&out[0].1, "name")
+        .into_iter()
+        .zip(strings(&out[0].1, "args"))
+        .collect();
+    assert!(udfs.contains(&("upid_to_pod_name".into(), r#"{"args":["UINT128"]}"#.into())));
+    assert!(udfs.contains(&(
+        "regex_match".into(),
+        r#"{"args":["STRING","STRING"]}"#.into()
+    )));
+    assert!(strings(&out[1].1, "name").contains(&"quantiles".to_owned()));
+    let udtfs = strings(&out[2].1, "name");
+    let relations = strings(&out[2].1, "output_relation");
+    let agents = udtfs.iter().position(|n| n == "GetAgentStatus").unwrap();
+    assert!(
+        relations[agents].contains(r#""name":"asid","ptype":"GENERAL","type":"INT64""#),
+        "{}",
+        relations[agents]
+    );
+}

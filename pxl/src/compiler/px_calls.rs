@@ -123,6 +123,8 @@ impl Compiler<'_> {
             "GetTables" | "GetSchemas" => self.catalog_table(at, name),
             "GetAgentStatus" => self.agent_status(at),
             "GetTracepointStatus" => self.tracepoint_status(at),
+            "GetUDFList" | "GetUDAList" => self.function_list(at, name),
+            "GetUDTFList" => self.table_function_list(at),
             "sql" => match args.take(0, "query") {
                 Some(Value::Str(query)) => {
                     let functions = vec![
@@ -309,6 +311,9 @@ pub(super) const PX_FUNCTIONS: &[&str] = &[
     "GetSchemas",
     "GetAgentStatus",
     "GetTracepointStatus",
+    "GetUDFList",
+    "GetUDAList",
+    "GetUDTFList",
     "sql",
     "quantiles",
     "pluck_float64",
