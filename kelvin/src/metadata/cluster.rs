@@ -82,8 +82,9 @@ pub struct ClusterState {
     pods: HashMap<Box<str>, PodEntry>,
     pod_by_name: HashMap<(Arc<str>, Box<str>), Box<str>>,
     pod_by_ip: HashMap<IpAddr, Box<str>>,
-    /// Container id to the uid of its pod.
-    pod_by_container: HashMap<Box<str>, Box<str>>,
+    /// A hash of each container id to the uid of its pod: the ids themselves are kept once,
+    /// in the pod's entry, where a lookup checks them.
+    pod_by_container: HashMap<u64, Box<str>>,
     services: HashMap<Box<str>, ServiceEntry>,
     /// Namespace to the uids of its services with a selector.
     selecting: HashMap<Arc<str>, BTreeSet<Box<str>>>,
@@ -101,6 +102,12 @@ pub struct ClusterState {
     /// ReplicaSet `(namespace, name)` to the Deployment that owns it.
     deployments: HashMap<(Arc<str>, Box<str>), Box<str>>,
     node_by_ip: HashMap<IpAddr, Arc<str>>,
+}
+
+/// The key of a container id in the index of containers.
+fn container_key(id: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
 }
 
 fn timestamp_ns(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
@@ -234,7 +241,7 @@ impl ClusterState {
             .insert(uid.into());
         for container in &entry.containers {
             self.pod_by_container
-                .insert(container.id.clone(), uid.into());
+                .insert(container_key(&container.id), uid.into());
         }
         self.pods.insert(uid.into(), entry);
     }
@@ -246,12 +253,9 @@ impl ClusterState {
         };
         self.selected_by.remove(uid);
         for container in &old.containers {
-            if self
-                .pod_by_container
-                .get(&container.id)
-                .is_some_and(|u| &**u == uid)
-            {
-                self.pod_by_container.remove(&container.id);
+            let key = container_key(&container.id);
+            if self.pod_by_container.get(&key).is_some_and(|u| &**u == uid) {
+                self.pod_by_container.remove(&key);
             }
         }
         if let Some(uids) = self.pods_in.get_mut(&old.namespace) {
@@ -540,7 +544,9 @@ impl ClusterState {
     /// The state of container `id`, whichever pod it is in.
     #[must_use]
     pub fn container_status(&self, id: &str) -> Option<pxl::ContainerMeta> {
-        let pod = self.pods.get(self.pod_by_container.get(id)?)?;
+        let pod = self
+            .pods
+            .get(self.pod_by_container.get(&container_key(id))?)?;
         let container = pod.containers.iter().find(|c| &*c.id == id)?;
         Some(pxl::ContainerMeta {
             state: container.state.to_owned(),

@@ -314,6 +314,33 @@ async fn rows_name_their_pods_services_namespaces_nodes_and_peers() {
         "{outside_shop:?}"
     );
 
+    // The views of Pixie's pxviews module, this project's own, name the same pods.
+    let view = |call: &str| format!("import px\nimport pxviews\npx.display(pxviews.{call})\n");
+    let column = |rows: &[HashMap<String, String>], name: &str| -> BTreeSet<String> {
+        rows.iter().filter_map(|r| r.get(name).cloned()).collect()
+    };
+    let resources = eventually(METADATA_SETTLE, || async {
+        let rows = string_rows(&cluster, &view("pod_resource_stats('-5m', px.now())")).await?;
+        let pods = column(&rows, "pod");
+        (pods.contains(&server_side) && pods.contains("front/client")).then_some(pods)
+    })
+    .await;
+    assert!(
+        resources.is_some(),
+        "pxviews.pod_resource_stats names both pods"
+    );
+    let graph = string_rows(&cluster, &view("http_graph('-5m', px.now())"))
+        .await
+        .unwrap_or_default();
+    assert!(
+        graph
+            .iter()
+            .any(|r| r.get("responder_pod") == Some(&server_side)
+                && r.get("requestor_pod").map(String::as_str) == Some("front/client")
+                && r.get("responder_service").map(String::as_str) == Some("shop/web")),
+        "{graph:?}"
+    );
+
     // The client pod deleted and made again under another name (at the same address,
     // or another): the server's rows name the new pod.
     let deleted = cluster
