@@ -33,7 +33,7 @@ pub struct PodEntry {
     /// Its Ready condition is True.
     pub ready: bool,
     /// Its containers, by id (without the runtime's prefix).
-    pub containers: Vec<ContainerEntry>,
+    pub containers: Box<[ContainerEntry]>,
     /// Its controller: (kind, name), e.g. ("ReplicaSet", "web-5d4f").
     pub owner: Option<(Box<str>, Box<str>)>,
     /// Its labels, for the selectors of services.
@@ -47,12 +47,38 @@ pub struct ContainerEntry {
     pub id: Box<str>,
     /// Its name in the pod's spec.
     pub name: Box<str>,
-    /// `Running`, `Waiting`, `Terminated` or `Unknown`, as Pixie names them.
-    pub state: &'static str,
-    /// Why it is in that state (the state's `reason` and `message`).
-    pub reason: Box<str>,
-    /// The state's message.
-    pub message: Box<str>,
+    /// Its state.
+    pub state: ContainerState,
+    /// Why it is in that state: the state's reason and message, when it has either (a
+    /// running container has neither, so most cost nothing here).
+    pub detail: Option<Box<(Box<str>, Box<str>)>>,
+}
+
+/// A container's state, as Pixie names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Running.
+    Running,
+    /// Waiting (to start, or to restart).
+    Waiting,
+    /// Terminated.
+    Terminated,
+    /// Not said.
+    #[default]
+    Unknown,
+}
+
+impl ContainerState {
+    /// Pixie's name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "Running",
+            Self::Waiting => "Waiting",
+            Self::Terminated => "Terminated",
+            Self::Unknown => "Unknown",
+        }
+    }
 }
 
 /// `(namespace, name)` of an object, the namespace shared.
@@ -79,12 +105,12 @@ type Labels = Box<[(Arc<str>, Arc<str>)]>;
 #[derive(Debug, Default)]
 pub struct ClusterState {
     strings: HashSet<Arc<str>>,
-    pods: HashMap<Box<str>, PodEntry>,
+    pods: HashMap<Arc<str>, PodEntry>,
     pod_by_name: HashMap<(Arc<str>, Box<str>), Box<str>>,
     pod_by_ip: HashMap<IpAddr, Box<str>>,
     /// A hash of each container id to the uid of its pod: the ids themselves are kept once,
     /// in the pod's entry, where a lookup checks them.
-    pod_by_container: HashMap<u64, Box<str>>,
+    pod_by_container: HashMap<u64, Arc<str>>,
     services: HashMap<Box<str>, ServiceEntry>,
     /// Namespace to the uids of its services with a selector.
     selecting: HashMap<Arc<str>, BTreeSet<Box<str>>>,
@@ -179,21 +205,30 @@ impl ClusterState {
                     state.and_then(|s| s.waiting.as_ref()),
                     state.and_then(|s| s.terminated.as_ref()),
                 ) {
-                    (Some(_), _, _) => ("Running", None, None),
-                    (_, Some(w), _) => ("Waiting", w.reason.as_ref(), w.message.as_ref()),
-                    (_, _, Some(t)) => ("Terminated", t.reason.as_ref(), t.message.as_ref()),
-                    _ => ("Unknown", None, None),
+                    (Some(_), _, _) => (ContainerState::Running, None, None),
+                    (_, Some(w), _) => (
+                        ContainerState::Waiting,
+                        w.reason.as_ref(),
+                        w.message.as_ref(),
+                    ),
+                    (_, _, Some(t)) => (
+                        ContainerState::Terminated,
+                        t.reason.as_ref(),
+                        t.message.as_ref(),
+                    ),
+                    _ => (ContainerState::Unknown, None, None),
                 };
                 let text = |f: Option<&String>| f.map_or_else(Box::default, |s| s.as_str().into());
+                let detail = (reason.is_some() || message.is_some())
+                    .then(|| Box::new((text(reason), text(message))));
                 Some(ContainerEntry {
                     id: id.into(),
                     name: c.name.as_str().into(),
                     state,
-                    reason: text(reason),
-                    message: text(message),
+                    detail,
                 })
             })
-            .collect::<Vec<_>>();
+            .collect::<Box<[_]>>();
         let text = |f: Option<&String>| f.map_or_else(Box::default, |s| s.as_str().into());
         let entry = PodEntry {
             namespace: Arc::clone(&namespace),
@@ -239,11 +274,12 @@ impl ClusterState {
             .entry(Arc::clone(&entry.namespace))
             .or_default()
             .insert(uid.into());
+        let uid: Arc<str> = uid.into();
         for container in &entry.containers {
             self.pod_by_container
-                .insert(container_key(&container.id), uid.into());
+                .insert(container_key(&container.id), Arc::clone(&uid));
         }
-        self.pods.insert(uid.into(), entry);
+        self.pods.insert(uid, entry);
     }
 
     /// Forgets a pod.
@@ -304,7 +340,7 @@ impl ClusterState {
             for pod in self.pods_in.get(&namespace).into_iter().flatten() {
                 if self
                     .pods
-                    .get(pod)
+                    .get(&**pod)
                     .is_some_and(|p| selects(&selector, &p.labels))
                 {
                     self.selected_by
@@ -548,10 +584,11 @@ impl ClusterState {
             .pods
             .get(self.pod_by_container.get(&container_key(id))?)?;
         let container = pod.containers.iter().find(|c| &*c.id == id)?;
+        let (reason, message) = container.detail.as_deref().cloned().unwrap_or_default();
         Some(pxl::ContainerMeta {
-            state: container.state.to_owned(),
-            reason: container.reason.to_string(),
-            message: container.message.to_string(),
+            state: container.state.as_str().to_owned(),
+            reason: reason.into(),
+            message: message.into(),
         })
     }
 

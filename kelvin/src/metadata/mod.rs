@@ -10,7 +10,7 @@ mod watch;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use cluster::{ClusterState, ContainerEntry, Kind, PodEntry};
+pub use cluster::{ClusterState, ContainerEntry, ContainerState, Kind, PodEntry};
 pub use processes::ProcessDirectory;
 pub use watch::watch_cluster;
 
