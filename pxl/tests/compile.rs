@@ -93,6 +93,18 @@ fn ints(batches: &[RecordBatch], column: &str) -> Vec<i64> {
         .collect()
 }
 
+/// The rows of a compiled script's first output.
+async fn first_output(compiled: pxl::Script) -> Vec<RecordBatch> {
+    let plan = compiled.outputs.into_iter().next().unwrap().plan;
+    SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
@@ -443,14 +455,7 @@ df.gone = px.container_id_to_status('c9')
 px.display(df[['pod', 'ns', 'svc', 'container', 'node', 'peer', 'stranger', 'has', 'status', 'gone']])
 ";
     let compiled = compile(script, &catalog, &options).unwrap();
-    let plan = compiled.outputs.into_iter().next().unwrap().plan;
-    let batches = SessionContext::new()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches = first_output(compiled).await;
     let text = |name: &str| {
         batches[0]
             .column_by_name(name)
@@ -488,14 +493,7 @@ df.ns = df.ctx['namespace']
 px.display(df)
 ";
     let compiled = compile(pods, &catalog, &options).unwrap();
-    let plan = compiled.outputs.into_iter().next().unwrap().plan;
-    let pod_batches = SessionContext::new()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let pod_batches = first_output(compiled).await;
     assert_eq!(strings(&pod_batches, "pod"), ["shop/web"]);
     assert_eq!(strings(&pod_batches, "ns"), ["shop"]);
     let no_process = compile(
@@ -761,14 +759,7 @@ df.link = px.script_reference(df.service, 'px/service', {'service': df.service, 
 px.display(df[['link']])
 ";
     let compiled = compile(script, &catalog, &CompileOptions::at(NOW)).unwrap();
-    let plan = compiled.outputs.into_iter().next().unwrap().plan;
-    let batches = SessionContext::new()
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches = first_output(compiled).await;
     let link = batches[0].column(0).as_string::<i32>().value(0).to_owned();
     let link: serde_json::Value = serde_json::from_str(&link).unwrap();
     assert_eq!(link["script"], "px/service");

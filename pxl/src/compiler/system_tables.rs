@@ -7,24 +7,17 @@ impl Compiler<'_> {
     /// `px.GetAgentStatus()`: the agents answering queries, with Pixie's columns.
     pub(super) fn agent_status(&self, at: &ast::Expr) -> Result<Value> {
         use datafusion::arrow::array::{
-            ArrayRef, FixedSizeBinaryArray, Int64Array, StringArray, TimestampNanosecondArray,
+            ArrayRef, Int64Array, StringArray, TimestampNanosecondArray,
         };
         use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
         let agents = self.catalog.agents();
-        let ids =
-            FixedSizeBinaryArray::try_from_iter(agents.iter().map(|a| a.agent_id.to_be_bytes()))
-                .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0));
+        let ids = uint128_column(agents.iter().map(|a| a.agent_id));
         let text = |f: fn(&crate::AgentInfo) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(agents.iter().map(f)))
         };
         let columns: Vec<(&str, DataType, &str, ArrayRef)> = vec![
-            (
-                "agent_id",
-                DataType::FixedSizeBinary(16),
-                "UINT128",
-                Arc::new(ids),
-            ),
+            ("agent_id", DataType::FixedSizeBinary(16), "UINT128", ids),
             (
                 "asid",
                 DataType::Int64,
@@ -78,14 +71,11 @@ impl Compiler<'_> {
 
     /// `px.GetTracepointStatus()`: the dynamic probes and their states, Pixie's columns.
     pub(super) fn tracepoint_status(&self, at: &ast::Expr) -> Result<Value> {
-        use datafusion::arrow::array::{ArrayRef, FixedSizeBinaryArray, StringArray};
+        use datafusion::arrow::array::{ArrayRef, StringArray};
         use datafusion::arrow::datatypes::DataType;
 
         let tracepoints = self.catalog.tracepoints();
-        let ids = FixedSizeBinaryArray::try_from_iter(
-            tracepoints.iter().map(|t| t.tracepoint_id.to_be_bytes()),
-        )
-        .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0));
+        let ids = uint128_column(tracepoints.iter().map(|t| t.tracepoint_id));
         let text = |f: fn(&crate::TracepointInfo) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(tracepoints.iter().map(f)))
         };
@@ -94,7 +84,7 @@ impl Compiler<'_> {
                 "tracepoint_id",
                 DataType::FixedSizeBinary(16),
                 "UINT128",
-                Arc::new(ids),
+                ids,
             ),
             ("name", DataType::Utf8, "STRING", text(|t| &t.name)),
             ("state", DataType::Utf8, "STRING", text(|t| &t.state)),
@@ -150,8 +140,6 @@ impl Compiler<'_> {
     /// `px.GetTables()` and `px.GetSchemas()`: the catalog as a table.
     pub(super) fn catalog_table(&self, at: &ast::Expr, name: &str) -> Result<Value> {
         use datafusion::arrow::array::StringArray;
-        use datafusion::arrow::datatypes::{Field, Schema};
-        use datafusion::arrow::record_batch::RecordBatch;
 
         let mut columns: Vec<Vec<String>> = Vec::new();
         let names: &[&str] = if name == "GetTables" {
@@ -194,25 +182,29 @@ impl Compiler<'_> {
                 }
             }
         }
-        let schema = Arc::new(Schema::new(
-            names
-                .iter()
-                .map(|n| Field::new(*n, datafusion::arrow::datatypes::DataType::Utf8, false))
-                .collect::<Vec<_>>(),
-        ));
-        let arrays = columns
-            .into_iter()
-            .map(|c| Arc::new(StringArray::from(c)) as datafusion::arrow::array::ArrayRef)
+        let columns = names
+            .iter()
+            .zip(columns)
+            .map(|(name, values)| {
+                let array: datafusion::arrow::array::ArrayRef = Arc::new(StringArray::from(values));
+                (
+                    *name,
+                    datafusion::arrow::datatypes::DataType::Utf8,
+                    "STRING",
+                    array,
+                )
+            })
             .collect();
-        let internal = |e: datafusion::error::DataFusionError| {
-            self.error(at, format!("internal error: {}", e.strip_backtrace()))
-        };
-        let batch =
-            RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(|e| internal(e.into()))?;
-        let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
-            .map_err(internal)?;
-        let source = datafusion::datasource::provider_as_source(Arc::new(table));
-        self.plan(at, LogicalPlanBuilder::scan(name, source, None))
-            .map(Value::DataFrame)
+        self.memory_table(at, name, columns)
     }
+}
+
+/// A UINT128 column (ids): 16 big-endian bytes per value.
+fn uint128_column(values: impl Iterator<Item = u128>) -> datafusion::arrow::array::ArrayRef {
+    use datafusion::arrow::array::FixedSizeBinaryArray;
+    // Building fails only on no values at all: an empty column.
+    Arc::new(
+        FixedSizeBinaryArray::try_from_iter(values.map(u128::to_be_bytes))
+            .unwrap_or_else(|_| FixedSizeBinaryArray::new_null(16, 0)),
+    )
 }
