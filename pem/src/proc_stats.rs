@@ -532,4 +532,142 @@ mod tests {
         }
         assert!(found, "no row for this process");
     }
+
+    /// A pod in a network namespace of its own (a veth pair, `eth0` inside) sends 200
+    /// datagrams of 1,000 bytes: its network_stats row counts them. Needs root (network
+    /// namespaces, cgroups); runs, never skips, under `CI=true`.
+    #[test]
+    fn network_stats_count_what_a_pod_sent() {
+        use std::io::BufRead as _;
+        use std::process::{Command, Stdio};
+
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: must run as root"
+            );
+            return;
+        }
+        let id = std::process::id();
+        let netns = format!("px-net-{id}");
+        let host_side = format!("pxh{}", id % 100_000);
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}: {status}");
+        };
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let cgroup2 = mounts
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(' ');
+                let point = f.nth(1)?;
+                (f.next()? == "cgroup2").then(|| PathBuf::from(point))
+            })
+            .expect("a cgroup2 mount");
+        let uid = format!("0000{id:04x}-aaaa-4bbb-8ccc-000000000001");
+        let pod_dir = cgroup2.join(format!("kubepods/besteffort/pod{uid}"));
+        let container_dir = pod_dir.join(format!("{:064x}", u64::from(id)));
+
+        struct Cleanup(String, Vec<PathBuf>, Option<std::process::Child>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                if let Some(child) = &mut self.2 {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+                for dir in self.1.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
+        let mut cleanup = Cleanup(netns.clone(), Vec::new(), None);
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        ip(&["addr", "add", "10.231.7.1/30", "dev", &host_side]);
+        ip(&["link", "set", &host_side, "up"]);
+        ip(&["-n", &netns, "addr", "add", "10.231.7.2/30", "dev", "eth0"]);
+        ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+        for dir in [
+            cgroup2.join("kubepods"),
+            cgroup2.join("kubepods/besteffort"),
+            pod_dir.clone(),
+            container_dir.clone(),
+        ] {
+            if std::fs::create_dir(&dir).is_ok() {
+                cleanup.1.push(dir);
+            }
+        }
+        let send = "import socket, sys, time\n\
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                    for _ in range(200): s.sendto(b'x' * 1000, ('10.231.7.1', 9))\n\
+                    print('sent', flush=True)\n\
+                    time.sleep(60)\n";
+        let procs = container_dir.join("cgroup.procs");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec ip netns exec {netns} python3 -c \"$0\"",
+                procs.display()
+            ))
+            .arg(send)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        cleanup.2 = Some(child);
+        assert_eq!(line.trim(), "sent");
+
+        let store =
+            TableStore::new(px_tablestore::BudgetConfig::for_memory_limit(64 << 20)).unwrap();
+        store.create_table(process_stats_schema()).unwrap();
+        store.create_table(network_stats_schema()).unwrap();
+        let mut sampler = Sampler::new(
+            SamplerSettings {
+                asid: 3,
+                scope: Some(pod_dir.clone()),
+                pods_only: true,
+            },
+            Arc::new(ProcessTable::new()),
+        );
+        sampler.sample(&store, 1);
+        let batches = store.table(NETWORK_STATS).unwrap().snapshot();
+        let batch = batches.first().expect("a network_stats row");
+        let int = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        let pod = batch
+            .column_by_name("pod_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .value(0)
+            .to_owned();
+        assert_eq!(pod, uid);
+        // 1,000 bytes of payload, 8 of UDP, 20 of IP and 14 of Ethernet per datagram; a
+        // few packets more (ARP, IPv6 neighbour discovery) may go out too.
+        let (tx_bytes, tx_packets) = (int("tx_bytes"), int("tx_packets"));
+        assert!(
+            (200 * 1042..200 * 1042 + 4096).contains(&tx_bytes),
+            "{tx_bytes}"
+        );
+        assert!((200..220).contains(&tx_packets), "{tx_packets}");
+        assert!(
+            int("rx_bytes") < 200 * 1042,
+            "what came back is ICMP and ARP"
+        );
+    }
 }
