@@ -443,6 +443,7 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
         json!({
             "version": "0.1.0",
             "clusterName": "prod-eu-1",
+            "registry": "registry.example.com/px",
             "pemMemoryLimit": "4Gi",
             "pemMemoryRequest": "3Gi",
             "dataAccess": "Restricted",
@@ -1151,4 +1152,184 @@ fn argo_cd_judges_health_from_the_standard_conditions() {
             );
         }
     }
+}
+
+/// One instruction of a Containerfile: command, flags, values.
+type Instruction = (String, Vec<String>, Vec<String>);
+
+/// `images/Containerfile` as BuildKit's own parser reads it (the `dockerfile` package in
+/// the Helm virtualenv): each instruction's command, flags and values.
+fn containerfile(python: &Path) -> Vec<Instruction> {
+    let script = "import dockerfile, json, sys\n\
+        print(json.dumps([[c.cmd, list(c.flags), list(c.value)] for c in dockerfile.parse_file(sys.argv[1])]))";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(repo().join("images/Containerfile"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Instruction>>(&out.stdout).unwrap()
+}
+
+/// The chart's appVersion.
+fn app_version() -> String {
+    let chart = std::fs::read_to_string(chart().join("Chart.yaml")).unwrap();
+    chart
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The images' files, checked without a container engine: the Containerfile parses, its
+/// stages build and run binaries the workspace has, and `images/build.sh` tags them
+/// with the names the chart and the operator run by default.
+#[test]
+fn the_images_build_the_binaries_the_chart_runs() {
+    let Some(python) = helm_python() else { return };
+    let instructions = containerfile(&python);
+    let components = ["px-operator", "vizier-pem", "kelvin"];
+
+    // Each component's stage: from the runtime base, its binary copied from the build
+    // stage's output, run as its entrypoint; the operator and Kelvin not as root.
+    let mut stages: Vec<(String, Vec<Instruction>)> = Vec::new();
+    for (cmd, flags, value) in &instructions {
+        if cmd == "FROM" {
+            let name = value.get(2).cloned().unwrap_or_default();
+            stages.push((name, Vec::new()));
+        } else if let Some((_, body)) = stages.last_mut() {
+            body.push((cmd.clone(), flags.clone(), value.clone()));
+        }
+    }
+    let build = &stages
+        .iter()
+        .find(|(n, _)| n == "build")
+        .expect("a build stage")
+        .1;
+    let run = build
+        .iter()
+        .filter(|(cmd, _, _)| cmd == "RUN")
+        .map(|(_, _, v)| v.join(" "))
+        .find(|v| v.contains("cargo build"))
+        .expect("the build stage runs cargo build");
+    for component in components {
+        let (_, body) = stages
+            .iter()
+            .find(|(n, _)| n == component)
+            .unwrap_or_else(|| panic!("no stage {component}: {stages:?}"));
+        let binary = format!("/usr/local/bin/{component}");
+        assert!(
+            body.iter().any(|(cmd, flags, value)| cmd == "COPY"
+                && flags == &["--from=build".to_owned()]
+                && value == &[format!("/out/{component}"), binary.clone()]),
+            "{component}: {body:?}"
+        );
+        let entrypoint = body.iter().find(|(cmd, _, _)| cmd == "ENTRYPOINT").unwrap();
+        assert_eq!(entrypoint.2, std::slice::from_ref(&binary), "{component}");
+        let user = body.iter().find(|(cmd, _, _)| cmd == "USER").unwrap();
+        let root = user.2[0].starts_with("0:") || user.2[0] == "0";
+        assert_eq!(
+            root,
+            component == "vizier-pem",
+            "{component} runs as {:?}",
+            user.2
+        );
+        assert!(run.contains(&format!("-p {component}")), "{run}");
+        assert!(
+            run.contains(&format!("target/release/{component}")),
+            "{run}"
+        );
+    }
+
+    // Those packages are the workspace's, and each has a binary of that name.
+    let metadata = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(metadata.status.success(), "{metadata:?}");
+    let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    for component in components {
+        let package = metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == component)
+            .unwrap_or_else(|| panic!("no package {component}"));
+        assert!(
+            package["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == component
+                    && t["kind"].as_array().unwrap().iter().any(|k| k == "bin")),
+            "{component} has no binary of that name"
+        );
+    }
+
+    // build.sh, with a stand-in `docker` that records what it is asked: the tags are
+    // REGISTRY/NAME:appVersion, and the chart's default operator image is one of them.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-build-sh");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("docker.log");
+    let _ = std::fs::remove_file(&log);
+    let shim = dir.join("docker");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &shim,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let built = Command::new(repo().join("images/build.sh"))
+        .args(["--engine", "docker"])
+        .env("PATH", path)
+        .env_remove("PX_REGISTRY")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let tags: Vec<String> = calls
+        .lines()
+        .filter_map(|l| l.split(" -t ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    let version = app_version();
+    assert_eq!(
+        tags,
+        components.map(|c| format!("px/{c}:{version}")),
+        "{calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .all(|l| l.starts_with("build -f images/Containerfile --target ")),
+        "{calls}"
+    );
+    let out = rendered(&python, RELEASE, &[], &json!({}));
+    assert_eq!(
+        container(&out, "px-operator")["image"],
+        format!("px/px-operator:{version}"),
+        "the chart runs the image build.sh makes"
+    );
 }
