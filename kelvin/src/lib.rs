@@ -6,8 +6,10 @@
 //!
 //! In `px local` Kelvin reads the PEM's table store in the same process; in a cluster it
 //! fans each query out to the PEMs' table services ([`RemotePems`]), pushing down the
-//! columns, time window and filters each scan needs.
+//! columns, time window and filters each scan needs. On Kubernetes it finds the PEMs by
+//! watching their pods ([`discovery`]).
 
+pub mod discovery;
 pub mod metadata;
 mod remote;
 mod results;
@@ -15,8 +17,8 @@ mod service;
 mod tracepoints;
 
 pub use px_api::auth::TokenCheck;
-pub use remote::{PemError, RemotePem, RemotePems};
-pub use service::{Kelvin, func_calls};
+pub use remote::{DEFAULT_SCAN_TIMEOUT, PemError, RemotePem, RemotePems};
+pub use service::{Kelvin, QueryLimits, func_calls};
 pub use tracepoints::{LocalProbes, roll_up as roll_up_tracepoints};
 
 /// The generated server type, behind the token check, ready for

@@ -15,10 +15,35 @@ struct Args {
     /// Serve the query API here.
     #[arg(long, env = "PX_KELVIN_LISTEN", default_value = "0.0.0.0:50300")]
     listen: SocketAddr,
-    /// A PEM to query, as NAME=URL (e.g. node-a=http://10.0.0.7:50400); repeatable,
-    /// or comma-separated in the environment variable.
-    #[arg(long = "pem", value_name = "NAME=URL", env = "PX_KELVIN_PEMS", value_delimiter = ',', required = true, value_parser = parse_pem)]
+    /// A PEM to query, as NAME=URL (e.g. node-a=http://10.0.0.7:50400); repeatable.
+    /// For a fixed set of PEMs outside Kubernetes; on a cluster use --pems-from-pods.
+    #[arg(long = "pem", value_name = "NAME=URL", value_parser = parse_pem, required_unless_present = "pems_from_pods", conflicts_with = "pems_from_pods")]
     pems: Vec<(String, String)>,
+    /// Find the PEMs by watching the pods with this label selector (in --pem-namespace):
+    /// each node's PEM pod, at its pod IP, joins or leaves the set without a restart.
+    #[arg(long, value_name = "SELECTOR", env = "PX_KELVIN_PEMS_FROM_PODS")]
+    pems_from_pods: Option<String>,
+    /// The namespace of the PEM pods (default: Kelvin's own, from POD_NAMESPACE or the
+    /// client's default).
+    #[arg(long, env = "PX_KELVIN_PEM_NAMESPACE")]
+    pem_namespace: Option<String>,
+    /// The port the PEM pods serve on.
+    #[arg(long, env = "PX_KELVIN_PEM_PORT", default_value_t = 50400)]
+    pem_port: u16,
+    /// Reach the watched PEM pods without TLS (only where the PEMs run --disable-tls).
+    #[arg(long)]
+    pem_plaintext: bool,
+    /// Fail a query when one PEM has not sent all of a table's rows within this many
+    /// seconds.
+    #[arg(long, env = "PX_KELVIN_SCAN_TIMEOUT_SECS", default_value_t = kelvin::DEFAULT_SCAN_TIMEOUT.as_secs())]
+    scan_timeout_secs: u64,
+    /// Queries that may run at once; one more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PX_KELVIN_MAX_QUERIES", default_value_t = 16)]
+    max_concurrent_queries: usize,
+    /// Memory the running queries' joins, aggregates and sorts may hold together, as a
+    /// Kubernetes quantity (e.g. 1Gi); past it a query fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PX_KELVIN_QUERY_MEMORY", default_value = "1Gi", value_parser = parse_bytes)]
+    query_memory_limit: u64,
     /// Require this key on every request (`pixie-api-key` metadata or a bearer token).
     #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -77,9 +102,19 @@ fn parse_pem(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), url.to_owned()))
 }
 
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    px_crds::quantity_bytes(text)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| {
+            format!("{text:?} is not a positive Kubernetes quantity; write it like 1Gi or 512Mi")
+        })
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    px_api::process::run_main("kelvin", "info", 2, run(args))
+    // The cores it is given: the runtime's workers run DataFusion's operators too.
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    px_api::process::run_main("kelvin", "info", workers, run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -91,29 +126,70 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let tls = args.tls.server_config()?;
     let pem_tls = args.pem_tls().config()?;
-    let pems = args
+    let connect = {
+        let token = args.pem_token.clone();
+        move |name: &str, url: &str| {
+            let tls = url.starts_with("https://").then(|| pem_tls.clone());
+            RemotePem::new(name, url, tls)?.with_token(token.as_deref())
+        }
+    };
+    let fixed = args
         .pems
         .iter()
-        .map(|(name, url)| {
-            let tls = url.starts_with("https://").then(|| pem_tls.clone());
-            RemotePem::new(name, url, tls)?.with_token(args.pem_token.as_deref())
-        })
+        .map(|(name, url)| connect(name, url))
         .collect::<Result<Vec<_>, _>>()?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
-    tracing::info!(listen = %args.listen, pems = ?args.pems, "serving the query API");
     let shutdown = px_api::process::shutdown_signal()?;
     let mut server = px_api::tls::server(tls)?;
-    let pems = RemotePems::new(pems);
-    let (kelvin, _watches) = if args.cluster_metadata {
-        let client = kube::Client::try_default()
-            .await
-            .context("--cluster-metadata: no Kubernetes credentials (in-cluster or KUBECONFIG)")?;
-        let metadata = kelvin::metadata::ClusterMetadata::default();
-        let watches = kelvin::metadata::watch_cluster(&client, &metadata);
-        (Kelvin::over_pems_with_metadata(pems, metadata), watches)
+    let pems = RemotePems::new(fixed)
+        .with_scan_timeout(std::time::Duration::from_secs(args.scan_timeout_secs));
+    let needs_cluster = args.cluster_metadata || args.pems_from_pods.is_some();
+    let client = if needs_cluster {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("no Kubernetes credentials (in-cluster or KUBECONFIG) for --cluster-metadata or --pems-from-pods")?,
+        )
     } else {
-        (Kelvin::over_pems(pems), Vec::new())
+        None
     };
+    let mut tasks = Vec::new();
+    if let (Some(selector), Some(client)) = (&args.pems_from_pods, &client) {
+        let namespace = args
+            .pem_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let pods = kelvin::discovery::PemPods {
+            namespace,
+            selector: selector.clone(),
+            port: args.pem_port,
+            scheme: if args.pem_plaintext { "http" } else { "https" },
+        };
+        tracing::info!(namespace = %pods.namespace, selector = %pods.selector, "finding the PEMs by their pods");
+        tasks.push(kelvin::discovery::watch_pem_pods(
+            client.clone(),
+            pods,
+            pems.clone(),
+            connect,
+        ));
+    } else {
+        tracing::info!(pems = ?args.pems, "querying a fixed set of PEMs");
+    }
+    let kelvin = match (&client, args.cluster_metadata) {
+        (Some(client), true) => {
+            let metadata = kelvin::metadata::ClusterMetadata::default();
+            tasks.extend(kelvin::metadata::watch_cluster(client, &metadata));
+            Kelvin::over_pems_with_metadata(pems, metadata)
+        }
+        _ => Kelvin::over_pems(pems),
+    };
+    let kelvin = kelvin.with_limits(kelvin::QueryLimits {
+        max_concurrent: args.max_concurrent_queries,
+        memory_bytes: Some(usize::try_from(args.query_memory_limit).unwrap_or(usize::MAX)),
+    });
+    tracing::info!(listen = %args.listen, "serving the query API");
+    let _tasks = tasks;
     server
         .add_service(kelvin.into_server(args.api_key))
         .serve_with_incoming_shutdown(incoming, shutdown)

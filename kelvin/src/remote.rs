@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use arrow_array::{RecordBatch, RecordBatchOptions};
@@ -49,6 +49,8 @@ use crate::metadata::pushdown::{self, reads_only_upid};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long Kelvin waits for a PEM to list its tables.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one PEM's part of a scan may take, unless told otherwise.
+pub const DEFAULT_SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest message Kelvin accepts from a PEM (PEMs send about 1 MiB at most).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -85,6 +87,23 @@ pub enum PemError {
         addr: String,
         /// What went wrong.
         reason: String,
+    },
+    /// Kelvin does not know the PEMs yet.
+    #[error("{0}; the query did not run. Kelvin's log says why if this lasts")]
+    NotKnown(String),
+    /// The PEM did not send all of a table's rows in time.
+    #[error(
+        "PEM {name} ({addr}) did not finish scanning {table} within {timeout:?} (kelvin --scan-timeout); the query was stopped rather than answered without that node's rows. Narrow the query's time window, or raise the timeout"
+    )]
+    DeadlineExceeded {
+        /// The PEM's name.
+        name: String,
+        /// Its address.
+        addr: String,
+        /// The table scanned.
+        table: String,
+        /// The deadline it missed.
+        timeout: Duration,
     },
 }
 
@@ -159,6 +178,12 @@ impl RemotePem {
         &self.name
     }
 
+    /// The PEM's address.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     fn unavailable(&self, reason: impl fmt::Display) -> PemError {
         PemError::Unavailable {
             name: self.name.clone(),
@@ -231,22 +256,30 @@ struct RemoteTableInfo {
     schema: SchemaRef,
 }
 
-/// Every PEM a query runs on.
+/// The PEMs queries fan out to: a set that changes while Kelvin runs (PEMs come, go and
+/// move: [`crate::discovery`]). Each query takes the set as it is when the query starts
+/// and keeps it to the end.
 #[derive(Clone, Debug)]
 pub struct RemotePems {
-    pems: Arc<[RemotePem]>,
+    members: Arc<RwLock<Members>>,
     /// Their processes, when Kelvin keeps them: filters on a row's process are then
     /// pushed down as sets of UPIDs.
     metadata: Option<crate::metadata::ClusterMetadata>,
+    /// How long one PEM's part of a scan may take.
+    scan_timeout: Duration,
 }
 
 impl RemotePems {
-    /// The PEMs queries fan out to.
+    /// The PEMs queries fan out to, until [`RemotePems::replace`] changes them.
     #[must_use]
     pub fn new(pems: Vec<RemotePem>) -> Self {
         Self {
-            pems: pems.into(),
+            members: Arc::new(RwLock::new(Members {
+                pems: pems.into(),
+                unknown: None,
+            })),
             metadata: None,
+            scan_timeout: DEFAULT_SCAN_TIMEOUT,
         }
     }
 
@@ -257,29 +290,82 @@ impl RemotePems {
         self
     }
 
+    /// Stops a scan, and fails its query naming the PEM, when one PEM has not sent all
+    /// its rows within `timeout`.
+    #[must_use]
+    pub fn with_scan_timeout(mut self, timeout: Duration) -> Self {
+        self.scan_timeout = timeout;
+        self
+    }
+
+    /// Makes `pems` the set the next queries fan out to; queries running keep theirs.
+    pub fn replace(&self, pems: Vec<RemotePem>) {
+        let mut members = self
+            .members
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        members.pems = pems.into();
+        members.unknown = None;
+    }
+
+    /// Until the next [`RemotePems::replace`], queries fail with `reason`: the set is
+    /// not known, and an empty one would answer as if there were no data.
+    pub fn set_unknown(&self, reason: String) {
+        self.members
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unknown = Some(reason);
+    }
+
+    /// Whether the set is known.
+    #[must_use]
+    pub fn is_known(&self) -> bool {
+        self.members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unknown
+            .is_none()
+    }
+
+    /// The PEMs as they are now.
+    #[must_use]
+    pub fn current(&self) -> Arc<[RemotePem]> {
+        Arc::clone(
+            &self
+                .members
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pems,
+        )
+    }
+
+    /// The PEMs a query starts with, or why there are none to ask.
+    fn for_query(&self) -> Result<Arc<[RemotePem]>, PemError> {
+        let members = self
+            .members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &members.unknown {
+            Some(reason) => Err(PemError::NotKnown(reason.clone())),
+            None => Ok(Arc::clone(&members.pems)),
+        }
+    }
+
     /// The PEMs' names.
     #[must_use]
     pub fn names(&self) -> Vec<String> {
-        self.pems.iter().map(|p| p.name.clone()).collect()
+        self.current().iter().map(|p| p.name.clone()).collect()
     }
 
-    /// The tables of every PEM, each spanning all of them. Asks all PEMs at once.
-    ///
-    /// # Errors
-    /// [`PemError::Unavailable`] for the first PEM that did not answer.
     /// Each PEM's probes, by PEM name; a PEM that does not answer is named with why.
     pub async fn probes(&self) -> Vec<(String, Result<Vec<ProbeState>, PemError>)> {
-        let listed =
-            futures_util::future::join_all(self.pems.iter().map(RemotePem::list_probes)).await;
-        self.pems
-            .iter()
-            .map(|p| p.name.clone())
-            .zip(listed)
-            .collect()
+        let pems = self.current();
+        let listed = futures_util::future::join_all(pems.iter().map(RemotePem::list_probes)).await;
+        pems.iter().map(|p| p.name.clone()).zip(listed).collect()
     }
 
     /// Brings `metadata`'s copy of every PEM's processes up to date (what changed since
-    /// the last call), asking all PEMs at once.
+    /// the last call), asking all PEMs at once; forgets PEMs that left.
     ///
     /// # Errors
     /// [`PemError::Unavailable`] for the first PEM that did not answer.
@@ -287,12 +373,15 @@ impl RemotePems {
         &self,
         metadata: &crate::metadata::ClusterMetadata,
     ) -> Result<(), PemError> {
-        let asked = futures_util::future::join_all(self.pems.iter().map(|pem| {
+        let pems = self.for_query()?;
+        let asked = futures_util::future::join_all(pems.iter().map(|pem| {
             let position = metadata.with_processes(|d| d.position(&pem.name));
             pem.list_processes(position)
         }))
         .await;
-        for (pem, answer) in self.pems.iter().zip(asked) {
+        let names: HashSet<&str> = pems.iter().map(|p| p.name.as_str()).collect();
+        metadata.update_processes(|d| d.retain_pems(|name| names.contains(name)));
+        for (pem, answer) in pems.iter().zip(asked) {
             if let Some(response) = answer? {
                 metadata.update_processes(|d| d.apply(&pem.name, response));
             }
@@ -300,32 +389,65 @@ impl RemotePems {
         Ok(())
     }
 
-    /// The tables of every PEM, as one catalog.
+    /// The tables of every PEM, as one catalog. A table some PEMs lack is read from
+    /// those that have it (a pod-target Tracepoint's table lives on its pods' nodes
+    /// only); its columns are all the PEMs' columns, and a scan of a column that not
+    /// every such PEM has, or has with another type, fails naming them.
+    ///
+    /// # Errors
+    /// [`PemError::Unavailable`] for the first PEM that did not answer.
     pub async fn tables(&self) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, PemError> {
-        let listed =
-            futures_util::future::join_all(self.pems.iter().map(RemotePem::list_tables)).await;
-        let mut tables = BTreeMap::new();
-        for pem_tables in listed {
+        let pems = self.for_query()?;
+        let listed = futures_util::future::join_all(pems.iter().map(RemotePem::list_tables)).await;
+        let mut holders: BTreeMap<String, Vec<(RemotePem, SchemaRef)>> = BTreeMap::new();
+        for (pem, pem_tables) in pems.iter().zip(listed) {
             for table in pem_tables? {
-                tables.entry(table.name.clone()).or_insert_with(|| {
-                    Arc::new(RemoteTable {
-                        name: table.name,
-                        schema: table.schema,
-                        pems: self.clone(),
-                    }) as Arc<dyn TableProvider>
-                });
+                holders
+                    .entry(table.name)
+                    .or_default()
+                    .push((pem.clone(), table.schema));
             }
         }
-        Ok(tables)
+        Ok(holders
+            .into_iter()
+            .map(|(name, holders)| {
+                let table = RemoteTable::spanning(name.clone(), &holders, self);
+                (name, Arc::new(table) as Arc<dyn TableProvider>)
+            })
+            .collect())
     }
 }
 
-/// A table as the union of its rows on every PEM.
+/// The PEMs as they are known now.
+#[derive(Debug)]
+struct Members {
+    pems: Arc<[RemotePem]>,
+    /// Why the set is not known yet (the PEM pods not listed yet); queries fail with it.
+    unknown: Option<String>,
+}
+
+/// The PEMs one scan reads.
+#[derive(Clone, Debug)]
+struct ScanPems {
+    pems: Arc<[RemotePem]>,
+    metadata: Option<crate::metadata::ClusterMetadata>,
+    scan_timeout: Duration,
+}
+
+impl ScanPems {
+    fn names(&self) -> Vec<String> {
+        self.pems.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// A table as the union of its rows on every PEM that has it.
 #[derive(Debug)]
 struct RemoteTable {
     name: String,
     schema: SchemaRef,
-    pems: RemotePems,
+    pems: ScanPems,
+    /// Columns not every PEM of the table has as the schema says: why, by column.
+    uneven: BTreeMap<String, String>,
 }
 
 #[async_trait]
@@ -365,14 +487,17 @@ impl TableProvider for RemoteTable {
             Some(indices) => Arc::new(self.schema.project(indices)?),
             None => Arc::clone(&self.schema),
         };
+        self.check_even(&schema)?;
         // A query that needs no column (a count) still needs the rows: fetch the
-        // narrowest column there is and drop it here.
+        // narrowest column every PEM has and drop it here.
         let columns: Vec<String> = if schema.fields().is_empty() {
             self.schema
                 .fields()
                 .iter()
-                .take(1)
-                .map(|f| f.name().clone())
+                .map(|f| f.name())
+                .find(|name| !self.uneven.contains_key(*name))
+                .into_iter()
+                .cloned()
                 .collect()
         } else {
             schema.fields().iter().map(|f| f.name().clone()).collect()
@@ -412,6 +537,93 @@ impl TableProvider for RemoteTable {
 }
 
 impl RemoteTable {
+    /// Table `name` over the PEMs that hold it, each with its own schema. The columns
+    /// are the first PEM's, then those only later ones have; a column some PEM lacks or
+    /// types differently is noted, so that only a scan that needs it fails.
+    fn spanning(name: String, holders: &[(RemotePem, SchemaRef)], all: &RemotePems) -> Self {
+        let mut fields: Vec<arrow_schema::FieldRef> = Vec::new();
+        for (_, schema) in holders {
+            for field in schema.fields() {
+                if !fields.iter().any(|f| f.name() == field.name()) {
+                    fields.push(Arc::clone(field));
+                }
+            }
+        }
+        let mut uneven = BTreeMap::new();
+        for field in &fields {
+            let mut lacking = Vec::new();
+            let mut differing = Vec::new();
+            for (pem, schema) in holders {
+                match schema.field_with_name(field.name()) {
+                    Err(_) => lacking.push(pem.name.as_str()),
+                    Ok(f) if f.data_type() != field.data_type() => {
+                        differing.push(format!("{} ({})", pem.name, f.data_type()));
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let mut why = Vec::new();
+            if !lacking.is_empty() {
+                why.push(format!("PEMs without it: {}", lacking.join(", ")));
+            }
+            if !differing.is_empty() {
+                why.push(format!(
+                    "typed {} on {}, otherwise on {}",
+                    field.data_type(),
+                    holders[0].0.name,
+                    differing.join(", ")
+                ));
+            }
+            if !why.is_empty() {
+                uneven.insert(field.name().clone(), why.join("; "));
+            }
+        }
+        let metadata = holders
+            .first()
+            .map(|(_, s)| s.metadata().clone())
+            .unwrap_or_default();
+        Self {
+            name,
+            schema: Arc::new(arrow_schema::Schema::new_with_metadata(fields, metadata)),
+            pems: ScanPems {
+                pems: holders.iter().map(|(p, _)| p.clone()).collect(),
+                metadata: all.metadata.clone(),
+                scan_timeout: all.scan_timeout,
+            },
+            uneven,
+        }
+    }
+
+    /// Fails a scan that needs a column the PEMs disagree on (during a rollout, PEMs of
+    /// two versions), naming the PEMs and the columns.
+    fn check_even(&self, scanned: &SchemaRef) -> DfResult<()> {
+        let uneven: Vec<String> = scanned
+            .fields()
+            .iter()
+            .filter_map(|f| {
+                self.uneven
+                    .get(f.name())
+                    .map(|why| format!("{} ({why})", f.name()))
+            })
+            .collect();
+        if uneven.is_empty() {
+            return Ok(());
+        }
+        let shared: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| !self.uneven.contains_key(*name))
+            .collect();
+        Err(DataFusionError::Plan(format!(
+            "table {} differs between PEMs (PEMs of two versions, during a rollout?): column {}. Select only the columns every PEM has ({}), or query again when the PEMs run one version",
+            self.name,
+            uneven.join(", column "),
+            shared.join(", ")
+        )))
+    }
+
     /// For each PEM, `filters` (on a row's process) as sets of its UPIDs; empty when
     /// Kelvin keeps no processes or the table has no `upid`.
     fn process_filters(&self, filters: &[&Expr]) -> Vec<Vec<Expr>> {
@@ -473,7 +685,7 @@ struct RemoteScanExec {
     /// Each PEM's own filter, when it has one (filters on a row's process, as its UPIDs);
     /// otherwise the request's.
     per_pem_filters: Vec<Vec<u8>>,
-    pems: RemotePems,
+    pems: ScanPems,
     properties: Arc<PlanProperties>,
 }
 
@@ -482,7 +694,7 @@ impl RemoteScanExec {
         schema: SchemaRef,
         request: ScanRequest,
         per_pem_filters: Vec<Vec<u8>>,
-        pems: RemotePems,
+        pems: ScanPems,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -562,22 +774,48 @@ impl ExecutionPlan for RemoteScanExec {
             request.filter.clone_from(own);
         }
         let target = Arc::clone(&schema);
+        let deadline = tokio::time::Instant::now() + self.pems.scan_timeout;
+        let timeout = self.pems.scan_timeout;
+        let table = request.table.clone();
+        let late = move |pem: &RemotePem| {
+            external(PemError::DeadlineExceeded {
+                name: pem.name.clone(),
+                addr: pem.addr.clone(),
+                table: table.clone(),
+                timeout,
+            })
+        };
         let batches = async move {
             let mut client = pem.client.clone();
-            let responses = client
-                .scan(request)
+            let responses = tokio::time::timeout_at(deadline, client.scan(request))
                 .await
+                .map_err(|_| late(&pem))?
                 .map_err(|status| external(pem.unavailable(describe(&status))))?
                 .into_inner();
             let pem_for_errors = pem.clone();
-            Ok::<_, DataFusionError>(responses.map(move |response| {
+            let decode = move |response: Result<px_api::pem::ScanResponse, tonic::Status>| {
                 let response =
                     response.map_err(|s| external(pem_for_errors.unavailable(describe(&s))))?;
                 let (_, batch) = decode_ipc(&response.arrow_ipc).map_err(|e| {
                     external(pem_for_errors.unavailable(format!("unreadable Arrow IPC: {e}")))
                 })?;
                 conform(batch, &target)
-            }))
+            };
+            // Each batch must come before the scan's deadline; past it the stream ends
+            // with the error, and dropping the stream cancels the call on the PEM.
+            let rows = futures_util::stream::unfold(Some(responses), move |responses| {
+                let late = late.clone();
+                let pem = pem.clone();
+                async move {
+                    let mut responses = responses?;
+                    match tokio::time::timeout_at(deadline, responses.next()).await {
+                        Err(_) => Some((Err(late(&pem)), None)),
+                        Ok(None) => None,
+                        Ok(Some(item)) => Some((Ok(item), Some(responses))),
+                    }
+                }
+            });
+            Ok::<_, DataFusionError>(rows.map(move |item| item.and_then(&decode)))
         };
         let stream = futures_util::stream::once(batches).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -661,15 +899,17 @@ mod tests {
         let pem = |name: &str| RemotePem::new(name, "http://127.0.0.1:1", None).unwrap();
         let pems = RemotePems::new(vec![pem("node-a"), pem("node-b"), pem("node-c")])
             .with_metadata(metadata);
-        let table = RemoteTable {
-            name: "http_events".into(),
-            schema: Arc::new(Schema::new(vec![Field::new(
-                "upid",
-                DataType::FixedSizeBinary(16),
-                false,
-            )])),
-            pems,
-        };
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "upid",
+            DataType::FixedSizeBinary(16),
+            false,
+        )]));
+        let holders: Vec<_> = pems
+            .current()
+            .iter()
+            .map(|p| (p.clone(), Arc::clone(&schema)))
+            .collect();
+        let table = RemoteTable::spanning("http_events".into(), &holders, &pems);
         // Only node-b's process 11 passes.
         let only = upid(2, 11).to_be_bytes().to_vec();
         let filter = datafusion::functions::expr_fn::encode(col("upid"), lit("hex")).eq(lit(
@@ -711,6 +951,68 @@ mod tests {
             per_pem[2].is_empty(),
             "node-c's processes are unknown: it filters nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_table_spans_the_pems_that_have_it_and_names_the_columns_they_disagree_on() {
+        use arrow_schema::{DataType, Field, Schema};
+        let pem = |name: &str| RemotePem::new(name, "http://127.0.0.1:1", None).unwrap();
+        let pems = RemotePems::new(vec![pem("node-a"), pem("node-b"), pem("node-c")]);
+        let field = |name: &str, t: DataType| Field::new(name, t, true);
+        let old: SchemaRef = Arc::new(Schema::new(vec![
+            field("time_", DataType::Int64),
+            field("a", DataType::Int64),
+        ]));
+        let new: SchemaRef = Arc::new(Schema::new(vec![
+            field("time_", DataType::Int64),
+            field("a", DataType::Utf8),
+            field("b", DataType::Utf8),
+        ]));
+        // node-c does not have the table at all: it is not scanned.
+        let holders = vec![
+            (pem("node-a"), Arc::clone(&old)),
+            (pem("node-b"), Arc::clone(&new)),
+        ];
+        let table = RemoteTable::spanning("probe".into(), &holders, &pems);
+        assert_eq!(table.pems.names(), ["node-a", "node-b"]);
+        let names: Vec<&str> = table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["time_", "a", "b"]);
+        assert!(
+            table
+                .check_even(&Arc::new(table.schema.project(&[0]).unwrap()))
+                .is_ok()
+        );
+        let error = table
+            .check_even(&Arc::clone(&table.schema))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("column a (typed Int64 on node-a, otherwise on node-b (Utf8))"),
+            "{error}"
+        );
+        assert!(
+            error.contains("column b (PEMs without it: node-a)"),
+            "{error}"
+        );
+        assert!(error.contains("every PEM has (time_)"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn queries_before_the_pems_are_known_fail_saying_why() {
+        let pems = RemotePems::new(Vec::new());
+        pems.set_unknown("not listed yet".into());
+        let error = pems.tables().await.err().unwrap().to_string();
+        assert!(
+            error.starts_with("not listed yet; the query did not run"),
+            "{error}"
+        );
+        pems.replace(Vec::new());
+        assert!(pems.tables().await.unwrap().is_empty());
     }
 
     mod pxl_test_udf {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::catalog::TableProvider;
+use datafusion::common::DataFusionError;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::TableSource;
 use datafusion::prelude::SessionContext;
@@ -32,6 +33,10 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + S
 const INVALID_ARGUMENT: i32 = 3;
 /// gRPC code for a failure while running a script.
 const INTERNAL: i32 = 13;
+/// gRPC code for a query past a deadline.
+const DEADLINE_EXCEEDED: i32 = 4;
+/// gRPC code for a query past Kelvin's limits (queries at once, memory).
+const RESOURCE_EXHAUSTED: i32 = 8;
 /// gRPC code for a PEM that cannot be reached.
 const UNAVAILABLE: i32 = 14;
 /// Responses buffered ahead of a slow client before execution waits for it.
@@ -50,6 +55,78 @@ pub struct Kelvin {
     local_probes: Option<crate::LocalProbes>,
     /// The cluster's metadata, kept in step with the PEMs before each query.
     cluster: Option<crate::metadata::ClusterMetadata>,
+    limits: Arc<Limits>,
+}
+
+/// How much Kelvin lets its queries take together.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    /// Queries running at once; one more is refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent: usize,
+    /// Memory the queries' operators (aggregates, joins, sorts) may hold together, in
+    /// bytes; `None` for no bound. Past it a query fails with RESOURCE_EXHAUSTED.
+    pub memory_bytes: Option<usize>,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 16,
+            memory_bytes: None,
+        }
+    }
+}
+
+/// The limits in force: the query slots and the runtime (memory pool) every query shares.
+struct Limits {
+    settings: QueryLimits,
+    slots: Arc<tokio::sync::Semaphore>,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+}
+
+impl Limits {
+    /// What a failed query says: for memory, which bound it hit and what to do.
+    fn describe(&self, error: &DataFusionError) -> String {
+        let message = error.strip_backtrace();
+        match (error.find_root(), self.settings.memory_bytes) {
+            (DataFusionError::ResourcesExhausted(_), Some(bytes)) => format!(
+                "the query needs more memory than Kelvin gives its queries ({}, kelvin --query-memory-limit), counting the other queries running: {message}. Narrow its time window, group by fewer keys, or raise the limit",
+                human_bytes(bytes)
+            ),
+            _ => message,
+        }
+    }
+
+    fn new(settings: QueryLimits) -> Self {
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+        use datafusion::execution::memory_pool::{
+            GreedyMemoryPool, MemoryPool, TrackConsumersPool, UnboundedMemoryPool,
+        };
+        let pool: Arc<dyn MemoryPool> = match settings.memory_bytes {
+            // Tracking names the operators that hold the most when a query fails.
+            Some(bytes) => Arc::new(TrackConsumersPool::new(
+                GreedyMemoryPool::new(bytes),
+                std::num::NonZeroUsize::MIN.saturating_add(2),
+            )),
+            None => Arc::new(UnboundedMemoryPool::default()),
+        };
+        // Nothing spills to disk: Kelvin's file system is read-only and its memory
+        // bound is what decides.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .unwrap_or_else(
+                |_| Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+            );
+        Self {
+            settings,
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent)),
+            runtime,
+        }
+    }
 }
 
 impl Kelvin {
@@ -74,7 +151,15 @@ impl Kelvin {
             agents: Vec::new(),
             local_probes: None,
             cluster: None,
+            limits: Arc::new(Limits::new(QueryLimits::default())),
         }
+    }
+
+    /// Bounds the queries running at once and the memory they hold together.
+    #[must_use]
+    pub fn with_limits(mut self, limits: QueryLimits) -> Self {
+        self.limits = Arc::new(Limits::new(limits));
+        self
     }
 
     /// Queries executing now. A query ends when its results are sent, or as soon as its
@@ -283,6 +368,20 @@ impl VizierService for Kelvin {
         options.hostname.clone_from(&self.hostname);
         options.metadata = self.metadata.clone();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let Ok(slot) = Arc::clone(&self.limits.slots).try_acquire_owned() else {
+            let message = format!(
+                "Kelvin is running {} queries, its limit (kelvin --max-concurrent-queries); try again when one has finished",
+                self.limits.settings.max_concurrent
+            );
+            // The receiver is right here: this cannot fail.
+            let _ = tx.try_send(Ok(status_response(
+                &query_id,
+                RESOURCE_EXHAUSTED,
+                message,
+                Vec::new(),
+            )));
+            return Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))));
+        };
         let synced = match (&self.source, &self.cluster) {
             (DataSource::Pems(pems), Some(metadata)) => pems.sync_processes(metadata).await,
             _ => Ok(()),
@@ -294,8 +393,12 @@ impl VizierService for Kelvin {
         let tables = match tables {
             Ok(tables) => tables,
             Err(error) => {
-                let response =
-                    status_response(&query_id, UNAVAILABLE, error.to_string(), Vec::new());
+                let response = status_response(
+                    &query_id,
+                    pem_error_code(&error),
+                    error.to_string(),
+                    Vec::new(),
+                );
                 // The receiver is right here: this cannot fail.
                 let _ = tx.try_send(Ok(response));
                 return Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))));
@@ -344,9 +447,10 @@ impl VizierService for Kelvin {
             }
             Ok(script) => {
                 let running = Running::start(Arc::clone(&self.running));
+                let limits = Arc::clone(&self.limits);
                 tokio::spawn(async move {
-                    execute(script, query_id, compilation_ns, tx).await;
-                    drop(running);
+                    execute(script, &limits, query_id, compilation_ns, tx).await;
+                    drop((running, slot));
                 });
             }
         }
@@ -398,12 +502,16 @@ impl Drop for Running {
 /// the DataFusion streams and frees what they held.
 async fn execute(
     script: pxl::Script,
+    limits: &Limits,
     query_id: String,
     compilation_ns: i64,
     tx: mpsc::Sender<Result<ExecuteScriptResponse, tonic::Status>>,
 ) {
     let started = Instant::now();
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config_rt(
+        datafusion::prelude::SessionConfig::new(),
+        Arc::clone(&limits.runtime),
+    );
     let tables: Vec<(String, String, pxl::Output)> = script
         .outputs
         .into_iter()
@@ -440,12 +548,12 @@ async fn execute(
         match result {
             Ok(true) => {}
             Ok(false) => return, // client gone
-            Err(message) => {
+            Err(error) => {
                 let _ = tx
                     .send(Ok(status_response(
                         &query_id,
-                        INTERNAL,
-                        message,
+                        error_code(&error),
+                        limits.describe(&error),
                         Vec::new(),
                     )))
                     .await;
@@ -481,21 +589,15 @@ async fn run_table(
     tx: &mpsc::Sender<Result<ExecuteScriptResponse, tonic::Status>>,
     records: &mut i64,
     bytes: &mut i64,
-) -> Result<bool, String> {
-    let frame = ctx
-        .execute_logical_plan(output.plan)
-        .await
-        .map_err(|e| e.strip_backtrace())?;
-    let mut stream = frame
-        .execute_stream()
-        .await
-        .map_err(|e| e.strip_backtrace())?;
+) -> Result<bool, DataFusionError> {
+    let frame = ctx.execute_logical_plan(output.plan).await?;
+    let mut stream = frame.execute_stream().await?;
     let mut pending: Option<px_api::vizierpb::RowBatchData> = None;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| e.strip_backtrace())?;
+        let batch = batch?;
         *records += batch.num_rows() as i64;
         *bytes += batch.get_array_memory_size() as i64;
-        for message in row_batches(&batch, table_id).map_err(|e| e.strip_backtrace())? {
+        for message in row_batches(&batch, table_id)? {
             // Hold one back so the last one can carry end-of-stream.
             if let Some(previous) = pending.replace(message)
                 && !send_batch(tx, query_id, previous).await
@@ -511,6 +613,42 @@ async fn run_table(
     last.eow = true;
     last.eos = true;
     Ok(send_batch(tx, query_id, last).await)
+}
+
+/// Bytes in binary units for people (`64.0 KiB`).
+fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = None;
+    while value >= 1024.0 && unit.is_none_or(|u| u + 1 < UNITS.len()) {
+        value /= 1024.0;
+        unit = Some(unit.map_or(0, |u| u + 1));
+    }
+    match unit {
+        None => format!("{bytes} B"),
+        Some(u) => format!("{value:.1} {}", UNITS[u]),
+    }
+}
+
+/// The gRPC code for a PEM that could not take part.
+fn pem_error_code(error: &PemError) -> i32 {
+    match error {
+        PemError::DeadlineExceeded { .. } => DEADLINE_EXCEEDED,
+        PemError::BadAddress { .. } | PemError::Unavailable { .. } | PemError::NotKnown(_) => {
+            UNAVAILABLE
+        }
+    }
+}
+
+/// The gRPC code for a query that failed while running: what the user can act on.
+fn error_code(error: &DataFusionError) -> i32 {
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => RESOURCE_EXHAUSTED,
+        DataFusionError::External(e) => e
+            .downcast_ref::<PemError>()
+            .map_or(INTERNAL, pem_error_code),
+        _ => INTERNAL,
+    }
 }
 
 async fn send_batch(

@@ -302,3 +302,85 @@ px.display(d32)
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The status a query's stream ends with: code and message.
+fn final_status(out: &[ExecuteScriptResponse]) -> (i32, String) {
+    out.iter()
+        .filter_map(|r| r.status.as_ref())
+        .map(|s| (s.code, s.message.clone()))
+        .next_back()
+        .unwrap_or((0, String::new()))
+}
+
+#[tokio::test]
+async fn a_query_past_the_memory_bound_is_resource_exhausted() {
+    let bounded = Kelvin::new(store()).with_limits(kelvin::QueryLimits {
+        max_concurrent: 4,
+        memory_bytes: Some(3 << 20),
+    });
+    let channel = serve_kelvin(bounded).await;
+    // 20,000 groups of 64-byte paths do not fit in 3 MiB.
+    let script = "import px
+df = px.DataFrame('http_events', start_time='-5m')
+px.display(df.groupby('req_path').agg(n=('latency', px.count)), 'paths')
+";
+    let out = responses(
+        channel.clone(),
+        request(script, Some(("pixie-api-key", KEY))),
+    )
+    .await
+    .unwrap();
+    let (code, message) = final_status(&out);
+    assert_eq!(code, tonic::Code::ResourceExhausted as i32, "{message}");
+    assert!(
+        message.contains(
+            "more memory than Kelvin gives its queries (3.0 MiB, kelvin --query-memory-limit)"
+        ),
+        "{message}"
+    );
+    // A query that fits still runs.
+    let small =
+        "import px\npx.display(px.DataFrame('http_events', start_time='-5m').head(5), 'few')\n";
+    let out = responses(channel, request(small, Some(("pixie-api-key", KEY))))
+        .await
+        .unwrap();
+    assert_eq!(final_status(&out).0, 0, "{:?}", final_status(&out));
+}
+
+#[tokio::test]
+async fn one_query_more_than_the_limit_is_refused_and_the_next_one_runs() {
+    // A PEM that accepts connections and never answers holds the first query (for the
+    // 5 s Kelvin waits for a table list), and with it the only slot.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let pem = kelvin::RemotePem::new("node-a", &url, None).unwrap();
+    let limited =
+        Kelvin::over_pems(kelvin::RemotePems::new(vec![pem])).with_limits(kelvin::QueryLimits {
+            max_concurrent: 1,
+            memory_bytes: None,
+        });
+    let channel = serve_kelvin(limited).await;
+    let first = tokio::spawn(responses(
+        channel.clone(),
+        request(SCRIPT, Some(("pixie-api-key", KEY))),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let out = responses(
+        channel.clone(),
+        request(SCRIPT, Some(("pixie-api-key", KEY))),
+    )
+    .await
+    .unwrap();
+    let (code, message) = final_status(&out);
+    assert_eq!(code, tonic::Code::ResourceExhausted as i32, "{message}");
+    assert!(message.contains("--max-concurrent-queries"), "{message}");
+    let first = first.await.unwrap().unwrap();
+    let (code, message) = final_status(&first);
+    assert_eq!(code, tonic::Code::Unavailable as i32, "{message}");
+    assert!(message.contains("PEM node-a"), "{message}");
+    // Its slot is free again: the next query is not refused for the limit.
+    let out = responses(channel, request(SCRIPT, Some(("pixie-api-key", KEY))))
+        .await
+        .unwrap();
+    assert!(!final_status(&out).1.contains("--max-concurrent-queries"));
+}

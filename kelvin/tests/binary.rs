@@ -8,7 +8,7 @@ fn kelvin(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kelvin"))
         .args(args)
         .env_remove("PX_API_KEY")
-        .env_remove("PX_KELVIN_PEMS")
+        .env_remove("PX_KELVIN_PEMS_FROM_PODS")
         .output()
         .unwrap();
     (

@@ -3,12 +3,10 @@
 //!
 //! Decisions written down here, once:
 //!
-//! - **PEM discovery.** Kelvin takes a static `--pem NAME=URL` list. The operator builds
-//!   that list from the PEM pods it sees (node name, pod IP) and hands it to Kelvin in
-//!   `PX_KELVIN_PEMS`; a change of the PEM set rolls Kelvin, which is stateless. This needs
-//!   no DNS (the e2e cluster has none) and no change to Kelvin. At thousands of nodes
-//!   every node join or leave would restart Kelvin: a `kelvin --pems-from-dns` reading a
-//!   headless Service per query is the way out, and is not built yet.
+//! - **PEM discovery.** Kelvin watches the Vizier's PEM pods itself
+//!   (`kelvin --pems-from-pods`, its Role's list/watch on pods), so a PEM that comes,
+//!   goes or moves changes Kelvin's set without a restart, and Kelvin's Deployment does
+//!   not depend on the PEM pods: at thousands of nodes a node joining rolls nothing.
 //! - **TLS between Kelvin and the PEMs: off for now.** Both are started with
 //!   `--disable-tls`; **anything that reaches a PEM's port may scan its tables.**
 //!   Generating a CA and certificates (rcgen) into Secrets is to do.
@@ -23,9 +21,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
-    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretKeySelector,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -84,15 +81,6 @@ impl Names {
             pem_token: PEM_TOKEN_SECRET.to_string(),
         }
     }
-}
-
-/// Where one PEM is reached: its node and its pod's IP.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PemEndpoint {
-    /// The node the PEM runs on (Kelvin's name for it).
-    pub node: String,
-    /// The PEM pod's IP.
-    pub ip: String,
 }
 
 /// Everything the operator applies for one Vizier, in the order it applies them.
@@ -469,34 +457,17 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     })
 }
 
-/// The PEMs Kelvin should query: running PEM pods with an IP, by node name.
-pub fn pem_endpoints(pods: &[Pod]) -> Vec<PemEndpoint> {
-    let mut endpoints: Vec<PemEndpoint> = pods
+/// The label selector of Vizier `vizier`'s PEM pods, as Kelvin watches them.
+pub fn pem_pod_selector(vizier: &str) -> String {
+    selector_labels(vizier, "vizier-pem")
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            let node = p.spec.as_ref()?.node_name.clone()?;
-            let ip = p.status.as_ref()?.pod_ip.clone()?;
-            Some(PemEndpoint { node, ip })
-        })
-        .collect();
-    endpoints.sort();
-    endpoints.dedup_by(|a, b| a.node == b.node);
-    endpoints
-}
-
-/// Kelvin's `PX_KELVIN_PEMS`: `node=http://ip:port`, comma-separated.
-pub fn kelvin_pems(endpoints: &[PemEndpoint]) -> String {
-    endpoints
-        .iter()
-        .map(|e| format!("{}=http://{}:{PEM_PORT}", e.node, e.ip))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// The Kelvin Deployment: one replica querying `pems`. With no PEM yet it has zero
-/// replicas (Kelvin refuses to start without a PEM to query).
-pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment, Error> {
+/// The Kelvin Deployment: one replica, finding the PEMs by watching their pods.
+pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
     let o = owner(vz)?;
     let names = Names::of(o.name);
     let version = version(vz);
@@ -512,14 +483,14 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
             // Names pods, services and nodes in results, from its own watch of the
             // cluster (the chart's `<release>-kelvin-metadata` ClusterRole).
             "--cluster-metadata".to_string(),
+            // The PEMs, from a watch of their pods in Kelvin's namespace.
+            format!("--pems-from-pods={}", pem_pod_selector(o.name)),
+            format!("--pem-port={PEM_PORT}"),
+            "--pem-plaintext".to_string(),
         ]),
         env: Some(vec![
             pod_ip_env(),
-            EnvVar {
-                name: "PX_KELVIN_PEMS".to_string(),
-                value: Some(kelvin_pems(pems)),
-                ..EnvVar::default()
-            },
+            downward_env("POD_NAMESPACE", "metadata.namespace"),
             secret_env(API_KEY_ENV, &names.api_key),
             secret_env(PEM_TOKEN_ENV, &names.pem_token),
         ]),
@@ -552,7 +523,7 @@ pub fn kelvin_deployment(vz: &Vizier, pems: &[PemEndpoint]) -> Result<Deployment
     Ok(Deployment {
         metadata: meta(&o, &names.kelvin, "kelvin", &version),
         spec: DeploymentSpec {
-            replicas: Some(i32::from(!pems.is_empty())),
+            replicas: Some(1),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(o.name, "kelvin")),
                 ..LabelSelector::default()
@@ -675,7 +646,7 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// more): the PEM reads Tracepoints and DataRetentions (what to load, how much to keep)
 /// and pods (to name the pods of its node), and patches nothing yet; Kelvin reads pods
 /// (to name them in results) and nothing else. Both only in the Vizier's namespace.
-pub fn children(vz: &Vizier, pem_pods: &[Pod]) -> Result<Children, Error> {
+pub fn children(vz: &Vizier) -> Result<Children, Error> {
     let o = owner(vz)?;
     let names = Names::of(o.name);
     let version = version(vz);
@@ -720,7 +691,7 @@ pub fn children(vz: &Vizier, pem_pods: &[Pod]) -> Result<Children, Error> {
         roles,
         role_bindings,
         pem: pem_daemonset(vz)?,
-        kelvin: kelvin_deployment(vz, &pem_endpoints(pem_pods))?,
+        kelvin: kelvin_deployment(vz)?,
         kelvin_service: kelvin_service(vz)?,
     })
 }
@@ -742,7 +713,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use k8s_openapi::api::core::v1::{PodStatus, Toleration};
+    use k8s_openapi::api::core::v1::Toleration;
     use px_crds::{DataCollectorParams, PodPolicy, VizierSpec};
 
     fn vizier(spec: VizierSpec) -> Vizier {
@@ -849,6 +820,33 @@ mod tests {
             image(&default, "kelvin"),
             format!("px/kelvin:{}", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn the_default_images_are_those_images_build_sh_makes() {
+        // build.sh tags px/<stage>:<the chart's appVersion>.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let chart = std::fs::read_to_string(root.join("charts/px/Chart.yaml")).unwrap();
+        let app_version = chart
+            .lines()
+            .find_map(|l| l.strip_prefix("appVersion:"))
+            .unwrap()
+            .trim()
+            .trim_matches('"');
+        let containerfile = std::fs::read_to_string(root.join("images/Containerfile")).unwrap();
+        let default = vizier(VizierSpec::default());
+        for component in ["vizier-pem", "kelvin"] {
+            assert_eq!(
+                image(&default, component),
+                format!("px/{component}:{app_version}")
+            );
+            assert!(
+                containerfile
+                    .lines()
+                    .any(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {component}"))),
+                "images/Containerfile has no stage {component}"
+            );
+        }
     }
 
     #[test]
@@ -996,7 +994,7 @@ mod tests {
     #[test]
     fn every_child_is_owned_by_the_vizier_and_labelled() {
         let vz = vizier(VizierSpec::default());
-        let c = children(&vz, &[]).unwrap();
+        let c = children(&vz).unwrap();
         let metas: Vec<&ObjectMeta> = c
             .service_accounts
             .iter()
@@ -1033,7 +1031,7 @@ mod tests {
 
     #[test]
     fn rbac_is_narrow_and_namespaced() {
-        let c = children(&vizier(VizierSpec::default()), &[]).unwrap();
+        let c = children(&vizier(VizierSpec::default())).unwrap();
         for role in &c.roles {
             for r in role.rules.as_ref().unwrap() {
                 for v in &r.verbs {
@@ -1060,20 +1058,6 @@ mod tests {
         );
     }
 
-    fn pem_pod(node: &str, ip: Option<&str>) -> Pod {
-        Pod {
-            spec: Some(PodSpec {
-                node_name: Some(node.into()),
-                ..PodSpec::default()
-            }),
-            status: Some(PodStatus {
-                pod_ip: ip.map(String::from),
-                ..PodStatus::default()
-            }),
-            ..Pod::default()
-        }
-    }
-
     #[test]
     fn the_pod_security_context_applies_to_kelvin_only_when_enabled() {
         let spec = |enabled| VizierSpec {
@@ -1094,14 +1078,14 @@ mod tests {
                 .clone()
                 .unwrap()
         };
-        let on = kelvin_deployment(&vizier(spec(true)), &[]).unwrap();
+        let on = kelvin_deployment(&vizier(spec(true))).unwrap();
         assert_eq!(container(&on).run_as_user, None, "the pod's user applies");
         let sc = on.spec.template.spec.unwrap().security_context.unwrap();
         assert_eq!(
             (sc.fs_group, sc.run_as_user, sc.run_as_group),
             (Some(2000), Some(1000), Some(1000))
         );
-        let off = kelvin_deployment(&vizier(spec(false)), &[]).unwrap();
+        let off = kelvin_deployment(&vizier(spec(false))).unwrap();
         assert_eq!(
             container(&off).run_as_user,
             Some(65534),
@@ -1113,30 +1097,28 @@ mod tests {
     }
 
     #[test]
-    fn kelvin_queries_the_pems_that_have_an_ip() {
-        let pods = [
-            pem_pod("node-b", Some("10.0.0.2")),
-            pem_pod("node-a", Some("10.0.0.1")),
-            pem_pod("node-c", None),
-        ];
+    fn kelvin_finds_the_pems_by_watching_their_pods() {
         let vz = vizier(VizierSpec::default());
-        let d = kelvin_deployment(&vz, &pem_endpoints(&pods)).unwrap();
-        let env = d.spec.template.spec.as_ref().unwrap().containers[0]
-            .env
-            .clone()
-            .unwrap();
-        let pems = env.iter().find(|e| e.name == "PX_KELVIN_PEMS").unwrap();
-        assert_eq!(
-            pems.value.as_deref(),
-            Some("node-a=http://10.0.0.1:50400,node-b=http://10.0.0.2:50400")
+        let d = kelvin_deployment(&vz).unwrap();
+        let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(
+            args.contains(
+                &"--pems-from-pods=app.kubernetes.io/instance=pixie,app.kubernetes.io/name=vizier-pem"
+                    .to_owned()
+            ),
+            "{args:?}"
         );
-        assert_eq!(d.spec.replicas, Some(1));
-        let none = kelvin_deployment(&vz, &[]).unwrap();
-        assert_eq!(
-            none.spec.replicas,
-            Some(0),
-            "Kelvin cannot start without a PEM"
-        );
+        let pem = pem_daemonset(&vz).unwrap();
+        let pem_labels = pem.spec.template.metadata.unwrap().labels.unwrap();
+        for pair in pem_pod_selector("pixie").split(',') {
+            let (k, v) = pair.split_once('=').unwrap();
+            assert_eq!(pem_labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        let env = c.env.clone().unwrap();
+        assert!(env.iter().all(|e| e.name != "PX_KELVIN_PEMS"), "{env:?}");
+        assert!(env.iter().any(|e| e.name == "POD_NAMESPACE"), "{env:?}");
+        assert_eq!(d.spec.replicas, Some(1), "no PEM is needed to start");
         let svc = kelvin_service(&vz).unwrap();
         let spec = svc.spec.unwrap();
         assert_eq!(spec.selector.unwrap(), selector_labels("pixie", "kelvin"));
@@ -1145,7 +1127,7 @@ mod tests {
     #[test]
     fn kelvin_requires_the_api_key_from_the_secret() {
         let vz = vizier(VizierSpec::default());
-        let d = kelvin_deployment(&vz, &[]).unwrap();
+        let d = kelvin_deployment(&vz).unwrap();
         let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
         let args = c.args.clone().unwrap();
         assert!(

@@ -68,11 +68,7 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
         .ok_or(Error::MissingMetadata { field: "namespace" })?;
     let name = vz.name_any();
     let client = &ctx.client;
-    let selector = desired::selector_labels(&name, "vizier-pem")
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = desired::pem_pod_selector(&name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pem_pods = pods
         .list(&ListParams::default().labels(&selector))
@@ -83,7 +79,7 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
         })?
         .items;
 
-    let children = match desired::children(&vz, &pem_pods) {
+    let children = match desired::children(&vz) {
         Ok(c) => c,
         Err(e) if e.is_spec_error() => {
             return invalid_spec(&vz, &ctx, &e).await;

@@ -59,12 +59,15 @@ pub(crate) fn node_ip(cluster: u64, index: usize) -> Option<std::net::Ipv4Addr> 
 /// The pod addresses of one cluster: 127.P.C.100 to 127.P.C.249, beside its nodes'
 /// 127.P.C.N, each held by one pod while it runs. A pod binds (and connects from) its
 /// own `status.podIP`, as in a pod network, so a peer's address names the pod; all of
-/// 127/8 is `lo`, so no routing is involved.
+/// 127/8 is `lo`, so no routing is involved. Addresses are handed out in turn, as
+/// host-local IPAM does, so a pod recreated at once gets another one.
 #[derive(Debug)]
 pub(crate) struct PodIps {
     prefix: [u8; 3],
     /// Address (last byte) to the pod uid holding it.
     held: std::sync::Mutex<BTreeMap<u8, String>>,
+    /// The last address handed out.
+    last: std::sync::atomic::AtomicU8,
 }
 
 /// First and last host byte of pod addresses.
@@ -76,6 +79,7 @@ impl PodIps {
         Self {
             prefix: [base[0], base[1], base[2]],
             held: std::sync::Mutex::new(BTreeMap::new()),
+            last: std::sync::atomic::AtomicU8::new(*POD_HOSTS.end()),
         }
     }
 
@@ -90,8 +94,14 @@ impl PodIps {
             .iter()
             .find(|(_, u)| u.as_str() == uid)
             .map(|(h, _)| *h)
-            .or_else(|| POD_HOSTS.clone().find(|h| !held.contains_key(h)));
+            .or_else(|| {
+                let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+                let after = POD_HOSTS.clone().filter(|h| *h > last);
+                let before = POD_HOSTS.clone().filter(|h| *h <= last);
+                after.chain(before).find(|h| !held.contains_key(h))
+            });
         if let Some(h) = host {
+            self.last.store(h, std::sync::atomic::Ordering::Relaxed);
             held.insert(h, uid.to_owned());
         }
         PodIpLease {
@@ -469,5 +479,31 @@ async fn run(ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
     for (stop_pod, handle) in workers.into_values().chain(terminating.into_values()) {
         let _ = stop_pod.send(PodStop::Kill);
         let _ = handle.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_pod_recreated_at_once_gets_another_address() {
+        let ips = Arc::new(PodIps::for_cluster(1));
+        let first = ips.lease("pod-1");
+        let address = first.ip().unwrap();
+        assert_eq!(
+            ips.lease("pod-1").ip().unwrap(),
+            address,
+            "a pod keeps its own"
+        );
+        drop(first);
+        let second = ips.lease("pod-2");
+        assert_ne!(
+            second.ip().unwrap(),
+            address,
+            "a freed address is not reused at once"
+        );
     }
 }

@@ -51,6 +51,10 @@ impl ProcessDirectory {
     /// Applies what PEM `pem` answered.
     pub fn apply(&mut self, pem: &str, response: ListProcessesResponse) {
         let copy = self.pems.entry(pem.to_owned()).or_default();
+        if copy.asid != response.asid {
+            // A PEM that moved (a new pod, a new address) writes a new ASID.
+            self.by_asid.remove(&copy.asid);
+        }
         if response.full {
             copy.processes.clear();
             copy.exited.clear();
@@ -86,6 +90,12 @@ impl ProcessDirectory {
             }
         }
         self.by_asid.insert(copy.asid, pem.to_owned());
+    }
+
+    /// Forgets the PEMs for which `keep` is false (they left the cluster).
+    pub fn retain_pems(&mut self, keep: impl Fn(&str) -> bool) {
+        self.pems.retain(|name, _| keep(name));
+        self.by_asid.retain(|_, name| keep(name));
     }
 
     /// The process with this UPID (its ASID says which PEM's).

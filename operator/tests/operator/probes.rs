@@ -173,10 +173,10 @@ pub(super) async fn apply(cluster: &Cluster, yaml: &str) {
     assert!(out.success(), "{out:?}");
 }
 
-/// The address of the PEM pod (of Vizier `pl/pixie`) on `node`: each pod has its own.
-pub(super) async fn pem_ip(cluster: &Cluster, node: &str) -> Option<String> {
+/// A field of the PEM pod (of Vizier `pl/pixie`) on `node`, by JSONPath; empty if none.
+async fn pem_pod_field(cluster: &Cluster, node: &str, path: &str) -> String {
     let selector = format!("spec.nodeName={node}");
-    let ip = jsonpath(
+    jsonpath(
         cluster,
         &[
             "pods",
@@ -187,11 +187,22 @@ pub(super) async fn pem_ip(cluster: &Cluster, node: &str) -> Option<String> {
             "--field-selector",
             &selector,
         ],
-        "{.items[0].status.podIP}",
+        path,
     )
-    .await;
-    let ip = ip.trim();
-    (!ip.is_empty()).then(|| ip.to_owned())
+    .await
+    .trim()
+    .to_owned()
+}
+
+/// The name of the PEM pod on `node`.
+pub(super) async fn pem_pod_name(cluster: &Cluster, node: &str) -> String {
+    pem_pod_field(cluster, node, "{.items[0].metadata.name}").await
+}
+
+/// The address of the PEM pod on `node`: each pod has its own.
+pub(super) async fn pem_ip(cluster: &Cluster, node: &str) -> Option<String> {
+    let ip = pem_pod_field(cluster, node, "{.items[0].status.podIP}").await;
+    (!ip.is_empty()).then_some(ip)
 }
 
 pub(super) async fn pem_client(
@@ -581,20 +592,7 @@ async fn a_pem_failing_on_one_node_makes_it_partially_running_and_everything_hea
 
     // A PEM that restarts (its pod replaced) gets its probe back.
     let id = uid(&cluster, "pl", "opens").await;
-    let pod_a = jsonpath(
-        &cluster,
-        &[
-            "pods",
-            "-n",
-            "pl",
-            "-l",
-            "app.kubernetes.io/name=vizier-pem",
-            "--field-selector",
-            "spec.nodeName=node-a",
-        ],
-        "{.items[0].metadata.name}",
-    )
-    .await;
+    let pod_a = pem_pod_name(&cluster, "node-a").await;
     ok(&cluster, &["delete", "pod", &pod_a, "-n", "pl"]).await;
     let back = eventually(SETTLE, || async {
         let p = probe_on(&cluster, "node-a", &id).await.flatten()?;

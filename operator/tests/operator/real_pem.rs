@@ -19,8 +19,8 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, jsonpath, pem_ip, pem_token, probe_on, retention_listing, retention_on, secret_value,
-    tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
+    apply, jsonpath, pem_ip, pem_pod_name, pem_token, probe_on, retention_listing, retention_on,
+    secret_value, tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
 };
 use super::vizier::{
     SETTLE, Scratch, assert_operator_never_refused, ok, start_operator, wait_healthy,
@@ -54,24 +54,25 @@ fn adder(dir: &Path) -> (PathBuf, PathBuf) {
     (program, app)
 }
 
-fn tracepoint(program: &Path) -> String {
+/// Tracepoint `name` on `px_add` in the pods labelled `app`, into `table`.
+fn tracepoint(program: &Path, name: &str, app: &str, table: &str) -> String {
     format!(
         r#"
 apiVersion: px.dev/v1alpha1
 kind: Tracepoint
-metadata: {{name: adds, namespace: shop}}
+metadata: {{name: {name}, namespace: shop}}
 spec:
   probe:
     uprobe: {{binary: {}, symbol: px_add}}
   target:
     pods:
       selector:
-        matchLabels: {{app: adder}}
+        matchLabels: {{app: {app}}}
   columns:
   - {{name: a, source: Arg, index: 0, type: int64}}
   - {{name: label, source: Arg, index: 2, type: string}}
   - {{name: pid, source: Pid}}
-  table: adds
+  table: {table}
 "#,
         program.display()
     )
@@ -86,6 +87,23 @@ spec:
   - {table: conn_stats, maxBytes: 16Mi}
   - {table: http_events, maxAge: 1h}
 "#;
+
+/// A pod on node-a only, and a Tracepoint on it: its table exists on node-a only.
+fn lonely(program: &Path) -> String {
+    let pod = "
+apiVersion: v1
+kind: Pod
+metadata: {name: lonely, namespace: shop, labels: {app: lonely}}
+spec:
+  nodeName: node-a
+  containers:
+  - {name: app, image: px/adder}
+---";
+    format!(
+        "{pod}{}",
+        tracepoint(program, "lonely", "lonely", "lonely_adds")
+    )
+}
 
 const ADDER: &str = r#"
 apiVersion: apps/v1
@@ -147,6 +165,23 @@ pub(super) async fn kelvin_addr(cluster: &Cluster) -> Option<String> {
     )
     .await;
     (!ip.trim().is_empty()).then(|| format!("http://{}:50300", ip.trim()))
+}
+
+/// Kelvin's pod uid, its container's restart count and its Deployment's generation.
+async fn kelvin_identity(cluster: &Cluster) -> String {
+    let pod = jsonpath(
+        cluster,
+        &["pods", "-n", "pl", "-l", "app.kubernetes.io/name=kelvin"],
+        "{.items[*].metadata.uid} {.items[*].status.containerStatuses[0].restartCount}",
+    )
+    .await;
+    let generation = jsonpath(
+        cluster,
+        &["deployment", "pixie-kelvin", "-n", "pl"],
+        "{.metadata.generation}",
+    )
+    .await;
+    format!("{pod} generation {generation}")
 }
 
 /// A query's stream: the status code it ends with, or the rows it returned in all.
@@ -225,7 +260,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     wait_healthy(&cluster).await;
     apply(&cluster, ADDER).await;
 
-    apply(&cluster, &tracepoint(&program)).await;
+    apply(&cluster, &tracepoint(&program, "adds", "adder", "adds")).await;
     wait_tp(&cluster, "shop", "adds", "2/2", "Running").await;
     let row = tp_row(&cluster, "shop", "adds").await;
     assert_eq!(row[..4], ["adds", "adds", "2/2", "Running"], "{row:?}");
@@ -337,6 +372,69 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
         .await
         .unwrap();
     assert!(gone.stdout.trim().is_empty(), "{gone:?}");
+    // A pod-target Tracepoint on one of the two nodes: its table lives on node-a only,
+    // and a query through Kelvin reads it there instead of failing on node-b.
+    apply(&cluster, &lonely(&program)).await;
+    wait_tp(&cluster, "shop", "lonely", "1/1", "Running").await;
+    let lonely_rows = eventually(SETTLE, || async {
+        let n = query_rows(
+            &cluster,
+            "import px\npx.display(px.DataFrame(table='lonely_adds'), 'lonely')\n",
+        )
+        .await?;
+        (n >= 2).then_some(n)
+    })
+    .await;
+    assert!(
+        lonely_rows.is_some(),
+        "Kelvin never returned node-a's rows of a table node-b does not have"
+    );
+    let b_tables = tables_on(&cluster, "node-b").await.unwrap();
+    assert!(
+        !b_tables.contains(&"lonely_adds".to_owned()),
+        "{b_tables:?}"
+    );
+
+    // node-b's PEM pod is deleted and comes back at another address: Kelvin, the same
+    // process (no restart, no rollout), reaches the new one at the next query.
+    let kelvin_before = kelvin_identity(&cluster).await;
+    let old_ip = pem_ip(&cluster, "node-b").await.unwrap();
+    let old_pod = pem_pod_name(&cluster, "node-b").await;
+    ok(
+        &cluster,
+        &["delete", "pod", "-n", "pl", &old_pod, "--wait=true"],
+    )
+    .await;
+    let new_ip = eventually(SETTLE, || async {
+        pem_ip(&cluster, "node-b")
+            .await
+            .filter(|ip| *ip != old_ip && !ip.is_empty())
+    })
+    .await
+    .expect("node-b's PEM never came back");
+    let asid = u32::from(new_ip.parse::<std::net::Ipv4Addr>().unwrap());
+    let script = format!(
+        "import px\ndf = px.GetAgentStatus()\ndf = df[df.hostname == 'node-b']\ndf = df[df.asid == {asid}]\npx.display(df, 'agents')\n"
+    );
+    let reached = eventually(SETTLE, || async {
+        (query_rows(&cluster, &script).await? == 1).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "Kelvin never reached node-b's new PEM at {new_ip} (ASID {asid})"
+    );
+    assert_eq!(
+        kelvin_identity(&cluster).await,
+        kelvin_before,
+        "Kelvin was restarted or rolled"
+    );
+
+    ok(
+        &cluster,
+        &["delete", "tp", "lonely", "-n", "shop", "--wait=true"],
+    )
+    .await;
     operator.abort();
     assert_operator_never_refused(&cluster);
 }

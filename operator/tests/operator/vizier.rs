@@ -377,7 +377,9 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     )
     .await;
     assert_eq!(ready, "1");
-    let kelvin_pems = ok(
+    // Kelvin finds the PEMs by watching their pods: the selector it is given matches
+    // exactly the two PEM pods.
+    let kelvin_args = ok(
         &cluster,
         &[
             "get",
@@ -386,18 +388,31 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
             "-n",
             "pl",
             "-o",
-            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"PX_KELVIN_PEMS\")].value}",
+            "jsonpath={.spec.template.spec.containers[0].args}",
         ],
     )
     .await;
-    assert_eq!(
-        kelvin_pems,
-        format!(
-            "node-a=http://{}:50400,node-b=http://{}:50400",
-            super::probes::pem_ip(&cluster, "node-a").await.unwrap(),
-            super::probes::pem_ip(&cluster, "node-b").await.unwrap()
-        )
-    );
+    let selector = kelvin_args
+        .split('"')
+        .find_map(|a| a.strip_prefix("--pems-from-pods="))
+        .unwrap_or_else(|| panic!("Kelvin is not told where the PEMs are: {kelvin_args}"));
+    let selected = ok(
+        &cluster,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "pl",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+    )
+    .await;
+    let mut nodes: Vec<&str> = selected.split_whitespace().collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["node-a", "node-b"], "{selector}");
     let ignored = ok(
         &cluster,
         &[
