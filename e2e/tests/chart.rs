@@ -155,7 +155,7 @@ fn operator_rules() -> Value {
          "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token"],
-         "verbs": ["get"]},
+         "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
@@ -273,14 +273,15 @@ fn default_values_render_the_operator_with_least_privilege() {
     });
     for o in operators {
         for rule in o["rules"].as_array().into_iter().flatten() {
-            // The operator creates its Secrets and reads only the PEM token, by name.
+            // The operator creates its Secrets and reads and patches only the PEM
+            // tokens' Secret, by name.
             if rule["resources"]
                 .as_array()
                 .unwrap()
                 .contains(&json!("secrets"))
             {
                 let create = rule["verbs"] == json!(["create"]);
-                let get_token = rule["verbs"] == json!(["get"])
+                let get_token = rule["verbs"] == json!(["get", "patch"])
                     && rule["resourceNames"] == json!(["px-pem-token"]);
                 assert!(create || get_token, "{rule}");
             }

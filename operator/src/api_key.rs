@@ -11,7 +11,7 @@
 use std::io::Read;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use px_crds::Vizier;
 
@@ -46,22 +46,50 @@ pub(crate) async fn ensure(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), E
     // module docs), and 32 random bytes are cheap. An unused one is dropped unseen.
     let secret = desired::api_key_secret(vz, &generate()?)?;
     create_once(vz, ns, ctx, secret, "APIKeyCreated", "Kelvin's API key").await?;
-    // The PEMs' service token, the same way. The operator reads this one back (and only
-    // this one, by name: see `pem_token`) to call the PEMs.
-    let token = desired::pem_token_secret(vz, &generate()?)?;
-    create_once(
-        vz,
-        ns,
-        ctx,
-        token,
-        "PEMTokenCreated",
-        "the PEMs' service token",
-    )
-    .await
+    ensure_pem_token(vz, ns, ctx).await
 }
 
-/// The PEMs' service token of namespace `ns`, if its Secret exists.
-pub(crate) async fn pem_token(ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
+/// Makes sure the namespace's `px-pem-token` Secret holds a token for this Vizier (data
+/// key: its name), adding it, and the Vizier as an owner, by server-side apply under the
+/// Vizier's own field manager when it does not: the other Viziers' tokens stay as they
+/// are. The operator reads this Secret back (and only this one, by name) to call the
+/// PEMs.
+async fn ensure_pem_token(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), Error> {
+    let name = vz.metadata.name.clone().unwrap_or_default();
+    if pem_token(ctx, ns, &name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = desired::pem_token_secret(vz, &generate()?)?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        desired::PEM_TOKEN_SECRET,
+        &PatchParams::apply(&desired::pem_token_manager(&name)),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|source| Error::CreateApiKey {
+        name: desired::PEM_TOKEN_SECRET.to_string(),
+        source,
+    })?;
+    ctx.publish(
+        vz,
+        EventType::Normal,
+        "PEMTokenCreated",
+        format!(
+            "added the PEMs' service token to Secret {} (data key `{name}`)",
+            desired::PEM_TOKEN_SECRET
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// The service token of Vizier `vizier`'s PEMs in namespace `ns`, if there is one.
+pub(crate) async fn pem_token(
+    ctx: &Context,
+    ns: &str,
+    vizier: &str,
+) -> Result<Option<String>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret = api
         .get_opt(desired::PEM_TOKEN_SECRET)
@@ -72,8 +100,9 @@ pub(crate) async fn pem_token(ctx: &Context, ns: &str) -> Result<Option<String>,
         })?;
     Ok(secret
         .and_then(|s| s.data)
-        .and_then(|d| d.get(desired::API_KEY_SECRET_KEY).cloned())
-        .and_then(|v| String::from_utf8(v.0).ok()))
+        .and_then(|d| d.get(vizier).cloned())
+        .and_then(|v| String::from_utf8(v.0).ok())
+        .filter(|t| !t.is_empty()))
 }
 
 /// Creates `secret` unless it exists; publishes `reason` when it does create it.

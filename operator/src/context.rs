@@ -115,33 +115,49 @@ impl Context {
         Ok(())
     }
 
-    /// Whether namespace `ns` has a Vizier.
-    pub(crate) async fn has_vizier(&self, ns: &str) -> Result<bool, Error> {
-        let viziers = Api::<px_crds::Vizier>::namespaced(self.client.clone(), ns)
+    /// Every Vizier in namespace `ns`, or in the operator's whole scope, as (namespace,
+    /// name); those being deleted are left out.
+    pub(crate) async fn viziers(&self, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+        let api: Api<px_crds::Vizier> = match ns {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => self.scoped(),
+        };
+        let viziers = api
             .list(&ListParams::default())
             .await
             .map_err(|source| Error::Read {
                 what: "the Viziers",
                 source,
             })?;
-        Ok(!viziers.items.is_empty())
+        Ok(viziers
+            .items
+            .iter()
+            .filter(|v| v.metadata.deletion_timestamp.is_none())
+            .map(|v| (v.namespace().unwrap_or_default(), v.name_any()))
+            .collect())
+    }
+
+    /// Whether namespace `ns` has a Vizier.
+    pub(crate) async fn has_vizier(&self, ns: &str) -> Result<bool, Error> {
+        Ok(!self.viziers(Some(ns)).await?.is_empty())
     }
 
     /// One PEM per node in `namespace` (or the operator's whole scope), each with the
-    /// service token of its namespace.
+    /// service token of its Vizier.
     pub(crate) async fn pems(
         &self,
         namespace: Option<&str>,
     ) -> Result<Vec<crate::pem::Pem>, Error> {
         let mut pems = crate::pem::pems_by_node(&self.pem_pods(namespace).await?);
-        let mut tokens: std::collections::BTreeMap<String, Option<String>> =
+        let mut tokens: std::collections::BTreeMap<(String, String), Option<String>> =
             std::collections::BTreeMap::new();
         for pem in &mut pems {
-            if !tokens.contains_key(&pem.namespace) {
-                let token = crate::api_key::pem_token(self, &pem.namespace).await?;
-                tokens.insert(pem.namespace.clone(), token);
+            let vizier = (pem.namespace.clone(), pem.vizier.clone());
+            if !tokens.contains_key(&vizier) {
+                let token = crate::api_key::pem_token(self, &vizier.0, &vizier.1).await?;
+                tokens.insert(vizier.clone(), token);
             }
-            pem.token = tokens.get(&pem.namespace).cloned().flatten();
+            pem.token = tokens.get(&vizier).cloned().flatten();
         }
         Ok(pems)
     }

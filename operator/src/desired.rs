@@ -48,8 +48,10 @@ pub const DEFAULT_REGISTRY: &str = "px";
 pub const API_KEY_SECRET_KEY: &str = "key";
 /// The environment variable Kelvin reads its API key from (`kelvin --api-key`).
 pub const API_KEY_ENV: &str = "PX_API_KEY";
-/// The Secret, one per namespace, holding the PEMs' service token. A fixed name, so that
-/// the operator's RBAC can read this Secret and no other (`resourceNames`).
+/// The Secret, one per namespace, holding the PEMs' service token of each Vizier there,
+/// under the Vizier's name as data key. A fixed name, so that the operator's RBAC can
+/// read and patch this Secret and no other (`resourceNames`); each Vizier is one of its
+/// owners, so it goes only with the last of them.
 pub const PEM_TOKEN_SECRET: &str = "px-pem-token";
 /// The environment variable in which the PEMs (`--service-token`) and Kelvin
 /// (`--pem-token`) get it.
@@ -363,7 +365,7 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let mut env = vec![
         pod_ip_env(),
         downward_env("NODE_NAME", "spec.nodeName"),
-        secret_env(PEM_TOKEN_ENV, &names.pem_token),
+        secret_key_env(PEM_TOKEN_ENV, &names.pem_token, o.name),
     ];
     env.extend(extra_env);
 
@@ -492,7 +494,7 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
             pod_ip_env(),
             downward_env("POD_NAMESPACE", "metadata.namespace"),
             secret_env(API_KEY_ENV, &names.api_key),
-            secret_env(PEM_TOKEN_ENV, &names.pem_token),
+            secret_key_env(PEM_TOKEN_ENV, &names.pem_token, o.name),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("query".to_string()),
@@ -553,12 +555,17 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
 /// out of the Deployment (readable by anyone who may read Deployments) and a Secret the
 /// user replaces reaches the pods at their next start.
 fn secret_env(name: &str, secret: &str) -> EnvVar {
+    secret_key_env(name, secret, API_KEY_SECRET_KEY)
+}
+
+/// `name` from data key `key` of Secret `secret`.
+fn secret_key_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.to_string(),
-                key: API_KEY_SECRET_KEY.to_string(),
+                key: key.to_string(),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
@@ -577,10 +584,31 @@ pub fn api_key_secret(vz: &Vizier, key: &str) -> Result<Secret, Error> {
     key_secret(vz, &names.api_key, "kelvin", key)
 }
 
-/// The Secret holding the PEMs' service token (`px-pem-token`, type Opaque, data `key`),
-/// owned by the Vizier; created once, like [`api_key_secret`].
+/// This Vizier's part of the namespace's `px-pem-token` Secret: its token under its own
+/// name as data key, and the Vizier as one owner among those of the other Viziers of the
+/// namespace (not the controller: the Secret goes when its last owner does, so deleting
+/// one Vizier never takes another's token). Applied once per Vizier, under its own field
+/// manager ([`pem_token_manager`]), so the Viziers' parts merge.
 pub fn pem_token_secret(vz: &Vizier, token: &str) -> Result<Secret, Error> {
-    key_secret(vz, PEM_TOKEN_SECRET, "vizier-pem", token)
+    let o = owner(vz)?;
+    let mut secret = key_secret(vz, PEM_TOKEN_SECRET, "vizier-pem", token)?;
+    secret.data = Some(BTreeMap::from([(
+        o.name.to_string(),
+        ByteString(token.as_bytes().to_vec()),
+    )]));
+    // Labels name one Vizier; this Secret is shared.
+    secret.metadata.labels = None;
+    secret.metadata.owner_references = Some(vec![OwnerReference {
+        controller: None,
+        block_owner_deletion: None,
+        ..o.reference
+    }]);
+    Ok(secret)
+}
+
+/// The field manager of Vizier `vizier`'s part of `px-pem-token`.
+pub fn pem_token_manager(vizier: &str) -> String {
+    format!("{FIELD_MANAGER}/{vizier}")
 }
 
 fn key_secret(vz: &Vizier, name: &str, component: &str, key: &str) -> Result<Secret, Error> {
@@ -1138,8 +1166,8 @@ mod tests {
         assert_eq!(secret_ref(&env, "PX_API_KEY"), ("pixie-api-key", "key"));
         assert_eq!(
             secret_ref(&env, PEM_TOKEN_ENV),
-            (PEM_TOKEN_SECRET, "key"),
-            "Kelvin presents the PEMs' token"
+            (PEM_TOKEN_SECRET, "pixie"),
+            "Kelvin presents its Vizier's PEMs' token"
         );
     }
 
@@ -1147,10 +1175,20 @@ mod tests {
     fn the_pems_require_the_token_from_its_secret() {
         let ds = pem_daemonset(&vizier(VizierSpec::default())).unwrap();
         let env = pem_container(&ds).env.clone().unwrap();
-        assert_eq!(secret_ref(&env, PEM_TOKEN_ENV), (PEM_TOKEN_SECRET, "key"));
+        assert_eq!(secret_ref(&env, PEM_TOKEN_ENV), (PEM_TOKEN_SECRET, "pixie"));
         let token = pem_token_secret(&vizier(VizierSpec::default()), "t0k").unwrap();
         assert_eq!(token.metadata.name.as_deref(), Some(PEM_TOKEN_SECRET));
-        assert_eq!(token.metadata.owner_references.unwrap()[0].kind, "Vizier");
+        let data = token.data.unwrap();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            ["pixie"],
+            "its own key only"
+        );
+        let owners = token.metadata.owner_references.unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].controller),
+            ("Vizier", None)
+        );
     }
 
     /// (Secret name, key) that env var `name` comes from; it must carry no value itself.

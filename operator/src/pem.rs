@@ -33,6 +33,8 @@ pub struct Pem {
     pub ready: bool,
     /// The PEM pod's namespace (the Vizier's), where its token Secret is.
     pub namespace: String,
+    /// The name of its Vizier (the pod's `app.kubernetes.io/instance`).
+    pub vizier: String,
     /// The service token the PEM requires, from that Secret.
     pub token: Option<String>,
 }
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Pem {
             .field("ip", &self.ip)
             .field("ready", &self.ready)
             .field("namespace", &self.namespace)
+            .field("vizier", &self.vizier)
             .finish_non_exhaustive()
     }
 }
@@ -95,13 +98,22 @@ pub fn pems_by_node(pods: &[Pod]) -> Vec<Pem> {
                 ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 ready: pod_ready(p),
                 namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                vizier: p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("app.kubernetes.io/instance"))
+                    .cloned()
+                    .unwrap_or_default(),
                 token: None,
             })
         })
         .collect();
-    // Ready first within a node, so dedup keeps it.
-    pems.sort_by(|a, b| a.node.cmp(&b.node).then(b.ready.cmp(&a.ready)));
-    pems.dedup_by(|a, b| a.node == b.node);
+    // One per node and Vizier (two Viziers may run PEMs on one node); ready first
+    // within a node, so dedup keeps it.
+    let key = |p: &Pem| (p.node.clone(), p.namespace.clone(), p.vizier.clone());
+    pems.sort_by(|a, b| key(a).cmp(&key(b)).then(b.ready.cmp(&a.ready)));
+    pems.dedup_by(|a, b| key(a) == key(b));
     pems
 }
 
@@ -217,6 +229,21 @@ mod tests {
             },
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn two_viziers_on_one_node_are_two_pems() {
+        let mut other = pod("a", Some("10.0.0.9"), true);
+        other.metadata.labels = Some(std::collections::BTreeMap::from([(
+            "app.kubernetes.io/instance".to_string(),
+            "other".to_string(),
+        )]));
+        let pems = pems_by_node(&[pod("a", Some("10.0.0.1"), true), other]);
+        let got: Vec<(&str, &str)> = pems
+            .iter()
+            .map(|p| (p.vizier.as_str(), p.ip.as_deref().unwrap()))
+            .collect();
+        assert_eq!(got, [("", "10.0.0.1"), ("other", "10.0.0.9")]);
     }
 
     #[test]

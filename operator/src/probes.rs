@@ -177,6 +177,37 @@ pub fn validate(
     Ok(())
 }
 
+/// The Vizier whose PEMs run a Tracepoint of namespace `ns`, among the Viziers in the
+/// operator's scope (namespace, name): the one in `ns`, else the only one there is;
+/// `None` when there is none (every node then waits for a PEM). Refused, naming them,
+/// when that is not one Vizier: another Vizier's PEMs never load it.
+pub fn vizier_of(
+    ns: &str,
+    viziers: &[(String, String)],
+) -> Result<Option<(String, String)>, Invalid> {
+    let here: Vec<&(String, String)> = viziers.iter().filter(|(n, _)| n == ns).collect();
+    let candidates: Vec<&(String, String)> = if here.is_empty() {
+        viziers.iter().collect()
+    } else {
+        here
+    };
+    match candidates.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).clone())),
+        several => Err(Invalid {
+            reason: "AmbiguousVizier",
+            message: format!(
+                "Viziers {} could each run this Tracepoint; create it in the namespace of the Vizier whose PEMs should load it",
+                several
+                    .iter()
+                    .map(|(n, v)| format!("{n}/{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
 /// For a pod target: the matching pods (already selected by label) grouped by the node
 /// they run on. Pods not scheduled yet, finished, or being deleted are left out.
 pub fn pod_target_nodes(pods: &[Pod]) -> BTreeMap<String, Vec<TargetPod>> {
@@ -536,12 +567,38 @@ mod tests {
     }
 
     #[test]
+    fn a_tracepoint_runs_on_the_vizier_of_its_namespace_or_the_only_one() {
+        let vz = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let one = [vz("pl", "pixie")];
+        assert_eq!(vizier_of("shop", &one).unwrap(), Some(vz("pl", "pixie")));
+        assert_eq!(vizier_of("shop", &[]).unwrap(), None);
+        let two = [vz("pl", "pixie"), vz("team-b", "other")];
+        assert_eq!(
+            vizier_of("team-b", &two).unwrap(),
+            Some(vz("team-b", "other"))
+        );
+        let refused = vizier_of("shop", &two).unwrap_err();
+        assert_eq!(refused.reason, "AmbiguousVizier");
+        assert!(
+            refused.message.contains("pl/pixie, team-b/other"),
+            "{}",
+            refused.message
+        );
+        let same_ns = [vz("pl", "a"), vz("pl", "b")];
+        assert_eq!(
+            vizier_of("pl", &same_ns).unwrap_err().reason,
+            "AmbiguousVizier"
+        );
+    }
+
+    #[test]
     fn host_targets_are_the_ready_pems_on_matching_nodes() {
         let pem = |node: &str, ready| Pem {
             node: node.into(),
             ip: Some("10.0.0.1".into()),
             ready,
             namespace: "pl".into(),
+            vizier: "pixie".into(),
             token: None,
         };
         let pems = [pem("a", true), pem("b", true), pem("c", false)];

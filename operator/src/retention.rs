@@ -78,6 +78,48 @@ pub fn request(spec: &DataRetentionSpec) -> Result<SetRetentionRequest, String> 
     Ok(SetRetentionRequest { tables })
 }
 
+/// What the PEMs of a namespace are told: the budgets of every DataRetention in it
+/// (`all`, those not being deleted), merged by table. A table set by several goes to the
+/// oldest (creation time, then name); a DataRetention whose spec is invalid adds
+/// nothing. Also, for `own`, each of its tables that another one holds, with the holder,
+/// for its status.
+pub fn merged(own: &DataRetention, all: &[DataRetention]) -> (SetRetentionRequest, Vec<String>) {
+    let mut ordered: Vec<&DataRetention> = all.iter().collect();
+    ordered.sort_by(|a, b| {
+        let key = |d: &DataRetention| (d.metadata.creation_timestamp.clone(), d.name_any());
+        key(a).cmp(&key(b))
+    });
+    let mut tables: Vec<TableBudget> = Vec::new();
+    let mut holder: BTreeMap<String, String> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for dr in ordered {
+        let Ok(req) = request(&dr.spec) else { continue };
+        let is_own = dr.uid() == own.uid();
+        for budget in req.tables {
+            let share: u32 = tables.iter().map(|t| t.memory_percent).sum();
+            if let Some(other) = holder.get(&budget.table) {
+                if is_own {
+                    conflicts.push(format!(
+                        "table {} is set by DataRetention {other}, which is older; this one's budget for it is not applied",
+                        budget.table
+                    ));
+                }
+            } else if share + budget.memory_percent > 100 {
+                if is_own {
+                    conflicts.push(format!(
+                        "table {}: its memoryPercent {} with those of the older DataRetentions of this namespace would pass 100%; not applied",
+                        budget.table, budget.memory_percent
+                    ));
+                }
+            } else {
+                holder.insert(budget.table.clone(), dr.name_any());
+                tables.push(budget);
+            }
+        }
+    }
+    (SetRetentionRequest { tables }, conflicts)
+}
+
 /// A Go-style duration with whole seconds (`5h12m0s`, `3m20s`, `0s`), as
 /// `metav1.Duration` prints it.
 pub fn go_duration(d: Duration) -> String {
@@ -203,6 +245,37 @@ fn with_conditions(
     s
 }
 
+/// The DataRetentions of namespace `ns` that are not being deleted.
+async fn in_namespace(ctx: &Context, ns: &str) -> Result<Vec<DataRetention>, Error> {
+    let api: kube::Api<DataRetention> = kube::Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|source| Error::Read {
+            what: "the DataRetentions",
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// `s` with `Degraded` naming the tables another DataRetention holds, when there are.
+fn with_conflicts(
+    dr: &DataRetention,
+    s: DataRetentionStatus,
+    conflicts: &[String],
+    now: &Time,
+) -> DataRetentionStatus {
+    if conflicts.is_empty() {
+        return s;
+    }
+    let condition = DesiredCondition::new(DEGRADED, true, "TableConflict", conflicts.join("; "));
+    with_conditions(dr, s, vec![condition], now)
+}
+
 /// Sends `req` to every ready PEM of the Vizier in `ns`.
 async fn send(ctx: &Context, ns: &str, req: &SetRetentionRequest) -> Result<Round, Error> {
     let pems = ctx.pems(Some(ns)).await?;
@@ -290,15 +363,19 @@ async fn apply(dr: &DataRetention, ctx: &Context) -> Result<Action, Error> {
         write(ctx, dr, stalled_status(dr, "NoVizier", &message, &now)).await?;
         return Ok(Action::requeue(REFRESH));
     }
-    let req = match request(&dr.spec) {
-        Ok(r) => r,
-        Err(message) => {
-            write(ctx, dr, stalled_status(dr, "InvalidSpec", &message, &now)).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    if let Err(message) = request(&dr.spec) {
+        write(ctx, dr, stalled_status(dr, "InvalidSpec", &message, &now)).await?;
+        return Ok(Action::await_change());
+    }
+    let others = in_namespace(ctx, &ns).await?;
+    let (req, conflicts) = merged(dr, &others);
     let round = send(ctx, &ns, &req).await?;
-    write(ctx, dr, status(dr, &round, &now)).await?;
+    write(
+        ctx,
+        dr,
+        with_conflicts(dr, status(dr, &round, &now), &conflicts, &now),
+    )
+    .await?;
     // A PEM that did not answer (starting, restarting) is asked again soon.
     Ok(Action::requeue(if round.silent.is_empty() {
         REFRESH
@@ -310,7 +387,14 @@ async fn apply(dr: &DataRetention, ctx: &Context) -> Result<Action, Error> {
 /// Before the DataRetention goes: every PEM back to its default budgets.
 async fn cleanup(dr: &DataRetention, ctx: &Context) -> Result<Action, Error> {
     let ns = dr.namespace().unwrap_or_default();
-    let round = send(ctx, &ns, &SetRetentionRequest::default()).await?;
+    // The others' budgets stay: only this one's tables return to their defaults.
+    let others: Vec<DataRetention> = in_namespace(ctx, &ns)
+        .await?
+        .into_iter()
+        .filter(|d| d.uid() != dr.uid())
+        .collect();
+    let (req, _) = merged(dr, &others);
+    let round = send(ctx, &ns, &req).await?;
     // A PEM that is not ready has restarted or is starting: it comes back with its
     // defaults. One that is ready and does not answer keeps the finalizer.
     if let Some((node, e)) = round.silent.iter().find(|(_, e)| e != "no ready PEM") {
@@ -394,6 +478,56 @@ mod tests {
         ))
         .unwrap_err();
         assert!(one.starts_with("spec.tables[0].memoryPercent 95"), "{one}");
+    }
+
+    fn dr(name: &str, created: &str, tables: serde_json::Value) -> DataRetention {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "px.dev/v1alpha1", "kind": "DataRetention",
+            "metadata": {"name": name, "namespace": "pl", "uid": name, "creationTimestamp": created},
+            "spec": {"tables": tables},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn two_data_retentions_merge_by_table_and_the_older_keeps_a_shared_one() {
+        let old = dr(
+            "old",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!([{"table": "http_events", "maxAge": "1h"}, {"table": "conn_stats", "memoryPercent": 60}]),
+        );
+        let new = dr(
+            "new",
+            "2026-02-01T00:00:00Z",
+            serde_json::json!([{"table": "http_events", "maxAge": "2h"}, {"table": "file_opens", "maxBytes": "16Mi"}, {"table": "adds", "memoryPercent": 50}]),
+        );
+        let all = [new.clone(), old.clone()];
+        let (req, conflicts) = merged(&new, &all);
+        let tables: Vec<(&str, i64)> = req
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.max_age_ns))
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                ("http_events", 3_600_000_000_000),
+                ("conn_stats", 0),
+                ("file_opens", 0)
+            ]
+        );
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        assert!(
+            conflicts[0].contains("table http_events is set by DataRetention old"),
+            "{conflicts:?}"
+        );
+        assert!(conflicts[1].contains("would pass 100%"), "{conflicts:?}");
+        let (_, none) = merged(&old, &all);
+        assert!(none.is_empty(), "the older one holds its tables: {none:?}");
+        // Deleting the older: the newer's http_events budget takes over, conn_stats goes.
+        let (after, _) = merged(&old, std::slice::from_ref(&new));
+        let tables: Vec<&str> = after.tables.iter().map(|t| t.table.as_str()).collect();
+        assert_eq!(tables, ["http_events", "file_opens", "adds"]);
     }
 
     #[test]

@@ -45,8 +45,16 @@ pub async fn reconcile(tp: Arc<Tracepoint>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Whether the Tracepoint may run, or why not.
-async fn check(tp: &Tracepoint, ctx: &Context) -> Result<Result<(), Invalid>, Error> {
+async fn check(
+    tp: &Tracepoint,
+    ctx: &Context,
+    vizier: Result<Option<(String, String)>, Invalid>,
+) -> Result<Result<(), Invalid>, Error> {
     let ns = tp.namespace().unwrap_or_default();
+    let vizier_here = match vizier {
+        Err(why) => return Ok(Err(why)),
+        Ok(v) => v.is_some_and(|(n, _)| n == ns),
+    };
     let all = ctx
         .scoped::<Tracepoint>()
         .list(&ListParams::default())
@@ -56,7 +64,6 @@ async fn check(tp: &Tracepoint, ctx: &Context) -> Result<Result<(), Invalid>, Er
             source,
         })?
         .items;
-    let vizier_here = ctx.has_vizier(&ns).await?;
     Ok(probes::validate(tp, &all, vizier_here))
 }
 
@@ -65,6 +72,7 @@ async fn check(tp: &Tracepoint, ctx: &Context) -> Result<Result<(), Invalid>, Er
 async fn refusal(
     tp: &Tracepoint,
     ctx: &Context,
+    vizier: Result<Option<(String, String)>, Invalid>,
     now: &Time,
 ) -> Result<Option<(EventType, Invalid)>, Error> {
     if probes::expired(tp, now) {
@@ -78,7 +86,10 @@ async fn refusal(
         };
         return Ok(Some((EventType::Normal, expired)));
     }
-    Ok(check(tp, ctx).await?.err().map(|i| (EventType::Warning, i)))
+    Ok(check(tp, ctx, vizier)
+        .await?
+        .err()
+        .map(|i| (EventType::Warning, i)))
 }
 
 /// Removes the probe from every PEM that may have it, and reports why in the status
@@ -100,9 +111,30 @@ async fn refuse(
 
 async fn apply(tp: &Tracepoint, ctx: &Context) -> Result<Action, Error> {
     let now = now();
-    let pems = ctx.pems(None).await?;
-    if let Some((type_, why)) = refusal(tp, ctx, &now).await? {
-        return refuse(tp, ctx, &pems, type_, why, &now).await;
+    let ns = tp.namespace().unwrap_or_default();
+    let vizier = probes::vizier_of(&ns, &ctx.viziers(None).await?);
+    // Every PEM in scope, so that a refused probe is removed wherever it may be.
+    let everywhere = ctx.pems(None).await?;
+    if let Some((type_, why)) = refusal(tp, ctx, vizier.clone(), &now).await? {
+        return refuse(tp, ctx, &everywhere, type_, why, &now).await;
+    }
+    // Only its Vizier's PEMs load it; any other that has it is told to remove it.
+    let (pems, others): (Vec<Pem>, Vec<Pem>) = everywhere.into_iter().partition(|p| {
+        vizier
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .is_some_and(|(n, v)| p.namespace == *n && p.vizier == *v)
+    });
+    if !others.is_empty() {
+        // Only with several Viziers: a probe another Vizier's PEMs loaded before (the
+        // Tracepoint moved, a Vizier was added) goes from them. Not remembered per node:
+        // node names are shared by the Viziers' PEMs.
+        let uid = tp.uid().ok_or(Error::MissingMetadata { field: "uid" })?;
+        let others: Vec<&Pem> = others.iter().collect();
+        for (node, error) in remove(&uid, &others).await {
+            tracing::warn!(%node, %error, "cannot remove the probe from another Vizier's PEM");
+        }
     }
     let targets = match selected_nodes(tp, ctx, &pems).await? {
         Ok(t) => t,

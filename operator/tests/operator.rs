@@ -9,5 +9,6 @@ mod operator {
     mod metadata;
     mod probes;
     mod real_pem;
+    mod scoping;
     mod vizier;
 }

@@ -39,7 +39,7 @@ fn vizier(fail_on: Option<&str>) -> String {
 }
 
 /// Pods labelled app=web on every node of namespace `shop`: the pod target.
-const WEB: &str = r#"
+pub(super) const WEB: &str = r#"
 apiVersion: apps/v1
 kind: DaemonSet
 metadata: {name: web, namespace: shop}
@@ -54,7 +54,7 @@ spec:
       - {name: server, image: px/app}
 "#;
 
-fn uprobe(name: &str, ns: &str, table: &str) -> String {
+pub(super) fn uprobe(name: &str, ns: &str, table: &str) -> String {
     format!(
         r#"
 apiVersion: px.dev/v1alpha1
@@ -131,7 +131,7 @@ async fn standin_pem() -> PathBuf {
         .clone()
 }
 
-async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
+pub(super) async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -183,7 +183,7 @@ async fn pem_pod_field(cluster: &Cluster, node: &str, path: &str) -> String {
             "-n",
             "pl",
             "-l",
-            "app.kubernetes.io/name=vizier-pem",
+            "app.kubernetes.io/name=vizier-pem,app.kubernetes.io/instance=pixie",
             "--field-selector",
             &selector,
         ],
@@ -223,21 +223,19 @@ pub(super) async fn pem_client(
 
 /// The PEMs' service token of namespace `pl`, if its Secret exists.
 pub(super) async fn pem_token(cluster: &Cluster) -> Option<String> {
-    secret_value(cluster, "px-pem-token").await
+    secret_key(cluster, "px-pem-token", "pixie").await
 }
 
 /// The `key` of Secret `name` in namespace `pl`, decoded, if it exists.
 pub(super) async fn secret_value(cluster: &Cluster, name: &str) -> Option<String> {
+    secret_key(cluster, name, "key").await
+}
+
+/// Data key `key` of Secret `pl/name`, decoded.
+pub(super) async fn secret_key(cluster: &Cluster, name: &str, key: &str) -> Option<String> {
+    let path = format!("jsonpath={{.data.{key}}}");
     let out = cluster
-        .kubectl(&[
-            "get",
-            "secret",
-            name,
-            "-n",
-            "pl",
-            "-o",
-            "jsonpath={.data.key}",
-        ])
+        .kubectl(&["get", "secret", name, "-n", "pl", "-o", &path])
         .await
         .ok()?;
     let decoded = std::process::Command::new("base64")
@@ -332,7 +330,7 @@ pub(super) async fn jsonpath(cluster: &Cluster, what: &[&str], path: &str) -> St
 }
 
 /// `reason message` of a Tracepoint's Stalled condition.
-async fn stalled(cluster: &Cluster, ns: &str, name: &str) -> String {
+pub(super) async fn stalled(cluster: &Cluster, ns: &str, name: &str) -> String {
     jsonpath(
         cluster,
         &["tp", name, "-n", ns],
