@@ -156,10 +156,47 @@ impl VizierSpec {
         .collect()
     }
 
-    /// The `IgnoredFields` condition for this spec: True, naming the ignored fields, when
-    /// any is set; False otherwise.
+    /// The fields set in this spec that this implementation accepts and does not apply
+    /// yet, by their paths: listed in the `IgnoredFields` condition rather than dropped
+    /// silently.
+    pub fn unhonoured_fields(&self) -> Vec<&'static str> {
+        let restricted = self.data_access.is_some_and(|a| a != DataAccess::Full);
+        let spike = self
+            .data_collector_params
+            .as_ref()
+            .is_some_and(|p| p.datastream_buffer_spike_size.is_some());
+        [
+            ("dataAccess", restricted),
+            ("dataCollectorParams.datastreamBufferSpikeSize", spike),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// The `IgnoredFields` condition for this spec: True, naming the fields not applied
+    /// (not honoured yet, and Pixie Cloud's), when any is set; False otherwise.
     pub fn ignored_fields_condition(&self) -> DesiredCondition {
         let ignored = self.ignored_fields();
+        let unhonoured = self.unhonoured_fields();
+        if !unhonoured.is_empty() {
+            let mut message = format!(
+                "these fields are accepted and not applied yet: {}",
+                unhonoured.join(", ")
+            );
+            if !ignored.is_empty() {
+                message.push_str(&format!(
+                    "; these only mean something to Pixie Cloud and are ignored: {}",
+                    ignored.join(", ")
+                ));
+            }
+            return DesiredCondition::new(
+                IGNORED_FIELDS,
+                ConditionStatus::True,
+                "NotHonoured",
+                message,
+            );
+        }
         if ignored.is_empty() {
             DesiredCondition::new(
                 IGNORED_FIELDS,
@@ -209,10 +246,13 @@ pub enum ClockConverter {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataCollectorParams {
-    /// Bytes buffered per connection and direction before parsing (default 1 MiB).
+    /// Bytes the PEM buffers per connection and direction while a message's head (request
+    /// or status line and headers) is incomplete: 1024 to 1048576 (default 8 KiB; a longer
+    /// head is not parsed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastream_buffer_size: Option<u32>,
     /// Largest temporary size a connection's buffer may reach before it is processed.
+    /// Accepted and not applied (listed in `IgnoredFields`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastream_buffer_spike_size: Option<u32>,
     /// Extra environment variables for the PEM container (Pixie's `PL_*` flags).
@@ -446,6 +486,31 @@ mod tests {
                 .ends_with("deployKey, useEtcdOperator, cloudAddr"),
             "{}",
             cond.message
+        );
+    }
+
+    #[test]
+    fn fields_accepted_and_not_applied_are_named() {
+        let spec: VizierSpec = serde_json::from_value(serde_json::json!({
+            "dataAccess": "Restricted",
+            "dataCollectorParams": {"datastreamBufferSize": 65536, "datastreamBufferSpikeSize": 1},
+            "deployKey": "k",
+        }))
+        .unwrap();
+        let cond = spec.ignored_fields_condition();
+        assert_eq!(
+            (cond.status, cond.reason.as_str()),
+            (ConditionStatus::True, "NotHonoured")
+        );
+        assert_eq!(
+            cond.message,
+            "these fields are accepted and not applied yet: dataAccess, dataCollectorParams.datastreamBufferSpikeSize; these only mean something to Pixie Cloud and are ignored: deployKey"
+        );
+        let full: VizierSpec =
+            serde_json::from_value(serde_json::json!({"dataAccess": "Full"})).unwrap();
+        assert!(
+            full.unhonoured_fields().is_empty(),
+            "Full is what the PEMs do"
         );
     }
 

@@ -418,6 +418,7 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
             ("ClusterRoleBinding", "", "px-kelvin-metadata"),
             ("ClusterRoleBinding", "", "px-operator-nodes"),
             ("Deployment", NAMESPACE, "px-operator"),
+            ("NetworkPolicy", NAMESPACE, "pixie-pem"),
             ("Role", NAMESPACE, "px-operator-leader-election"),
             ("RoleBinding", NAMESPACE, "px-operator"),
             ("RoleBinding", NAMESPACE, "px-operator-leader-election"),
@@ -434,6 +435,23 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
     assert_eq!(
         object(&out, "RoleBinding", "px-operator")["roleRef"]["kind"],
         "ClusterRole"
+    );
+    // The PEMs' port admits Kelvin and the operator only.
+    let policy = &object(&out, "NetworkPolicy", "pixie-pem")["spec"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "vizier-pem", "app.kubernetes.io/instance": "pixie"})
+    );
+    assert_eq!(
+        policy["ingress"][0]["from"],
+        json!([
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "kelvin", "app.kubernetes.io/instance": "pixie"}}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "px-operator", "app.kubernetes.io/instance": RELEASE}}},
+        ])
+    );
+    assert_eq!(
+        policy["ingress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 50400}])
     );
 
     // The Vizier, with Pixie's field names.

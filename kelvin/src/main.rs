@@ -33,6 +33,10 @@ struct Args {
     /// Reach the watched PEM pods without TLS (only where the PEMs run --disable-tls).
     #[arg(long)]
     pem_plaintext: bool,
+    /// The cluster's name, for `px.vizier_name()` and `px.GetAgentStatus()` (the
+    /// operator passes the Vizier's `clusterName`, or its name).
+    #[arg(long, env = "PX_CLUSTER_NAME", default_value = "")]
+    cluster_name: String,
     /// Fail a query when one PEM has not sent all of a table's rows within this many
     /// seconds.
     #[arg(long, env = "PX_KELVIN_SCAN_TIMEOUT_SECS", default_value_t = kelvin::DEFAULT_SCAN_TIMEOUT.as_secs())]
@@ -184,6 +188,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => Kelvin::over_pems(pems),
     };
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_default();
+    let kelvin = kelvin.with_cluster_name(args.cluster_name.clone(), namespace);
     let kelvin = kelvin.with_limits(kelvin::QueryLimits {
         max_concurrent: args.max_concurrent_queries,
         memory_bytes: Some(usize::try_from(args.query_memory_limit).unwrap_or(usize::MAX)),

@@ -50,6 +50,8 @@ pub struct Kelvin {
     source: DataSource,
     running: Arc<AtomicUsize>,
     hostname: String,
+    /// The cluster's name and the Vizier's namespace (`px.vizier_name()`).
+    cluster_name: (String, String),
     metadata: Option<Arc<dyn pxl::MetadataLookup>>,
     agents: Vec<pxl::AgentInfo>,
     local_probes: Option<crate::LocalProbes>,
@@ -147,6 +149,7 @@ impl Kelvin {
             source,
             running: Arc::new(AtomicUsize::new(0)),
             hostname: String::new(),
+            cluster_name: (String::new(), String::new()),
             metadata: None,
             agents: Vec::new(),
             local_probes: None,
@@ -173,6 +176,14 @@ impl Kelvin {
     #[must_use]
     pub fn with_hostname(mut self, hostname: String) -> Self {
         self.hostname = hostname;
+        self
+    }
+
+    /// The cluster's name (the Vizier's `clusterName`) and the Vizier's namespace, for
+    /// `px.vizier_name()`, `px.vizier_namespace()` and `px.GetAgentStatus()`.
+    #[must_use]
+    pub fn with_cluster_name(mut self, name: String, namespace: String) -> Self {
+        self.cluster_name = (name, namespace);
         self
     }
 
@@ -366,6 +377,8 @@ impl VizierService for Kelvin {
         let mut options = pxl::CompileOptions::at(now_ns());
         options.exec_funcs = func_calls(&request.exec_funcs);
         options.hostname.clone_from(&self.hostname);
+        options.cluster_name.clone_from(&self.cluster_name.0);
+        options.cluster_namespace.clone_from(&self.cluster_name.1);
         options.metadata = self.metadata.clone();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let Ok(slot) = Arc::clone(&self.limits.slots).try_acquire_owned() else {

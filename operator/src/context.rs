@@ -35,6 +35,8 @@ pub struct Context {
     /// (so a node that stops being selected is told to remove it). Lost on restart:
     /// the first reconcile after a start tells every other PEM to remove it.
     pub(crate) applied: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Failed reconciles in a row, per object (`kind/namespace/name`): the back-off.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -53,6 +55,7 @@ impl Context {
             recorder,
             namespace,
             applied: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -101,6 +104,7 @@ impl Context {
             "metadata": {"name": name, "namespace": ns},
             "status": status,
         });
+        crate::metrics::status_written(&K::kind(&()));
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -252,16 +256,83 @@ pub(crate) async fn run_on_pem_changes<K, R, Fut>(
     let results = Controller::new(ctx.scoped::<K>(), watcher::Config::default())
         .reconcile_all_on(ctx.pem_pod_changes())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy::<K>, ctx);
+        .run(observed(reconcile), error_policy::<K>, ctx);
     drain(results).await;
 }
 
-/// Logs a failed reconcile of any kind and retries after a few seconds.
-pub(crate) fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+/// First retry after a failed reconcile; it doubles with each failure in a row.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// Longest wait between retries.
+const LONGEST_RETRY: Duration = Duration::from_secs(300);
+
+/// The object's key in the back-off table.
+fn failure_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// The wait before retrying after the `n`th failure in a row: 2 s, 4 s, 8 s, ... 5 min.
+pub(crate) fn retry_after(n: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(LONGEST_RETRY)
+}
+
+/// `reconcile`, counted and timed in the metrics, with its failures in a row counted
+/// per object for [`error_policy`]'s back-off (a success resets them).
+pub(crate) fn observed<K, R, Fut>(
+    mut reconcile: R,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures_util::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let key = failure_key(obj.as_ref());
+        let run = reconcile(obj, Arc::clone(&ctx));
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = run.await;
+            crate::metrics::reconciled(
+                &K::kind(&()),
+                started.elapsed(),
+                result.as_ref().err().map(Error::metric_label),
+            );
+            let mut failures = ctx
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &result {
+                Ok(_) => {
+                    failures.remove(&key);
+                }
+                Err(_) => *failures.entry(key).or_insert(0) += 1,
+            }
+            result
+        })
+    }
+}
+
+/// Logs a failed reconcile of any kind and retries with exponential back-off per object.
+pub(crate) fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
+    let failures = ctx
+        .failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&failure_key(obj.as_ref()))
+        .copied()
+        .unwrap_or(1);
+    let retry = retry_after(failures);
     tracing::warn!(
+        retry_in = ?retry,
         kind = %K::kind(&()),
         name = %obj.name_any(),
         namespace = ?obj.namespace(),
@@ -270,7 +341,7 @@ where
         source = ?std::error::Error::source(error).map(ToString::to_string),
         "reconcile failed"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(retry)
 }
 
 /// Drives a controller's result stream to its end, logging each result.
@@ -290,4 +361,16 @@ where
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_to_five_minutes() {
+        let waits: Vec<u64> = (1..=10).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_after(u32::MAX).as_secs(), 300);
+    }
 }

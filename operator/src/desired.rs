@@ -173,6 +173,15 @@ pub fn version(vz: &Vizier) -> String {
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
 }
 
+/// The cluster's name: `spec.clusterName`, else the Vizier's name.
+pub fn cluster_name(vz: &Vizier) -> String {
+    vz.spec
+        .cluster_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| vz.metadata.name.clone().unwrap_or_default())
+}
+
 /// `<registry>/<component>:<version>`.
 pub fn image(vz: &Vizier, component: &str) -> String {
     let registry = vz
@@ -358,7 +367,18 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let names = Names::of(o.name);
     let version = version(vz);
     let memory = pem_memory(vz)?;
-    let (args, extra_env) = pem_args(vz, &memory);
+    let (mut args, extra_env) = pem_args(vz, &memory);
+    if let Some(size) = vz
+        .spec
+        .data_collector_params
+        .as_ref()
+        .and_then(|p| p.datastream_buffer_size)
+    {
+        if !(1 << 10..=1 << 20).contains(&size) {
+            return Err(Error::DatastreamBuffer(size));
+        }
+        args.push(format!("--datastream-buffer={size}"));
+    }
     // POD_IP: the PEM listens there (`--listen`), where Kelvin and the operator reach
     // it. NODE_NAME: the node it reports probes and tables for.
     // PX_PEM_SERVICE_TOKEN: callers without it cannot read the tables or load probes.
@@ -485,6 +505,7 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
             // Names pods, services and nodes in results, from its own watch of the
             // cluster (the chart's `<release>-kelvin-metadata` ClusterRole).
             "--cluster-metadata".to_string(),
+            format!("--cluster-name={}", cluster_name(vz)),
             // The PEMs, from a watch of their pods in Kelvin's namespace.
             format!("--pems-from-pods={}", pem_pod_selector(o.name)),
             format!("--pem-port={PEM_PORT}"),
@@ -596,8 +617,18 @@ pub fn pem_token_secret(vz: &Vizier, token: &str) -> Result<Secret, Error> {
         o.name.to_string(),
         ByteString(token.as_bytes().to_vec()),
     )]));
-    // Labels name one Vizier; this Secret is shared.
-    secret.metadata.labels = None;
+    // Only the labels every Vizier's part agrees on: the Secret is shared.
+    secret.metadata.labels = Some(BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "vizier-pem".to_string(),
+        ),
+        ("app.kubernetes.io/part-of".to_string(), "px".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            FIELD_MANAGER.to_string(),
+        ),
+    ]));
     secret.metadata.owner_references = Some(vec![OwnerReference {
         controller: None,
         block_owner_deletion: None,
@@ -714,13 +745,27 @@ pub fn children(vz: &Vizier) -> Result<Children, Error> {
             }]),
         });
     }
+    // `spec.patches`, by object name, on the workloads and Kelvin's Service (not on
+    // RBAC: a patch must not widen what the Vizier's pods may do). The Deployment and
+    // the Service share the name `<vizier>-kelvin`: each takes what its kind has.
+    let patches = vz.spec.patches.as_ref();
     Ok(Children {
         service_accounts,
         roles,
         role_bindings,
-        pem: pem_daemonset(vz)?,
-        kelvin: kelvin_deployment(vz)?,
-        kelvin_service: kelvin_service(vz)?,
+        pem: crate::patches::patched(pem_daemonset(vz)?, "DaemonSet", &names.pem, patches)?,
+        kelvin: crate::patches::patched(
+            kelvin_deployment(vz)?,
+            "Deployment",
+            &names.kelvin,
+            patches,
+        )?,
+        kelvin_service: crate::patches::patched(
+            kelvin_service(vz)?,
+            "Service",
+            &names.kelvin,
+            patches,
+        )?,
     })
 }
 
@@ -847,6 +892,75 @@ mod tests {
         assert_eq!(
             image(&default, "kelvin"),
             format!("px/kelvin:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn patches_reach_the_objects_they_name() {
+        let vz = vizier(VizierSpec {
+            patches: Some(BTreeMap::from([
+                (
+                    "pixie-kelvin".to_string(),
+                    r#"{"spec": {"replicas": 2}, "metadata": {"annotations": {"team": "sre"}}}"#
+                        .to_string(),
+                ),
+                (
+                    "pixie-pem".to_string(),
+                    "spec: {template: {spec: {priorityClassName: system-node-critical}}}"
+                        .to_string(),
+                ),
+            ])),
+            ..VizierSpec::default()
+        });
+        let c = children(&vz).unwrap();
+        assert_eq!(c.kelvin.spec.replicas, Some(2));
+        let note = |m: &ObjectMeta| m.annotations.as_ref().and_then(|a| a.get("team")).cloned();
+        assert_eq!(note(&c.kelvin.metadata).as_deref(), Some("sre"));
+        assert_eq!(
+            note(&c.kelvin_service.metadata).as_deref(),
+            Some("sre"),
+            "the Service shares the name and takes what a Service has"
+        );
+        let pod = c.pem.spec.template.spec.unwrap();
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
+        assert!(
+            children(&vizier(VizierSpec::default()))
+                .unwrap()
+                .pem
+                .spec
+                .template
+                .spec
+                .unwrap()
+                .priority_class_name
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_datastream_buffer_size_reaches_the_pems_or_is_refused() {
+        let with = |size| {
+            vizier(VizierSpec {
+                data_collector_params: Some(px_crds::DataCollectorParams {
+                    datastream_buffer_size: Some(size),
+                    ..px_crds::DataCollectorParams::default()
+                }),
+                ..VizierSpec::default()
+            })
+        };
+        let ds = pem_daemonset(&with(65536)).unwrap();
+        let args = pem_container(&ds).args.clone().unwrap();
+        assert!(
+            args.contains(&"--datastream-buffer=65536".to_owned()),
+            "{args:?}"
+        );
+        let error = pem_daemonset(&with(1 << 24)).unwrap_err();
+        assert!(error.is_spec_error());
+        assert!(
+            error.to_string().contains("between 1024 and 1048576"),
+            "{error}"
         );
     }
 
@@ -1143,6 +1257,15 @@ mod tests {
             let (k, v) = pair.split_once('=').unwrap();
             assert_eq!(pem_labels.get(k).map(String::as_str), Some(v), "{k}");
         }
+        assert!(
+            args.contains(&"--cluster-name=pixie".to_owned()),
+            "{args:?}"
+        );
+        let named = vizier(VizierSpec {
+            cluster_name: Some("prod-eu-1".into()),
+            ..VizierSpec::default()
+        });
+        assert_eq!(cluster_name(&named), "prod-eu-1");
         let env = c.env.clone().unwrap();
         assert!(env.iter().all(|e| e.name != "PX_KELVIN_PEMS"), "{env:?}");
         assert!(env.iter().any(|e| e.name == "POD_NAMESPACE"), "{env:?}");

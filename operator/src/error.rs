@@ -19,6 +19,14 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// `dataCollectorParams.datastreamBufferSize` outside what the PEM accepts.
+    #[error(
+        "dataCollectorParams.datastreamBufferSize {0} must be between 1024 and 1048576 bytes: the PEM holds it per connection and direction"
+    )]
+    DatastreamBuffer(u32),
+    /// A `spec.patches` entry cannot be applied.
+    #[error(transparent)]
+    Patch(#[from] crate::patches::PatchError),
     /// The object lacks a name, namespace or uid the API server always sets.
     #[error("the object has no {field}")]
     MissingMetadata {
@@ -127,6 +135,8 @@ impl Error {
         match self {
             Self::InvalidQuantity { .. } => "invalid_quantity",
             Self::RequestAboveLimit { .. } => "request_above_limit",
+            Self::DatastreamBuffer(_) => "invalid_datastream_buffer",
+            Self::Patch(_) => "invalid_patch",
             Self::MissingMetadata { .. } => "missing_metadata",
             Self::Apply { .. } => "apply",
             Self::Read { .. } => "read",
@@ -145,7 +155,10 @@ impl Error {
     pub fn is_spec_error(&self) -> bool {
         matches!(
             self,
-            Self::InvalidQuantity { .. } | Self::RequestAboveLimit { .. }
+            Self::InvalidQuantity { .. }
+                | Self::RequestAboveLimit { .. }
+                | Self::DatastreamBuffer(_)
+                | Self::Patch(_)
         )
     }
 }

@@ -13,6 +13,8 @@ mod context;
 pub mod desired;
 mod error;
 pub mod lease;
+pub mod metrics;
+pub mod patches;
 pub mod pem;
 pub mod probes;
 pub mod retention;
@@ -67,6 +69,7 @@ pub async fn run(
         () = elector.acquire() => {}
         () = &mut shutdown => return Ok(()),
     }
+    metrics::set_leader(true);
     let stop = futures_util::FutureExt::shared(async move {
         let _ = stop_rx.await;
     });
@@ -86,6 +89,7 @@ pub async fn run(
     tokio::select! {
         () = &mut controller => Ok(()),
         lost = elector.hold() => {
+            metrics::set_leader(false);
             let _ = stop_tx.send(());
             controller.await;
             Err(lost)

@@ -24,6 +24,9 @@ struct Args {
     /// This instance's identity in the Lease [default: the host name and process id].
     #[arg(long, env = "PX_POD_NAME")]
     pod_name: Option<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz here.
+    #[arg(long, env = "PX_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: std::net::SocketAddr,
     /// Seconds the Lease stays held without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
@@ -36,9 +39,22 @@ fn main() -> ExitCode {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         });
+        let listener = px_operator::metrics::bind(args.metrics_listen)
+            .await
+            .with_context(|| format!("--metrics-listen {}", args.metrics_listen))?;
+        let _endpoints = px_operator::metrics::serve(listener);
         let client = kube::Client::try_default()
             .await
             .context("cannot find a cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+        // Ready once the API server answers (a candidate that does not lead is ready
+        // too: it is waiting for the Lease, as it should).
+        let probe = client.clone();
+        tokio::spawn(async move {
+            while probe.apiserver_version().await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            px_operator::metrics::set_ready();
+        });
         let config = px_operator::Config {
             watch_namespace: args.watch_namespace.filter(|n| !n.is_empty()),
             lease_name: args.lease_name,

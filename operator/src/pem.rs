@@ -2,6 +2,7 @@
 //! `ProbeService` calls of `api/proto/pem.proto`, each with a timeout, fanned out over
 //! many PEMs with a bounded number in flight.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -167,35 +168,60 @@ fn client(address: &Address) -> Result<(String, PemClient), CallError> {
     } else {
         format!("http://{ip}:{PEM_PORT}")
     };
-    let endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|source| CallError::Address {
-            addr: addr.clone(),
-            source,
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
+    let channel = channel(&addr)?;
     let bearer = Bearer::new(address.token.as_deref()).map_err(|reason| CallError::Token {
         addr: addr.clone(),
         reason,
     })?;
-    Ok((
-        addr,
-        ProbeServiceClient::with_interceptor(endpoint.connect_lazy(), bearer),
-    ))
+    Ok((addr, ProbeServiceClient::with_interceptor(channel, bearer)))
 }
 
-/// Calls the PEM at `address` with `call`, within [`CALL_TIMEOUT`].
-pub async fn call<T, F, Fut>(address: &Address, call: F) -> Result<T, CallError>
+/// PEM addresses kept with a channel; past this many the cache starts over (PEM pods
+/// come and go at new addresses, and a channel to a gone one holds nothing but memory).
+const MAX_CHANNELS: usize = 8192;
+
+/// One channel per PEM address, reused by every call: an HTTP/2 connection that carries
+/// the calls of every reconcile, reconnected by tonic when it breaks, instead of a new
+/// TCP (and later TLS) handshake per call.
+fn channel(addr: &str) -> Result<Channel, CallError> {
+    static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Channel>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut channels = CHANNELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(channel) = channels.get(addr) {
+        return Ok(channel.clone());
+    }
+    let channel = Endpoint::from_shared(addr.to_owned())
+        .map_err(|source| CallError::Address {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect_lazy();
+    if channels.len() >= MAX_CHANNELS {
+        channels.clear();
+    }
+    channels.insert(addr.to_owned(), channel.clone());
+    Ok(channel)
+}
+
+/// Calls the PEM at `address` with `call` (the RPC `method`, for the metrics), within
+/// [`CALL_TIMEOUT`].
+pub async fn call<T, F, Fut>(address: &Address, method: &str, call: F) -> Result<T, CallError>
 where
     F: FnOnce(PemClient) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let (addr, client) = client(address)?;
-    match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
-        Err(_) => Err(CallError::Timeout { addr }),
-        Ok(Err(source)) => Err(CallError::Rpc { addr, source }),
-        Ok(Ok(response)) => Ok(response.into_inner()),
-    }
+    let (result, outcome) = match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+        Err(_) => (Err(CallError::Timeout { addr }), "timeout"),
+        Ok(Err(source)) => (Err(CallError::Rpc { addr, source }), "error"),
+        Ok(Ok(response)) => (Ok(response.into_inner()), "ok"),
+    };
+    crate::metrics::pem_rpc(method, outcome);
+    result
 }
 
 /// Runs `f` on every item with at most [`MAX_IN_FLIGHT`] at once; results in no
@@ -271,9 +297,11 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_pem_is_an_error_not_a_hang() {
         // Port 50400 on an address of 127/8 where nothing listens.
-        let err = call(&Address::new("127.3.2.1", Some("t")), |mut c| async move {
-            c.list_probes(px_api::pem::ListProbesRequest {}).await
-        })
+        let err = call(
+            &Address::new("127.3.2.1", Some("t")),
+            "ListProbes",
+            |mut c| async move { c.list_probes(px_api::pem::ListProbesRequest {}).await },
+        )
         .await
         .unwrap_err();
         assert!(

@@ -292,7 +292,10 @@ async fn send(ctx: &Context, ns: &str, req: &SetRetentionRequest) -> Result<Roun
             let Some(ip) = ip else {
                 return (node, Err("no ready PEM".to_string()));
             };
-            let r = pem::call(&ip, |mut c| async move { c.set_retention(req).await }).await;
+            let r = pem::call(&ip, "SetRetention", |mut c| async move {
+                c.set_retention(req).await
+            })
+            .await;
             (node, r.map_err(|e| e.to_string()))
         }
     })

@@ -239,11 +239,14 @@ async fn sync(
             let Some(ip) = ip else {
                 return (node, NodeOutcome::NoPem);
             };
-            let outcome =
-                match pem::call(&ip, |mut c| async move { c.apply_probe(spec).await }).await {
-                    Ok(state) => NodeOutcome::Reported(probes::node_state(&state)),
-                    Err(e) => NodeOutcome::Unreachable(e.to_string()),
-                };
+            let outcome = match pem::call(&ip, "ApplyProbe", |mut c| async move {
+                c.apply_probe(spec).await
+            })
+            .await
+            {
+                Ok(state) => NodeOutcome::Reported(probes::node_state(&state)),
+                Err(e) => NodeOutcome::Unreachable(e.to_string()),
+            };
             (node, outcome)
         }
     })
@@ -285,7 +288,10 @@ async fn remove(uid: &str, pems: &[&Pem]) -> Vec<(String, pem::CallError)> {
         let req = RemoveProbeRequest {
             id: uid.to_string(),
         };
-        let result = pem::call(&ip, |mut c| async move { c.remove_probe(req).await }).await;
+        let result = pem::call(&ip, "RemoveProbe", |mut c| async move {
+            c.remove_probe(req).await
+        })
+        .await;
         (node, result)
     })
     .await

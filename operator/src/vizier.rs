@@ -20,7 +20,7 @@ use px_crds::{Vizier, VizierPhase};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::{Context, drain, error_policy};
+use crate::context::{Context, drain, error_policy, observed};
 use crate::desired::{self, FIELD_MANAGER, Names, VIZIER_LABEL};
 use crate::error::Error;
 use crate::status;
@@ -212,6 +212,6 @@ pub async fn run(
             Some(ObjectRef::new(&vizier).within(&pod.namespace()?))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy::<Vizier>, ctx);
+        .run(observed(reconcile), error_policy::<Vizier>, ctx);
     drain(results).await;
 }

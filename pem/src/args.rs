@@ -28,6 +28,11 @@ pub struct PemArgs {
     /// Body bytes kept per HTTP message; the real size is recorded as well.
     #[arg(long, default_value_t = 512)]
     pub max_body_bytes: usize,
+    /// Bytes buffered per connection and direction while a message's head (request or
+    /// status line and headers) is incomplete, 1Ki to 1Mi; a longer head is not parsed
+    /// (the Vizier's `dataCollectorParams.datastreamBufferSize`).
+    #[arg(long, env = "PX_PEM_DATASTREAM_BUFFER", default_value = "8Ki", value_parser = parse_bytes)]
+    pub datastream_buffer: u64,
     /// Size of the kernel-to-PEM ring buffer (a power of two).
     #[arg(long, default_value = "8Mi", value_parser = parse_bytes)]
     pub ring_buffer: u64,
@@ -60,6 +65,8 @@ impl PemArgs {
             u32::try_from(self.ring_buffer).map_err(|_| Error::InvalidConfig {
                 reason: "--ring-buffer must be below 4Gi".to_owned(),
             })?;
+        config.datastream_buffer_bytes =
+            usize::try_from(self.datastream_buffer).unwrap_or(usize::MAX);
         config.cgroup.clone_from(&self.cgroup);
         config.max_probes = usize::from(self.max_probes);
         config.probe_rate_per_sec = self.probe_rate;

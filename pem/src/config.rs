@@ -15,6 +15,9 @@ pub struct PemConfig {
     /// Payload bytes copied from the kernel per syscall (at most 8 KiB). Larger
     /// messages are still counted in full; their bodies are kept truncated.
     pub chunk_limit: u32,
+    /// Bytes a parser buffers per connection and direction while a message's head is
+    /// incomplete (Pixie's `datastream_buffer_size`, for this PEM's parsers).
+    pub datastream_buffer_bytes: usize,
     /// Size of the kernel-to-PEM ring buffer in bytes (a power of two).
     pub ring_buffer_bytes: u32,
     /// Body bytes kept per HTTP message (Pixie: 512); the real size is kept too.
@@ -52,6 +55,7 @@ impl PemConfig {
             budgets: BudgetConfig::for_memory_limit(memory_limit_bytes),
             chunk_limit: 8192,
             ring_buffer_bytes: 8 << 20,
+            datastream_buffer_bytes: 8 << 10,
             max_body_bytes: 512,
             asid: 0,
             conn_stats_interval: Duration::from_secs(5),
@@ -72,6 +76,12 @@ impl PemConfig {
     /// [`Error::InvalidConfig`] naming the setting and the values it accepts.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        if !(1 << 10..=1 << 20).contains(&self.datastream_buffer_bytes) {
+            return invalid(format!(
+                "the datastream buffer ({} bytes) must be between 1Ki and 1Mi: it is held per connection and direction",
+                self.datastream_buffer_bytes
+            ));
+        }
         if self.chunk_limit == 0 || self.chunk_limit > px_ebpf::socket_trace::MAX_CHUNK {
             return invalid(format!(
                 "chunk limit {} must be between 1 and {} bytes",

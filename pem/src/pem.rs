@@ -247,6 +247,7 @@ fn tracker_settings(config: &PemConfig) -> TrackerSettings {
         asid: config.asid,
         limits: ParserLimits {
             max_body_bytes: config.max_body_bytes,
+            max_header_bytes: config.datastream_buffer_bytes,
             ..ParserLimits::default()
         },
         idle_timeout_ns: duration_ns(config.idle_timeout),
@@ -374,4 +375,37 @@ fn apply_kernel_updates(
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        pem: crate::args::PemArgs,
+    }
+
+    #[test]
+    fn the_datastream_buffer_bounds_each_parser() {
+        let flags = Flags::try_parse_from(["pem", "--datastream-buffer", "64Ki"]).unwrap();
+        let config = flags.pem.to_config().unwrap();
+        assert_eq!(config.datastream_buffer_bytes, 64 << 10);
+        assert_eq!(tracker_settings(&config).limits.max_header_bytes, 64 << 10);
+        let default = Flags::try_parse_from(["pem"])
+            .unwrap()
+            .pem
+            .to_config()
+            .unwrap();
+        assert_eq!(tracker_settings(&default).limits.max_header_bytes, 8 << 10);
+        let mut huge = default;
+        huge.datastream_buffer_bytes = 4 << 20;
+        let error = huge.validate().unwrap_err().to_string();
+        assert!(error.contains("between 1Ki and 1Mi"), "{error}");
+    }
 }

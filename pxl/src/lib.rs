@@ -86,6 +86,11 @@ pub struct CompileOptions {
     pub exec_funcs: Vec<FuncCall>,
     /// This host's name, for `df.ctx['hostname']` and `df.ctx['node']`.
     pub hostname: String,
+    /// The cluster's name (the Vizier's `clusterName`), for `px.vizier_name()` and the
+    /// `cluster_name` column of `px.GetAgentStatus()`.
+    pub cluster_name: String,
+    /// The Vizier's namespace, for `px.vizier_namespace()`.
+    pub cluster_namespace: String,
     /// Processes, pods and services, for `df.ctx[...]` and the metadata functions
     /// (without one they answer empty strings, and `df.ctx['node']` is `hostname`).
     pub metadata: Option<Arc<dyn MetadataLookup>>,
@@ -111,6 +116,8 @@ impl CompileOptions {
             max_output_rows: 10_000,
             exec_funcs: Vec::new(),
             hostname: String::new(),
+            cluster_name: String::new(),
+            cluster_namespace: String::new(),
             metadata: None,
         }
     }

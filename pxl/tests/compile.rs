@@ -936,3 +936,47 @@ px.display(px.GetUDTFList(), 'udtfs')
         relations[agents]
     );
 }
+
+#[tokio::test]
+async fn the_cluster_name_is_the_vizier_name_and_on_every_agent() {
+    struct WithAgents;
+    impl TableCatalog for WithAgents {
+        fn table(&self, _: &str) -> Option<Arc<dyn TableSource>> {
+            None
+        }
+        fn table_names(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn agents(&self) -> Vec<pxl::AgentInfo> {
+            ["node-a", "node-b"]
+                .iter()
+                .map(|h| pxl::AgentInfo {
+                    agent_id: 1,
+                    asid: 1,
+                    hostname: (*h).to_owned(),
+                    ip_address: String::new(),
+                    agent_state: "AGENT_STATE_HEALTHY".to_owned(),
+                    create_time_ns: 0,
+                    last_heartbeat_ns: 0,
+                })
+                .collect()
+        }
+    }
+    let mut options = CompileOptions::at(NOW);
+    options.cluster_name = "prod-eu-1".to_owned();
+    options.cluster_namespace = "pl".to_owned();
+    let script = "import px
+df = px.GetAgentStatus()
+df.vizier = px.vizier_name()
+df.ns = px.vizier_namespace()
+px.display(df[['hostname', 'cluster_name', 'vizier', 'ns']])
+";
+    let compiled = compile(script, &WithAgents, &options).unwrap();
+    let batches = first_output(compiled).await;
+    assert_eq!(
+        strings(&batches, "cluster_name"),
+        ["prod-eu-1", "prod-eu-1"]
+    );
+    assert_eq!(strings(&batches, "vizier"), ["prod-eu-1", "prod-eu-1"]);
+    assert_eq!(strings(&batches, "ns"), ["pl", "pl"]);
+}

@@ -102,21 +102,38 @@ async fn the_installed_chart_runs_the_operator_which_deploys_its_vizier() {
         )
         .await
     );
-    let limits = ok(
+    let limits = pods_field(
         &cluster,
-        &[
-            "get",
-            "pods",
-            "-n",
-            RELEASE_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=vizier-pem",
-            "-o",
-            "jsonpath={.items[*].spec.containers[0].resources.limits.memory}",
-        ],
+        "vizier-pem",
+        "{.items[*].spec.containers[0].resources.limits.memory}",
     )
     .await;
     assert_eq!(limits, "1Gi 1Gi");
+
+    // The operator's /metrics, as Prometheus scrapes it from its pod: the reconciles it
+    // ran, the Lease it holds, the status it wrote; /healthz and /readyz answer (the
+    // rollout above already waited for the readiness probe).
+    let ip = pods_field(&cluster, "px-operator", "{.items[0].status.podIP}").await;
+    let metrics = get(ip.trim(), "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for line in [
+        "# TYPE px_operator_reconciles counter",
+        "px_operator_leader 1",
+        "# TYPE px_operator_reconcile_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in {metrics}");
+    }
+    let vizier_reconciles = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("px_operator_reconciles_total{kind=\"Vizier\"} "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(vizier_reconciles.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(
+        metrics.contains("px_operator_status_writes_total{kind=\"Vizier\"}"),
+        "{metrics}"
+    );
+    assert!(get(ip.trim(), "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get(ip.trim(), "/readyz").await.starts_with("HTTP/1.1 200"));
     assert_operator_never_refused(&cluster);
 
     // helm uninstall: the Vizier (the operator still running) and then the rest; the
@@ -163,4 +180,35 @@ async fn the_installed_chart_runs_the_operator_which_deploys_its_vizier() {
         ok(&cluster, &["get", "all", "-n", RELEASE_NAMESPACE]).await
     );
     cluster.stop().await;
+}
+
+/// `GET path` on the operator's metrics port: the whole response, head and body.
+async fn get(ip: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect((ip, 8080)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// A JSONPath over the release namespace's pods named `name` (`app.kubernetes.io/name`).
+async fn pods_field(cluster: &Cluster, name: &str, path: &str) -> String {
+    let selector = format!("app.kubernetes.io/name={name}");
+    let path = format!("jsonpath={path}");
+    ok(
+        cluster,
+        &[
+            "get",
+            "pods",
+            "-n",
+            RELEASE_NAMESPACE,
+            "-l",
+            &selector,
+            "-o",
+            &path,
+        ],
+    )
+    .await
 }

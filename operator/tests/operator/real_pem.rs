@@ -414,7 +414,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     .expect("node-b's PEM never came back");
     let asid = u32::from(new_ip.parse::<std::net::Ipv4Addr>().unwrap());
     let script = format!(
-        "import px\ndf = px.GetAgentStatus()\ndf = df[df.hostname == 'node-b']\ndf = df[df.asid == {asid}]\npx.display(df, 'agents')\n"
+        "import px\ndf = px.GetAgentStatus()\ndf = df[df.hostname == 'node-b']\ndf = df[df.asid == {asid}]\ndf = df[df.cluster_name == 'pixie']\npx.display(df, 'agents')\n"
     );
     let reached = eventually(SETTLE, || async {
         (query_rows(&cluster, &script).await? == 1).then_some(())

@@ -33,6 +33,9 @@ impl Compiler<'_> {
                 Ok(Value::None)
             }
             "now" => Ok(Value::Time(self.options.now_ns)),
+            // The Vizier's (the cluster's) name and namespace, as Pixie's UDFs give them.
+            "vizier_name" => Ok(Value::Str(self.options.cluster_name.clone())),
+            "vizier_namespace" => Ok(Value::Str(self.options.cluster_namespace.clone())),
             // A time as a script's arguments give it: relative ('-5m') or ns since the epoch.
             "parse_time" => {
                 let value = args.take(0, "time");
@@ -286,6 +289,8 @@ pub(super) const PX_FUNCTIONS: &[&str] = &[
     "DataFrame",
     "display",
     "now",
+    "vizier_name",
+    "vizier_namespace",
     "parse_duration",
     "parse_time",
     "format_duration",

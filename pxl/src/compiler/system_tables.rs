@@ -65,6 +65,15 @@ impl Compiler<'_> {
                         .len()
                 ])),
             ),
+            // Not Pixie's: which cluster each agent belongs to (the Vizier's clusterName).
+            (
+                "cluster_name",
+                DataType::Utf8,
+                "STRING",
+                Arc::new(StringArray::from_iter_values(
+                    agents.iter().map(|_| self.options.cluster_name.as_str()),
+                )),
+            ),
         ];
         self.memory_table(at, "GetAgentStatus", columns)
     }
