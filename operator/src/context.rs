@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, finalizer, watcher};
+use kube::runtime::{WatchStreamExt, finalizer, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,7 +37,26 @@ pub struct Context {
     pub(crate) applied: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Failed reconciles in a row, per object (`kind/namespace/name`): the back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// The PEM pods in scope, from one shared watch, started at first use.
+    pem_pods: tokio::sync::OnceCell<PemPodCache>,
 }
+
+/// Every PEM pod in the operator's scope, kept by one reflector (a watch, not a list
+/// per reconcile), and a tick on every change for the controllers.
+struct PemPodCache {
+    store: reflector::Store<Pod>,
+    changes: tokio::sync::broadcast::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PemPodCache {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How long a reconcile waits for the PEM pod cache's first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Context {
     /// A context on `client`, watching `namespace` (all when `None`); events are
@@ -56,7 +75,43 @@ impl Context {
             namespace,
             applied: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            pem_pods: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The PEM pod cache, started (its watch) at the first call.
+    async fn pem_pod_cache(&self) -> &PemPodCache {
+        self.pem_pods
+            .get_or_init(|| async {
+                let api: Api<Pod> = self.scoped();
+                let (store, writer) = reflector::store();
+                let (changes, _) = tokio::sync::broadcast::channel(16);
+                let ticks = changes.clone();
+                let events = reflector(
+                    writer,
+                    watcher(api, watcher::Config::default().labels(PEM_POD_SELECTOR)),
+                )
+                .default_backoff()
+                .touched_objects();
+                let task = tokio::spawn(async move {
+                    let mut events = std::pin::pin!(events);
+                    while let Some(event) = events.next().await {
+                        match event {
+                            // No receiver yet is fine: nobody waits for a tick.
+                            Ok(_) => drop(ticks.send(())),
+                            Err(error) => {
+                                tracing::warn!(%error, "watching the PEM pods failed; retrying");
+                            }
+                        }
+                    }
+                });
+                PemPodCache {
+                    store,
+                    changes,
+                    task,
+                }
+            })
+            .await
     }
 
     /// An API over the operator's scope: its namespace, or every namespace.
@@ -166,30 +221,40 @@ impl Context {
         Ok(pems)
     }
 
-    /// The PEM pods in `namespace`, or in the operator's whole scope.
+    /// The PEM pods in `namespace`, or in the operator's whole scope, from the shared
+    /// cache: no request to the API server per reconcile.
     pub(crate) async fn pem_pods(&self, namespace: Option<&str>) -> Result<Vec<Pod>, Error> {
-        let api: Api<Pod> = match namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => self.scoped(),
-        };
-        api.list(&ListParams::default().labels(PEM_POD_SELECTOR))
+        let cache = self.pem_pod_cache().await;
+        tokio::time::timeout(CACHE_SYNC_TIMEOUT, cache.store.wait_until_ready())
             .await
-            .map(|l| l.items)
-            .map_err(|source| Error::Read {
-                what: "the PEM pods",
-                source,
-            })
+            .map_err(|_| Error::CacheNotSynced { what: "PEM pods" })?
+            .map_err(|_| Error::CacheNotSynced { what: "PEM pods" })?;
+        Ok(cache
+            .store
+            .state()
+            .iter()
+            .filter(|p| namespace.is_none_or(|ns| p.namespace().as_deref() == Some(ns)))
+            .map(|p| (**p).clone())
+            .collect())
     }
 
     /// Ticks whenever a PEM pod in scope is added, changes or goes: a restarted PEM
     /// gets its probes and budgets back, and a new node its probes, without waiting for
     /// the periodic resync.
-    pub(crate) fn pem_pod_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
-        let api: Api<Pod> = self.scoped();
-        watcher(api, watcher::Config::default().labels(PEM_POD_SELECTOR))
-            .default_backoff()
-            .touched_objects()
-            .filter_map(|r| std::future::ready(r.ok().map(|_| ())))
+    pub(crate) fn pem_pod_changes(self: &Arc<Self>) -> impl Stream<Item = ()> + Send + 'static {
+        let ctx = Arc::clone(self);
+        futures_util::stream::once(async move { ctx.pem_pod_cache().await.changes.subscribe() })
+            .flat_map(|rx| {
+                futures_util::stream::unfold(rx, |mut rx| async move {
+                    match rx.recv().await {
+                        // A lagging receiver missed ticks: one tick covers them all.
+                        Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            Some(((), rx))
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+                    }
+                })
+            })
     }
 }
 

@@ -27,6 +27,12 @@ pub enum Error {
     /// A `spec.patches` entry cannot be applied.
     #[error(transparent)]
     Patch(#[from] crate::patches::PatchError),
+    /// A shared watch has not listed its objects yet.
+    #[error("the operator's watch of the {what} has not synced yet (its log says why)")]
+    CacheNotSynced {
+        /// What the watch is of.
+        what: &'static str,
+    },
     /// The object lacks a name, namespace or uid the API server always sets.
     #[error("the object has no {field}")]
     MissingMetadata {
@@ -137,6 +143,7 @@ impl Error {
             Self::RequestAboveLimit { .. } => "request_above_limit",
             Self::DatastreamBuffer(_) => "invalid_datastream_buffer",
             Self::Patch(_) => "invalid_patch",
+            Self::CacheNotSynced { .. } => "cache_not_synced",
             Self::MissingMetadata { .. } => "missing_metadata",
             Self::Apply { .. } => "apply",
             Self::Read { .. } => "read",

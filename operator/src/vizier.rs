@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -68,16 +68,13 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
         .ok_or(Error::MissingMetadata { field: "namespace" })?;
     let name = vz.name_any();
     let client = &ctx.client;
-    let selector = desired::pem_pod_selector(&name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pem_pods = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Read {
-            what: "the PEM pods",
-            source,
-        })?
-        .items;
+    // From the shared cache of PEM pods: no list per reconcile.
+    let pem_pods: Vec<Pod> = ctx
+        .pem_pods(Some(&ns))
+        .await?
+        .into_iter()
+        .filter(|p| p.labels().get("app.kubernetes.io/instance") == Some(&name))
+        .collect();
 
     let children = match desired::children(&vz) {
         Ok(c) => c,

@@ -5,6 +5,8 @@
 //! namespace merge by table, the older keeping a table both set, and deleting one
 //! returns only its own tables to their defaults.
 
+use std::time::Duration;
+
 use px_e2e::{Cluster, eventually};
 
 use super::probes::{
@@ -120,6 +122,9 @@ async fn two_viziers_keep_their_own_tokens_tracepoints_and_retention() {
         "{:?}",
         budgets(&cluster, &["http_events"]).await
     );
+    // creationTimestamp has a resolution of one second and ties go by name ("newer"
+    // sorts first), so the newer one is created in a later second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     apply(
         &cluster,
         &retention(
