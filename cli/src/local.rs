@@ -39,7 +39,7 @@ pub(crate) struct LocalArgs {
 }
 
 impl LocalArgs {
-    fn api_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    fn api_tls(&self) -> anyhow::Result<Option<px_api::tls::ServerTls>> {
         if self.tls.tls_cert.is_none() && self.addr.ip().is_loopback() {
             return Ok(None);
         }
@@ -51,7 +51,7 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let config = args.pem.to_config()?;
     let tls = args.api_tls()?;
     let tls_note = if tls.is_some() { "TLS" } else { "no TLS" };
-    let mut server = px_api::tls::server(tls)?;
+    let mut server = tonic::transport::Server::builder();
     let pem = Pem::start(config)?;
     let store = pem.store();
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -76,7 +76,7 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 vizier_pem::probes::ProbeControl::new(pem.probes()).into_server(),
                 kelvin::TokenCheck::new(args.api_key.clone()),
             ))
-            .serve_with_incoming_shutdown(incoming, async {
+            .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), async {
                 let _ = api_stopped.await;
             }),
     );

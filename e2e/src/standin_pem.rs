@@ -318,15 +318,23 @@ impl ProbeService for StandinPem {
 }
 
 /// Serves the stand-in on `addr` until `shutdown` resolves.
+/// Serves on `addr`, over TLS when `tls` is given (with its client CA, mutual TLS, as
+/// the real PEM does), until `shutdown`.
+///
+/// # Errors
+/// When `addr` cannot be bound or the server fails.
 pub async fn serve(
     addr: SocketAddr,
+    tls: Option<px_api::tls::ServerTls>,
     config: StandinConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
+    let incoming = px_api::process::listen(addr, "--listen").await?;
     tonic::transport::Server::builder()
         .add_service(ProbeServiceServer::new(StandinPem::new(config)))
-        .serve_with_shutdown(addr, shutdown)
-        .await
+        .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), shutdown)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ fn operator_rules() -> Value {
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
          "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token"],
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token", "px-tls"],
          "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -234,6 +234,7 @@ fn default_values_render_the_operator_with_least_privilege() {
         env(&c, "PX_WATCH_NAMESPACE"),
         json!({"name": "PX_WATCH_NAMESPACE"})
     );
+    assert_eq!(env(&c, "PX_CERTIFICATE_LIFETIME")["value"], "90d");
     assert_eq!(env(&c, "PX_LEASE_NAME")["value"], "px-operator");
     assert_eq!(
         env(&c, "PX_LEASE_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
@@ -282,7 +283,7 @@ fn default_values_render_the_operator_with_least_privilege() {
             {
                 let create = rule["verbs"] == json!(["create"]);
                 let get_token = rule["verbs"] == json!(["get", "patch"])
-                    && rule["resourceNames"] == json!(["px-pem-token"]);
+                    && rule["resourceNames"] == json!(["px-pem-token", "px-tls"]);
                 assert!(create || get_token, "{rule}");
             }
             for field in ["apiGroups", "resources", "verbs"] {
@@ -387,6 +388,7 @@ fn a_values_file_that_sets_every_value_reaches_the_manifests() {
     );
     assert_eq!(env(&c, "RUST_LOG")["value"], "debug,kube=info,hyper=warn");
     assert_eq!(env(&c, "PX_WATCH_NAMESPACE")["value"], NAMESPACE);
+    assert_eq!(env(&c, "PX_CERTIFICATE_LIFETIME")["value"], "30d");
     assert_eq!(c["securityContext"]["runAsUser"], 10001);
     let pod = &object(&out, "Deployment", "px-operator")["spec"]["template"]["spec"];
     assert_eq!(
@@ -508,6 +510,10 @@ fn the_schema_refuses_a_bad_value_naming_it() {
         (
             json!({"logLevel": "loud"}),
             "at '/logLevel': 'loud' does not match pattern",
+        ),
+        (
+            json!({"certificateLifetime": "3 weeks"}),
+            "at '/certificateLifetime': '3 weeks' does not match pattern",
         ),
         (
             json!({"watchNamespace": "Bad_NS"}),

@@ -88,14 +88,19 @@ pub fn pem_addresses(pods: &[Arc<Pod>]) -> BTreeMap<String, String> {
 /// makes a PEM from its node name and URL (TLS and token included); a PEM at the same
 /// URL as before keeps its connection. Until the first list, queries fail saying so; a
 /// watch that fails later keeps the last set and is retried with back-off.
-pub fn watch_pem_pods<F>(
+///
+/// When `reconnect` changes (the client certificate was renewed), every PEM gets a new
+/// connection from `connect`; queries in flight finish on the old ones.
+pub fn watch_pem_pods<F, T>(
     client: Client,
     pods: PemPods,
     pems: RemotePems,
     connect: F,
+    mut reconnect: Option<tokio::sync::watch::Receiver<T>>,
 ) -> tokio::task::JoinHandle<()>
 where
     F: Fn(&str, &str) -> Result<RemotePem, PemError> + Send + 'static,
+    T: Send + Sync + 'static,
 {
     pems.set_unknown(format!(
         "Kelvin has not listed the PEM pods yet (namespace {}, selector {})",
@@ -108,7 +113,23 @@ where
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         let mut listed = false;
-        while let Some(event) = events.next().await {
+        loop {
+            let renewed = async {
+                match reconnect.as_mut() {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let (event, renewed) = tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => (event, false),
+                    None => return,
+                },
+                true = renewed => (Ok(Event::InitDone), true),
+            };
+            if renewed && !listed {
+                continue;
+            }
             match event {
                 Ok(Event::Init | Event::InitApply(_)) => continue,
                 Ok(_) => listed = true,
@@ -128,7 +149,11 @@ where
             let mut next = Vec::with_capacity(wanted.len());
             for (node, ip) in &wanted {
                 let url = pods.url(ip);
-                match current.iter().find(|p| p.name() == node && p.addr() == url) {
+                // After a renewal every PEM gets a new connection with the new certificate.
+                match current
+                    .iter()
+                    .find(|p| !renewed && p.name() == node && p.addr() == url)
+                {
                     Some(same) => next.push(same.clone()),
                     None => match connect(node, &url) {
                         Ok(pem) => next.push(pem),
@@ -141,7 +166,7 @@ where
                     .iter()
                     .zip(current.iter())
                     .any(|(a, b)| a.name() != b.name() || a.addr() != b.addr());
-            if changed || !pems.is_known() {
+            if changed || renewed || !pems.is_known() {
                 tracing::info!(pems = ?next, "the PEMs changed");
                 pems.replace(next);
             }

@@ -99,6 +99,29 @@ impl Args {
     }
 }
 
+/// Gives every PEM of a fixed set a new connection when the client certificate is
+/// renewed; queries in flight finish on the old ones.
+fn reconnect_on_renewal<T: Send + Sync + 'static>(
+    pems: RemotePems,
+    mut renewed: tokio::sync::watch::Receiver<T>,
+    connect: impl Fn(&str, &str) -> Result<RemotePem, kelvin::PemError> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while renewed.changed().await.is_ok() {
+            let next = pems
+                .current()
+                .iter()
+                .filter_map(|p| {
+                    connect(p.name(), p.addr())
+                        .inspect_err(|error| tracing::warn!(%error, "a PEM cannot be queried"))
+                        .ok()
+                })
+                .collect();
+            pems.replace(next);
+        }
+    })
+}
+
 fn parse_pem(text: &str) -> Result<(String, String), String> {
     let (name, url) = text
         .split_once('=')
@@ -129,11 +152,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let tls = args.tls.server_config()?;
-    let pem_tls = args.pem_tls().config()?;
+    // Followed: a renewed client certificate reaches new connections without a restart.
+    let pem_tls = args.pem_tls().follow()?;
     let connect = {
         let token = args.pem_token.clone();
+        let pem_tls = pem_tls.clone();
         move |name: &str, url: &str| {
-            let tls = url.starts_with("https://").then(|| pem_tls.clone());
+            let tls = url
+                .starts_with("https://")
+                .then(|| pem_tls.borrow().clone());
             RemotePem::new(name, url, tls)?.with_token(token.as_deref())
         }
     };
@@ -144,7 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let incoming = px_api::process::listen(args.listen, "--listen").await?;
     let shutdown = px_api::process::shutdown_signal()?;
-    let mut server = px_api::tls::server(tls)?;
+    let mut server = tonic::transport::Server::builder();
     let pems = RemotePems::new(fixed)
         .with_scan_timeout(std::time::Duration::from_secs(args.scan_timeout_secs));
     let needs_cluster = args.cluster_metadata || args.pems_from_pods.is_some();
@@ -176,9 +203,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pods,
             pems.clone(),
             connect,
+            Some(pem_tls),
         ));
     } else {
         tracing::info!(pems = ?args.pems, "querying a fixed set of PEMs");
+        tasks.push(reconnect_on_renewal(pems.clone(), pem_tls, connect));
     }
     let kelvin = match (&client, args.cluster_metadata) {
         (Some(client), true) => {
@@ -198,7 +227,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _tasks = tasks;
     server
         .add_service(kelvin.into_server(args.api_key))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), shutdown)
         .await
         .context("query API failed")
 }

@@ -67,7 +67,7 @@ async fn ensure_pem_token(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), Er
         &Patch::Apply(&secret),
     )
     .await
-    .map_err(|source| Error::CreateApiKey {
+    .map_err(|source| Error::WriteSecret {
         name: desired::PEM_TOKEN_SECRET.to_string(),
         source,
     })?;
@@ -128,7 +128,7 @@ async fn create_once(
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(source) => Err(Error::CreateApiKey { name, source }),
+        Err(source) => Err(Error::WriteSecret { name, source }),
     }
 }
 

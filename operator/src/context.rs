@@ -39,6 +39,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The PEM pods in scope, from one shared watch, started at first use.
     pem_pods: tokio::sync::OnceCell<PemPodCache>,
+    /// How long the certificates the operator issues live.
+    pub(crate) certificate_lifetime: Duration,
+    /// The operator's own client certificates to the PEMs, per Vizier.
+    pub(crate) identities: crate::tls::OperatorIdentities,
 }
 
 /// Every PEM pod in the operator's scope, kept by one reflector (a watch, not a list
@@ -76,7 +80,16 @@ impl Context {
             applied: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             pem_pods: tokio::sync::OnceCell::new(),
+            certificate_lifetime: crate::certs::DEFAULT_LIFETIME,
+            identities: crate::tls::OperatorIdentities::default(),
         }
+    }
+
+    /// Issues certificates that live `lifetime` (renewed with a third of it left).
+    #[must_use]
+    pub fn with_certificate_lifetime(mut self, lifetime: Duration) -> Self {
+        self.certificate_lifetime = lifetime;
+        self
     }
 
     /// The PEM pod cache, started (its watch) at the first call.
@@ -202,21 +215,26 @@ impl Context {
     }
 
     /// One PEM per node in `namespace` (or the operator's whole scope), each with the
-    /// service token of its Vizier.
+    /// service token and the TLS of its Vizier.
     pub(crate) async fn pems(
         &self,
         namespace: Option<&str>,
     ) -> Result<Vec<crate::pem::Pem>, Error> {
         let mut pems = crate::pem::pems_by_node(&self.pem_pods(namespace).await?);
-        let mut tokens: std::collections::BTreeMap<(String, String), Option<String>> =
+        type Credentials = (Option<String>, Option<crate::tls::PemTls>);
+        let mut credentials: std::collections::BTreeMap<(String, String), Credentials> =
             std::collections::BTreeMap::new();
         for pem in &mut pems {
             let vizier = (pem.namespace.clone(), pem.vizier.clone());
-            if !tokens.contains_key(&vizier) {
+            if !credentials.contains_key(&vizier) {
                 let token = crate::api_key::pem_token(self, &vizier.0, &vizier.1).await?;
-                tokens.insert(vizier.clone(), token);
+                let tls = crate::tls::pem_tls(self, &vizier.0, &vizier.1).await?;
+                credentials.insert(vizier.clone(), (token, tls));
             }
-            pem.token = tokens.get(&vizier).cloned().flatten();
+            if let Some((token, tls)) = credentials.get(&vizier) {
+                pem.token.clone_from(token);
+                pem.tls.clone_from(tls);
+            }
         }
         Ok(pems)
     }

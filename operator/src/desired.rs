@@ -7,9 +7,13 @@
 //!   (`kelvin --pems-from-pods`, its Role's list/watch on pods), so a PEM that comes,
 //!   goes or moves changes Kelvin's set without a restart, and Kelvin's Deployment does
 //!   not depend on the PEM pods: at thousands of nodes a node joining rolls nothing.
-//! - **TLS between Kelvin and the PEMs: off for now.** Both are started with
-//!   `--disable-tls`; **anything that reaches a PEM's port may scan its tables.**
-//!   Generating a CA and certificates (rcgen) into Secrets is to do.
+//! - **TLS everywhere inside the Vizier.** The PEMs serve only mutual TLS (their
+//!   certificate, and the Vizier's CA for their clients); Kelvin serves its public API
+//!   over TLS and presents its certificate to the PEMs; the operator presents one it
+//!   issues itself. The PEMs' token travels only inside TLS. The certificates come
+//!   from the namespace's `px-tls` Secret ([`crate::tls`]), mounted at [`TLS_DIR`]
+//!   (each pod its own keys only), and are read again by the binaries when the operator
+//!   renews them.
 //! - **Kelvin's API key.** Kelvin requires `pixie-api-key` on every query; the key comes
 //!   from the Secret [`api_key_secret`] (`<vizier>-api-key`, key `key`), which the
 //!   operator creates once with a random value and never rewrites, and reaches Kelvin as
@@ -20,9 +24,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource, KeyToPath,
     ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretKeySelector,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -56,6 +61,9 @@ pub const PEM_TOKEN_SECRET: &str = "px-pem-token";
 /// The environment variable in which the PEMs (`--service-token`) and Kelvin
 /// (`--pem-token`) get it.
 pub const PEM_TOKEN_ENV: &str = "PX_PEM_SERVICE_TOKEN";
+/// Where the PEM and Kelvin pods find their certificate (`tls.crt`, `tls.key`) and the
+/// Vizier's CA (`ca.crt`).
+pub const TLS_DIR: &str = "/var/run/secrets/px.dev/tls";
 /// Default PEM memory limit (Pixie's).
 pub const DEFAULT_PEM_MEMORY_LIMIT: &str = "2Gi";
 
@@ -252,8 +260,10 @@ pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
     let mut args = vec![
         format!("--listen=$(POD_IP):{PEM_PORT}"),
         format!("--memory-limit={}", memory.limit_bytes),
-        // See the module docs: TLS is not set up yet.
-        "--disable-tls".to_string(),
+        // Mutual TLS only: a client needs a certificate from the Vizier's CA.
+        format!("--tls-cert={TLS_DIR}/tls.crt"),
+        format!("--tls-key={TLS_DIR}/tls.key"),
+        format!("--tls-client-ca={TLS_DIR}/ca.crt"),
     ];
     let mut env = Vec::new();
     let flags = vz
@@ -305,6 +315,42 @@ fn checksum(text: &str) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// The `px-tls` Secret as `role`'s pods see it at [`TLS_DIR`]: their own certificate
+/// and key as `tls.crt` and `tls.key`, the CA's certificate as `ca.crt`, and nothing
+/// else (never the CA's key, nor another Vizier's). Readable by the owner and the
+/// pod's group only: Kelvin's pod gets `fsGroup` for it.
+fn tls_volume(vizier: &str, role: crate::certs::Role) -> (Volume, VolumeMount) {
+    let item = |part: &str, path: &str| KeyToPath {
+        key: crate::tls::data_key(vizier, part),
+        path: path.to_string(),
+        ..KeyToPath::default()
+    };
+    let r = role.key();
+    (
+        Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(crate::certs::TLS_SECRET.to_string()),
+                items: Some(vec![
+                    item(&format!("{r}.crt"), "tls.crt"),
+                    item(&format!("{r}.key"), "tls.key"),
+                    item("ca.crt", "ca.crt"),
+                ]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "tls".to_string(),
+            mount_path: TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    )
 }
 
 fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
@@ -407,6 +453,7 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let mounts = [
         host_path("tracefs", "/sys/kernel/tracing"),
         host_path("cgroup", "/sys/fs/cgroup"),
+        tls_volume(o.name, crate::certs::Role::Pem),
     ];
     let container = Container {
         name: "pem".to_string(),
@@ -499,9 +546,11 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
         image: Some(image(vz, "kelvin")),
         args: Some(vec![
             format!("--listen=$(POD_IP):{KELVIN_PORT}"),
-            // See the module docs: no TLS yet. The API key is required (no
-            // `--allow-unauthenticated`): it comes from the Secret, in `PX_API_KEY`.
-            "--disable-tls".to_string(),
+            // TLS with Kelvin's certificate for its Service names. The API key is
+            // required (no `--allow-unauthenticated`): it comes from the Secret, in
+            // `PX_API_KEY`.
+            format!("--tls-cert={TLS_DIR}/tls.crt"),
+            format!("--tls-key={TLS_DIR}/tls.key"),
             // Names pods, services and nodes in results, from its own watch of the
             // cluster (the chart's `<release>-kelvin-metadata` ClusterRole).
             "--cluster-metadata".to_string(),
@@ -509,8 +558,16 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
             // The PEMs, from a watch of their pods in Kelvin's namespace.
             format!("--pems-from-pods={}", pem_pod_selector(o.name)),
             format!("--pem-port={PEM_PORT}"),
-            "--pem-plaintext".to_string(),
+            // Mutual TLS to the PEMs: the same certificate, as a client.
+            format!("--pem-tls-ca={TLS_DIR}/ca.crt"),
+            format!("--pem-tls-cert={TLS_DIR}/tls.crt"),
+            format!("--pem-tls-key={TLS_DIR}/tls.key"),
+            format!(
+                "--pem-tls-server-name={}",
+                crate::certs::pem_server_name(o.namespace, o.name)
+            ),
         ]),
+        volume_mounts: Some(vec![tls_volume(o.name, crate::certs::Role::Kelvin).1]),
         env: Some(vec![
             pod_ip_env(),
             downward_env("POD_NAMESPACE", "metadata.namespace"),
@@ -559,8 +616,9 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(names.kelvin.clone()),
-                    security_context: kelvin_pod_security(vz),
+                    security_context: Some(kelvin_pod_security_with_group(vz)),
                     containers: vec![container],
+                    volumes: Some(vec![tls_volume(o.name, crate::certs::Role::Kelvin).0]),
                     node_selector: pod.and_then(|p| p.node_selector.clone()),
                     tolerations: pod.and_then(|p| p.tolerations.clone()),
                     ..PodSpec::default()
@@ -612,17 +670,36 @@ pub fn api_key_secret(vz: &Vizier, key: &str) -> Result<Secret, Error> {
 /// manager ([`pem_token_manager`]), so the Viziers' parts merge.
 pub fn pem_token_secret(vz: &Vizier, token: &str) -> Result<Secret, Error> {
     let o = owner(vz)?;
-    let mut secret = key_secret(vz, PEM_TOKEN_SECRET, "vizier-pem", token)?;
-    secret.data = Some(BTreeMap::from([(
-        o.name.to_string(),
-        ByteString(token.as_bytes().to_vec()),
-    )]));
+    shared_secret(
+        vz,
+        PEM_TOKEN_SECRET,
+        "vizier-pem",
+        BTreeMap::from([(o.name.to_string(), ByteString(token.as_bytes().to_vec()))]),
+    )
+}
+
+/// This Vizier's part of the namespace's TLS Secret ([`crate::certs::TLS_SECRET`]):
+/// `data` (its CA and certificates, under keys that start with its name), shared with
+/// the namespace's other Viziers as `px-pem-token` is.
+pub fn tls_secret(vz: &Vizier, data: BTreeMap<String, ByteString>) -> Result<Secret, Error> {
+    shared_secret(vz, crate::certs::TLS_SECRET, "vizier-tls", data)
+}
+
+/// A Secret shared by the Viziers of a namespace: `data` is this Vizier's part, and the
+/// Vizier one owner among the others (not the controller: the Secret goes when its last
+/// owner does).
+fn shared_secret(
+    vz: &Vizier,
+    name: &str,
+    component: &str,
+    data: BTreeMap<String, ByteString>,
+) -> Result<Secret, Error> {
+    let o = owner(vz)?;
+    let mut secret = key_secret(vz, name, component, "")?;
+    secret.data = Some(data);
     // Only the labels every Vizier's part agrees on: the Secret is shared.
     secret.metadata.labels = Some(BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "vizier-pem".to_string(),
-        ),
+        ("app.kubernetes.io/name".to_string(), component.to_string()),
         ("app.kubernetes.io/part-of".to_string(), "px".to_string()),
         (
             "app.kubernetes.io/managed-by".to_string(),
@@ -667,6 +744,15 @@ fn kelvin_pod_security(vz: &Vizier) -> Option<k8s_openapi::api::core::v1::PodSec
         run_as_non_root: Some(true),
         ..k8s_openapi::api::core::v1::PodSecurityContext::default()
     })
+}
+
+/// Kelvin's pod security context: the user's (`pod.securityContext`), with an
+/// `fsGroup` (`nogroup`, unless the user chose one) so that its non-root process can
+/// read its key, which the TLS volume makes readable by owner and group only.
+fn kelvin_pod_security_with_group(vz: &Vizier) -> k8s_openapi::api::core::v1::PodSecurityContext {
+    let mut sc = kelvin_pod_security(vz).unwrap_or_default();
+    sc.fs_group = sc.fs_group.or(Some(65534));
+    sc
 }
 
 /// Kelvin's Service (cluster IP, the query port).
@@ -1008,10 +1094,11 @@ mod tests {
         assert_eq!(spec.host_network, None);
         let mounts = pem_container(&ds).volume_mounts.clone().unwrap();
         let paths: Vec<_> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
-        assert_eq!(paths, ["/sys/kernel/tracing", "/sys/fs/cgroup"]);
+        assert_eq!(paths, ["/sys/kernel/tracing", "/sys/fs/cgroup", TLS_DIR]);
         assert!(mounts.iter().all(|m| m.read_only == Some(true)));
         let volumes = spec.volumes.as_ref().unwrap();
-        assert!(volumes.iter().all(|v| v.host_path.is_some()));
+        assert!(volumes[..2].iter().all(|v| v.host_path.is_some()));
+        assert!(volumes[2].secret.is_some());
         assert_eq!(spec.service_account_name.as_deref(), Some("pixie-pem"));
     }
 
@@ -1233,9 +1320,79 @@ mod tests {
             Some(65534),
             "nobody by default"
         );
-        assert_eq!(off.spec.template.spec.unwrap().security_context, None);
+        let group_only = k8s_openapi::api::core::v1::PodSecurityContext {
+            fs_group: Some(65534),
+            ..Default::default()
+        };
+        assert_eq!(
+            off.spec.template.spec.unwrap().security_context,
+            Some(group_only),
+            "only the group that may read the key"
+        );
         let pem = pem_daemonset(&vizier(spec(true))).unwrap();
         assert_eq!(pem.spec.template.spec.unwrap().security_context, None);
+    }
+
+    #[test]
+    fn the_pems_require_mutual_tls_and_each_pod_mounts_only_its_own_keys() {
+        let vz = vizier(VizierSpec::default());
+        let ds = pem_daemonset(&vz).unwrap();
+        let pem_args = pem_container(&ds).args.clone().unwrap();
+        for flag in [
+            "--tls-cert=/var/run/secrets/px.dev/tls/tls.crt",
+            "--tls-key=/var/run/secrets/px.dev/tls/tls.key",
+            "--tls-client-ca=/var/run/secrets/px.dev/tls/ca.crt",
+        ] {
+            assert!(pem_args.contains(&flag.to_string()), "{pem_args:?}");
+        }
+        let d = kelvin_deployment(&vz).unwrap();
+        let spec = d.spec.template.spec.as_ref().unwrap();
+        let kelvin_args = spec.containers[0].args.clone().unwrap();
+        for flag in [
+            "--tls-cert=/var/run/secrets/px.dev/tls/tls.crt",
+            "--pem-tls-ca=/var/run/secrets/px.dev/tls/ca.crt",
+            "--pem-tls-cert=/var/run/secrets/px.dev/tls/tls.crt",
+            "--pem-tls-server-name=pixie-pem.pl.svc",
+        ] {
+            assert!(kelvin_args.contains(&flag.to_string()), "{kelvin_args:?}");
+        }
+        for args in [&pem_args, &kelvin_args] {
+            assert!(
+                !args
+                    .iter()
+                    .any(|a| a.contains("disable-tls") || a.contains("plaintext")),
+                "{args:?}"
+            );
+        }
+        let items = |volumes: &[Volume]| -> Vec<(String, String)> {
+            let secret = volumes.iter().find_map(|v| v.secret.clone()).unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("px-tls"));
+            assert_eq!(secret.default_mode, Some(0o440));
+            secret
+                .items
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.key, i.path))
+                .collect()
+        };
+        let pair = |k: &str, p: &str| (k.to_string(), p.to_string());
+        let pem_spec = ds.spec.template.spec.as_ref().unwrap();
+        assert_eq!(
+            items(pem_spec.volumes.as_ref().unwrap()),
+            [
+                pair("pixie.pem.crt", "tls.crt"),
+                pair("pixie.pem.key", "tls.key"),
+                pair("pixie.ca.crt", "ca.crt")
+            ]
+        );
+        assert_eq!(
+            items(spec.volumes.as_ref().unwrap()),
+            [
+                pair("pixie.kelvin.crt", "tls.crt"),
+                pair("pixie.kelvin.key", "tls.key"),
+                pair("pixie.ca.crt", "ca.crt")
+            ]
+        );
     }
 
     #[test]

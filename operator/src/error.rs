@@ -115,14 +115,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Creating a Vizier's API-key Secret failed (other than because it exists).
-    #[error("cannot create the API-key Secret {name}")]
-    CreateApiKey {
+    /// Writing one of a Vizier's Secrets failed (creating the API key's other than
+    /// because it exists, applying its part of a shared one).
+    #[error("cannot write Secret {name}")]
+    WriteSecret {
         /// The Secret's name.
         name: String,
         /// The API error.
         #[source]
         source: kube::Error,
+    },
+    /// A certificate could not be made.
+    #[error("cannot make Vizier {vizier}'s certificates")]
+    Certificate {
+        /// The Vizier.
+        vizier: String,
+        /// Why.
+        #[source]
+        source: crate::certs::CertError,
     },
     /// Encoding an object as JSON failed (a bug).
     #[error("cannot encode {what} as JSON")]
@@ -153,7 +163,8 @@ impl Error {
             Self::Finalizer { .. } => "finalizer",
             Self::PemCall { .. } => "pem_call",
             Self::RandomKey { .. } => "random_key",
-            Self::CreateApiKey { .. } => "create_api_key",
+            Self::WriteSecret { .. } => "write_secret",
+            Self::Certificate { .. } => "certificate",
             Self::Encode { .. } => "encode",
         }
     }

@@ -9,6 +9,7 @@
 //! without a cluster.
 
 mod api_key;
+pub mod certs;
 mod context;
 pub mod desired;
 mod error;
@@ -19,6 +20,7 @@ pub mod pem;
 pub mod probes;
 pub mod retention;
 pub mod status;
+pub mod tls;
 pub mod tracepoint;
 pub mod vizier;
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub identity: String,
     /// How long the Lease stays held without renewal.
     pub lease_duration: Duration,
+    /// How long the certificates the operator issues live.
+    pub certificate_lifetime: Duration,
 }
 
 /// Runs the operator on `client` until `shutdown` resolves (then it finishes the
@@ -73,11 +77,14 @@ pub async fn run(
     let stop = futures_util::FutureExt::shared(async move {
         let _ = stop_rx.await;
     });
-    let ctx = std::sync::Arc::new(Context::new(
-        client,
-        config.watch_namespace.clone(),
-        Some(config.identity.clone()),
-    ));
+    let ctx = std::sync::Arc::new(
+        Context::new(
+            client,
+            config.watch_namespace.clone(),
+            Some(config.identity.clone()),
+        )
+        .with_certificate_lifetime(config.certificate_lifetime),
+    );
     let controller = async move {
         tokio::join!(
             vizier::run(ctx.clone(), stop.clone()),

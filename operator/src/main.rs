@@ -27,6 +27,10 @@ struct Args {
     /// Serve /metrics (Prometheus), /healthz and /readyz here.
     #[arg(long, env = "PX_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: std::net::SocketAddr,
+    /// How long the certificates the operator issues inside each Vizier live (a number
+    /// of seconds, or with a unit: 90d, 12h, 30m); renewed with a third of it left.
+    #[arg(long, env = "PX_CERTIFICATE_LIFETIME", default_value = "90d", value_parser = px_operator::certs::parse_lifetime)]
+    certificate_lifetime: Duration,
     /// Seconds the Lease stays held without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             lease_namespace: args.lease_namespace.filter(|n| !n.is_empty()),
             identity,
             lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
+            certificate_lifetime: args.certificate_lifetime,
         };
         let shutdown = async {
             let mut term =

@@ -38,6 +38,9 @@ pub struct Pem {
     pub vizier: String,
     /// The service token the PEM requires, from that Secret.
     pub token: Option<String>,
+    /// How to reach it over TLS, from the Vizier's TLS Secret (`None` until the Vizier
+    /// has its CA).
+    pub tls: Option<crate::tls::PemTls>,
 }
 
 impl std::fmt::Debug for Pem {
@@ -60,14 +63,17 @@ pub struct Address {
     pub ip: String,
     /// The token it requires.
     token: Option<String>,
+    /// Its TLS; a call without is refused before it is made.
+    tls: Option<crate::tls::PemTls>,
 }
 
 impl Address {
-    /// A PEM at `ip` that requires `token`.
-    pub fn new(ip: &str, token: Option<&str>) -> Self {
+    /// A PEM at `ip` that requires `token`, reached over `tls`.
+    pub fn new(ip: &str, token: Option<&str>, tls: Option<crate::tls::PemTls>) -> Self {
         Self {
             ip: ip.to_string(),
             token: token.map(String::from),
+            tls,
         }
     }
 }
@@ -76,7 +82,7 @@ impl Pem {
     /// Whether the operator can call this PEM (ready, with an IP), and how.
     pub fn reachable(&self) -> Option<Address> {
         let ip = self.ip.as_deref().filter(|_| self.ready)?;
-        Some(Address::new(ip, self.token.as_deref()))
+        Some(Address::new(ip, self.token.as_deref(), self.tls.clone()))
     }
 }
 
@@ -107,6 +113,7 @@ pub fn pems_by_node(pods: &[Pod]) -> Vec<Pem> {
                     .cloned()
                     .unwrap_or_default(),
                 token: None,
+                tls: None,
             })
         })
         .collect();
@@ -129,6 +136,14 @@ pub enum CallError {
         /// Why.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The Vizier has no CA yet, so the PEM cannot be called over TLS.
+    #[error(
+        "no TLS certificate to call the PEM at {addr} with yet (its Vizier has no CA in Secret px-tls)"
+    )]
+    NoCertificate {
+        /// The address.
+        addr: String,
     },
     /// The token cannot be sent.
     #[error("the PEM token for {addr} cannot be sent: {reason}")]
@@ -158,17 +173,20 @@ pub enum CallError {
 /// A `ProbeService` client presenting the PEM's service token.
 pub type PemClient = ProbeServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// A `ProbeService` client for the PEM at `address` (plaintext: TLS between the
-/// operator and the PEMs is not set up yet, as between Kelvin and the PEMs; the token
-/// authenticates the operator).
+/// A `ProbeService` client for the PEM at `address`: mutual TLS with the operator's
+/// certificate for the Vizier, and the token inside it.
 fn client(address: &Address) -> Result<(String, PemClient), CallError> {
     let ip = address.ip.as_str();
     let addr = if ip.contains(':') {
-        format!("http://[{ip}]:{PEM_PORT}")
+        format!("https://[{ip}]:{PEM_PORT}")
     } else {
-        format!("http://{ip}:{PEM_PORT}")
+        format!("https://{ip}:{PEM_PORT}")
     };
-    let channel = channel(&addr)?;
+    let tls = address
+        .tls
+        .as_ref()
+        .ok_or_else(|| CallError::NoCertificate { addr: addr.clone() })?;
+    let channel = channel(&addr, tls)?;
     let bearer = Bearer::new(address.token.as_deref()).map_err(|reason| CallError::Token {
         addr: addr.clone(),
         reason,
@@ -180,30 +198,36 @@ fn client(address: &Address) -> Result<(String, PemClient), CallError> {
 /// come and go at new addresses, and a channel to a gone one holds nothing but memory).
 const MAX_CHANNELS: usize = 8192;
 
-/// One channel per PEM address, reused by every call: an HTTP/2 connection that carries
-/// the calls of every reconcile, reconnected by tonic when it breaks, instead of a new
-/// TCP (and later TLS) handshake per call.
-fn channel(addr: &str) -> Result<Channel, CallError> {
-    static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Channel>>> =
+/// One channel per PEM address and TLS configuration, reused by every call: an HTTP/2
+/// connection that carries the calls of every reconcile, reconnected by tonic when it
+/// breaks, instead of a TCP and TLS handshake per call. A renewed certificate makes a
+/// new channel (the old one is dropped once its calls finish).
+fn channel(addr: &str, tls: &crate::tls::PemTls) -> Result<Channel, CallError> {
+    static CHANNELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (u64, Channel)>>> =
         std::sync::LazyLock::new(Default::default);
     let mut channels = CHANNELS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(channel) = channels.get(addr) {
+    if let Some((fingerprint, channel)) = channels.get(addr)
+        && *fingerprint == tls.fingerprint
+    {
         return Ok(channel.clone());
     }
+    let bad = |source| CallError::Address {
+        addr: addr.to_owned(),
+        source,
+    };
     let channel = Endpoint::from_shared(addr.to_owned())
-        .map_err(|source| CallError::Address {
-            addr: addr.to_owned(),
-            source,
-        })?
+        .map_err(bad)?
+        .tls_config(tls.config.clone())
+        .map_err(bad)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .connect_lazy();
     if channels.len() >= MAX_CHANNELS {
         channels.clear();
     }
-    channels.insert(addr.to_owned(), channel.clone());
+    channels.insert(addr.to_owned(), (tls.fingerprint, channel.clone()));
     Ok(channel)
 }
 
@@ -297,8 +321,25 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_pem_is_an_error_not_a_hang() {
         // Port 50400 on an address of 127/8 where nothing listens.
+        let ca = crate::certs::Ca::generate("pl", "pixie", 1_800_000_000).unwrap();
+        let tls = crate::tls::PemTls {
+            config: tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem)),
+            fingerprint: 1,
+        };
+        let no_tls = call(
+            &Address::new("127.3.2.1", Some("t"), None),
+            "ListProbes",
+            |mut c| async move { c.list_probes(px_api::pem::ListProbesRequest {}).await },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(no_tls, CallError::NoCertificate { .. }),
+            "{no_tls}"
+        );
         let err = call(
-            &Address::new("127.3.2.1", Some("t")),
+            &Address::new("127.3.2.1", Some("t"), Some(tls)),
             "ListProbes",
             |mut c| async move { c.list_probes(px_api::pem::ListProbesRequest {}).await },
         )

@@ -600,6 +600,7 @@ mod tests {
             namespace: "pl".into(),
             vizier: "pixie".into(),
             token: None,
+            tls: None,
         };
         let pems = [pem("a", true), pem("b", true), pem("c", false)];
         let labels = BTreeMap::from([

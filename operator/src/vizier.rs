@@ -1,7 +1,7 @@
 //! The Vizier controller: applies what [`crate::desired`] derives from a Vizier with
 //! server-side apply, and writes the status [`crate::status`] derives from what runs.
 //! Kelvin's API-key Secret is the exception: created once, never applied
-//! (`api_key.rs`).
+//! (`api_key.rs`); the certificates are renewed on time (`tls.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +104,7 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
     // Before the PEMs and Kelvin: their pods cannot start without the Secrets their
     // key and token come from.
     crate::api_key::ensure(&vz, &ns, &ctx).await?;
+    let renewal = crate::tls::ensure(&vz, &ns, &ctx).await?;
     let ds = apply::<DaemonSet>(client, &ns, &children.pem).await?;
     let kelvin = apply::<Deployment>(client, &ns, &children.kelvin).await?;
     apply::<Service>(client, &ns, &children.kelvin_service).await?;
@@ -161,12 +162,14 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
             .await;
         }
     }
-    Ok(match health.phase {
+    let next = match health.phase {
         // Watches on the DaemonSet, Deployment and PEM pods bring changes; the requeue
         // is a safety net.
-        VizierPhase::Healthy => Action::requeue(Duration::from_secs(300)),
-        _ => Action::requeue(Duration::from_secs(10)),
-    })
+        VizierPhase::Healthy => Duration::from_secs(300),
+        _ => Duration::from_secs(10),
+    };
+    // Back when a certificate is due for renewal (a second late, so it is due).
+    Ok(Action::requeue(next.min(renewal + Duration::from_secs(1))))
 }
 
 /// A spec the operator cannot deploy: say so in the status and an event, and wait for a

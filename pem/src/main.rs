@@ -82,7 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let check = px_api::auth::TokenCheck::new(args.service_token.clone());
-    let mut server = px_api::tls::server(tls)?;
+    let mut server = tonic::transport::Server::builder();
     server
         .add_service(InterceptedService::new(
             TableScanService::new(pem.store())
@@ -94,7 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ProbeControl::new(pem.probes()).into_server(),
             check,
         ))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), shutdown)
         .await
         .context("table service failed")?;
     let status = pem.stop().await?;

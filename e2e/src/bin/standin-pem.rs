@@ -28,9 +28,9 @@ struct Args {
     /// Fail only on these nodes (comma-separated); every node when unset.
     #[arg(long, env = "PX_STANDIN_FAIL_NODES")]
     fail_nodes: Option<String>,
-    /// Accepted for compatibility with `vizier-pem`; there is no TLS here.
-    #[arg(long)]
-    disable_tls: bool,
+    /// TLS as `vizier-pem` takes it: served, with mutual TLS when a client CA is given.
+    #[command(flatten)]
+    tls: px_api::tls::ServerTlsArgs,
     /// Accepted for compatibility with `vizier-pem` (`customPEMFlags`); not modelled.
     #[arg(long)]
     table_store_limit: Option<String>,
@@ -42,6 +42,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     px_api::process::run_main("standin-pem", "info", 1, async move {
+        let tls = args.tls.server_config()?;
         let config = StandinConfig {
             fail: ProbeFailure::for_node(
                 args.fail.as_deref(),
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
         };
         tracing::info!(listen = %args.listen, node = %config.node, fail = ?config.fail, "serving ProbeService");
         let shutdown = px_api::process::shutdown_signal()?;
-        serve(args.listen, config, shutdown)
+        serve(args.listen, tls, config, shutdown)
             .await
             .with_context(|| format!("cannot serve on {}", args.listen))
     })

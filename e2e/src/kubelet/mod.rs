@@ -30,6 +30,7 @@ mod pod;
 mod probe;
 mod process;
 mod server;
+mod volume;
 
 pub(crate) use server::ServerIdentity;
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::probe::Readiness;
 use super::process::{ProcessGroup, environment, pod_cgroup, spawn};
+use super::volume::Volumes;
 use super::{NodeContext, s};
 use crate::time::now_rfc3339;
 
@@ -25,6 +26,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 /// How often the worker writes its pod's status even when it has not changed.
 const RESYNC: Duration = Duration::from_secs(5);
+/// How often secret volumes are brought up to date with their Secrets (the kubelet's
+/// sync period is a minute; short here so that tests of renewal do not wait).
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
 
 /// What a pod worker is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,12 +267,25 @@ async fn run_containers(
         .collect();
     let mut last_written = Value::Null;
     let mut written_at = Instant::now();
-    loop {
+    let mut volumes = Volumes::of(ctx, pod);
+    let mut volumes_synced: Option<Instant> = None;
+    let deleted = loop {
+        // Secret volumes follow their Secrets, as the kubelet's periodic sync does.
+        let mounted = if volumes_synced.is_none_or(|t| t.elapsed() >= VOLUME_SYNC) {
+            let synced = volumes.sync(ctx, pod).await;
+            if synced.is_ok() {
+                volumes_synced = Some(Instant::now());
+            }
+            synced
+        } else {
+            Ok(())
+        };
         for c in containers.iter_mut() {
             if c.process.is_none() && !c.done && Instant::now() >= c.next_start {
-                let started = match environment(ctx, pod, &c.spec).await {
-                    Ok(env) => spawn(ctx, pod, &c.spec, env),
-                    Err(e) => Err(e),
+                let started = match (&mounted, environment(ctx, pod, &c.spec).await) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), Ok(env)) => spawn(ctx, pod, &c.spec, env, volumes.mounts(&c.spec)),
+                    (Ok(()), Err(e)) => Err(e),
                 };
                 match started {
                     Ok(p) => {
@@ -308,7 +325,7 @@ async fn run_containers(
             if !write_status(ctx, pod, status.clone()).await {
                 // The pod is gone or replaced: nothing is left to report to.
                 terminate(&mut containers, Duration::ZERO, &mut stop).await;
-                return false;
+                break false;
             }
             last_written = status;
             written_at = Instant::now();
@@ -319,9 +336,9 @@ async fn run_containers(
                 match order {
                     PodStop::Terminate(grace) => {
                         terminate(&mut containers, grace, &mut stop).await;
-                        return true;
+                        break true;
                     }
-                    PodStop::Kill => return false,
+                    PodStop::Kill => break false,
                     PodStop::Run => {}
                 }
             }
@@ -362,5 +379,8 @@ async fn run_containers(
                 c.done = true;
             }
         }
-    }
+    };
+    drop(containers);
+    volumes.remove();
+    deleted
 }

@@ -97,7 +97,7 @@ fn field_ref(pod: &Value, ctx: &NodeContext, path: &str) -> Option<String> {
 }
 
 /// Why a container cannot be started: kubelet's waiting reason and message.
-type StartError = (String, String);
+pub(super) type StartError = (String, String);
 
 fn config_error(message: String) -> StartError {
     ("CreateContainerConfigError".to_string(), message)
@@ -151,7 +151,7 @@ where
 
 /// The Secret or ConfigMap `namespace/name` if it exists, read as the node (the Node
 /// authorizer lets a node read only what the pods bound to it refer to).
-async fn stored(
+pub(super) async fn stored(
     ctx: &NodeContext,
     kind: &str,
     namespace: &str,
@@ -332,6 +332,7 @@ pub(super) fn spawn(
     pod: &Value,
     container: &Value,
     env: Vec<(String, String)>,
+    mounts: Vec<(PathBuf, PathBuf)>,
 ) -> Result<ProcessGroup, StartError> {
     let image = s(container, "/image");
     let exe = image_path(&ctx.images, image).ok_or_else(|| {
@@ -385,6 +386,7 @@ pub(super) fn spawn(
         .kill_on_drop(true);
     let id = container_id(pod, container_name);
     in_pod_cgroup(&mut cmd, &pod_cgroup(ctx, pod).join(&id))?;
+    super::volume::with_mounts(&mut cmd, mounts)?;
     let child = cmd.spawn().map_err(|e| {
         (
             "RunContainerError".to_string(),

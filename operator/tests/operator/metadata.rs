@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 
 use px_api::vizierpb::column::ColData;
 use px_e2e::{Cluster, eventually};
-use tonic::transport::Endpoint;
 
 use super::probes::{apply, jsonpath, secret_value, two_nodes_with_vizier, workspace_binary};
-use super::real_pem::{VIZIER, kelvin_addr, privileged};
+use super::real_pem::{VIZIER, kelvin_channel, privileged};
 use super::vizier::{SETTLE, Scratch, start_operator, wait_healthy};
 
 /// What the chart grants the Kelvin of its own Vizier (`charts/px/templates/
@@ -111,11 +110,7 @@ async fn string_rows(cluster: &Cluster, query: &str) -> Option<Vec<HashMap<Strin
     use px_api::vizierpb::execute_script_response::Result as Part;
     use px_api::vizierpb::vizier_service_client::VizierServiceClient;
     let key = secret_value(cluster, "pixie-api-key").await?;
-    let channel = Endpoint::from_shared(kelvin_addr(cluster).await?)
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    let channel = kelvin_channel(cluster).await?;
     let mut request = tonic::Request::new(px_api::vizierpb::ExecuteScriptRequest {
         query_str: query.to_owned(),
         ..Default::default()

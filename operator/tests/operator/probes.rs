@@ -210,15 +210,61 @@ pub(super) async fn pem_client(
     node: &str,
 ) -> Option<ProbeServiceClient<InterceptedService<tonic::transport::Channel, Bearer>>> {
     let ip = pem_ip(cluster, node).await?;
-    let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    let channel = pem_channel(cluster, &ip, true).await?;
     // The PEMs' service token, as Kelvin and the operator present it.
     let token = pem_token(cluster).await;
     let bearer = Bearer::new(token.as_deref()).ok()?;
     Some(ProbeServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A connection to the PEM at `ip` as Kelvin makes one: mutual TLS, trusting Vizier
+/// `pixie`'s CA, presenting Kelvin's certificate (none when `!with_certificate`), all
+/// from the `px-tls` Secret.
+pub(super) async fn pem_channel(
+    cluster: &Cluster,
+    ip: &str,
+    with_certificate: bool,
+) -> Option<tonic::transport::Channel> {
+    let identity = with_certificate.then_some("kelvin");
+    tls_channel(
+        cluster,
+        &format!("https://{ip}:50400"),
+        "pixie-pem.pl.svc",
+        identity,
+    )
+    .await
+}
+
+/// A connection to `url` over Vizier `pixie`'s TLS: its CA trusted for `server_name`,
+/// and the certificate of `identity` (`kelvin`) presented if given.
+pub(super) async fn tls_channel(
+    cluster: &Cluster,
+    url: &str,
+    server_name: &str,
+    identity: Option<&str>,
+) -> Option<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let part = |p: String| async move {
+        // jsonpath: the dots inside a data key are escaped.
+        let key = format!("pixie.{p}").replace('.', "\\.");
+        secret_key(cluster, "px-tls", &key).await
+    };
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(part("ca.crt".into()).await?))
+        .domain_name(server_name);
+    if let Some(who) = identity {
+        tls = tls.identity(Identity::from_pem(
+            part(format!("{who}.crt")).await?,
+            part(format!("{who}.key")).await?,
+        ));
+    }
+    Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .tls_config(tls)
+        .ok()?
+        .connect()
+        .await
+        .ok()
 }
 
 /// The PEMs' service token of namespace `pl`, if its Secret exists.

@@ -19,11 +19,13 @@ use px_e2e::{Cluster, eventually};
 use tonic::transport::Endpoint;
 
 use super::probes::{
-    apply, jsonpath, pem_ip, pem_pod_name, pem_token, probe_on, retention_listing, retention_on,
-    secret_value, tp_row, two_nodes_with_vizier, uid, wait_tp, workspace_binary,
+    apply, jsonpath, pem_channel, pem_ip, pem_pod_name, pem_token, probe_on, retention_listing,
+    retention_on, secret_key, secret_value, tls_channel, tp_row, two_nodes_with_vizier, uid,
+    wait_tp, workspace_binary,
 };
 use super::vizier::{
-    SETTLE, Scratch, assert_operator_never_refused, ok, start_operator, wait_healthy,
+    SETTLE, Scratch, assert_operator_never_refused, ok, operator_client, operator_config,
+    start_operator, wait_healthy,
 };
 
 pub(super) const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 512Mi\n";
@@ -136,11 +138,7 @@ pub(super) fn privileged() -> bool {
 /// The tables the PEM of `node` holds.
 async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
     let ip = pem_ip(cluster, node).await?;
-    let channel = Endpoint::from_shared(format!("http://{ip}:50400"))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    let channel = pem_channel(cluster, &ip, true).await?;
     let bearer = Bearer::new(pem_token(cluster).await.as_deref()).ok()?;
     let listed = TableServiceClient::with_interceptor(channel, bearer)
         .list_tables(ListTablesRequest {})
@@ -164,7 +162,14 @@ pub(super) async fn kelvin_addr(cluster: &Cluster) -> Option<String> {
         "{.items[0].status.podIP}",
     )
     .await;
-    (!ip.trim().is_empty()).then(|| format!("http://{}:50300", ip.trim()))
+    (!ip.trim().is_empty()).then(|| format!("https://{}:50300", ip.trim()))
+}
+
+/// A connection to Kelvin's query API as a client in the cluster makes one: TLS,
+/// trusting the Vizier's CA, for Kelvin's Service name.
+pub(super) async fn kelvin_channel(cluster: &Cluster) -> Option<tonic::transport::Channel> {
+    let url = kelvin_addr(cluster).await?;
+    tls_channel(cluster, &url, "pixie-kelvin.pl.svc", None).await
 }
 
 /// Kelvin's pod uid, its container's restart count and its Deployment's generation.
@@ -192,11 +197,7 @@ async fn execute(
 ) -> Option<Result<i64, tonic::Code>> {
     use px_api::vizierpb::execute_script_response::Result as Part;
     use px_api::vizierpb::vizier_service_client::VizierServiceClient;
-    let channel = Endpoint::from_shared(kelvin_addr(cluster).await?)
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    let channel = kelvin_channel(cluster).await?;
     let mut request = tonic::Request::new(px_api::vizierpb::ExecuteScriptRequest {
         query_str: script.to_owned(),
         ..Default::default()
@@ -265,13 +266,36 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     let row = tp_row(&cluster, "shop", "adds").await;
     assert_eq!(row[..4], ["adds", "adds", "2/2", "Running"], "{row:?}");
 
-    // The PEMs answer only callers with the Vizier's token (Kelvin, the operator).
+    // The PEMs answer only mutual TLS with a certificate of the Vizier's CA (Kelvin's,
+    // the operator's), and then only callers with the Vizier's token.
     let ip = pem_ip(&cluster, "node-a").await.unwrap();
-    let stranger = Endpoint::from_shared(format!("http://{ip}:50400"))
+    let plaintext = Endpoint::from_shared(format!("http://{ip}:50400"))
         .unwrap()
         .connect()
-        .await
-        .unwrap();
+        .await;
+    let refused_plaintext = match plaintext {
+        Err(_) => true,
+        Ok(channel) => ProbeServiceClient::new(channel)
+            .list_probes(ListProbesRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused_plaintext, "a PEM answered in the clear");
+    // With the token but without a certificate: refused by TLS (with TLS 1.3 the client
+    // learns it at its first call, not at the handshake).
+    let bearer = Bearer::new(pem_token(&cluster).await.as_deref()).unwrap();
+    let refused_without_certificate = match pem_channel(&cluster, &ip, false).await {
+        None => true,
+        Some(channel) => ProbeServiceClient::with_interceptor(channel, bearer)
+            .list_probes(ListProbesRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused_without_certificate,
+        "a PEM accepted a client without a certificate"
+    );
+    let stranger = pem_channel(&cluster, &ip, true).await.unwrap();
     let refused = ProbeServiceClient::new(stranger)
         .list_probes(ListProbesRequest {})
         .await
@@ -437,4 +461,98 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     .await;
     operator.abort();
     assert_operator_never_refused(&cluster);
+}
+
+/// `pixie.<role>.not-after` of the `px-tls` Secret: when that certificate expires.
+async fn not_after(cluster: &Cluster, role: &str) -> Option<i64> {
+    let key = format!("pixie\\.{role}\\.not-after");
+    secret_key(cluster, "px-tls", &key).await?.parse().ok()
+}
+
+/// Certificates that live 90 seconds are renewed under the running PEMs and Kelvin:
+/// after the first ones expired, queries through Kelvin (new TLS connections to Kelvin,
+/// and from Kelvin to both PEMs) and the operator's calls to the PEMs still work, none
+/// failed meanwhile, and no pod restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_under_the_running_pems_and_kelvin() {
+    if !privileged() {
+        return;
+    }
+    let pem = workspace_binary("vizier-pem", "vizier-pem").await;
+    let kelvin = workspace_binary("kelvin", "kelvin").await;
+    let images = HashMap::from([("px/vizier-pem".into(), pem), ("px/kelvin".into(), kelvin)]);
+    let cluster = two_nodes_with_vizier(images, VIZIER).await;
+    let client = operator_client(&cluster, serde_json::json!({})).await;
+    let mut config = operator_config("operator-0", None);
+    config.certificate_lifetime = std::time::Duration::from_secs(90);
+    let operator = tokio::spawn(async move {
+        if let Err(e) = px_operator::run(client, config, std::future::pending()).await {
+            panic!("operator stopped: {e}");
+        }
+    });
+    wait_healthy(&cluster).await;
+    let first_pem = not_after(&cluster, "pem").await.unwrap();
+    let first_kelvin = not_after(&cluster, "kelvin").await.unwrap();
+    let pods = || async {
+        jsonpath(
+            &cluster,
+            &["pods", "-n", "pl"],
+            "{range .items[*]}{.metadata.uid}:{.status.containerStatuses[0].restartCount} {end}",
+        )
+        .await
+    };
+    let pods_before = pods().await;
+    // A query that reads from both PEMs (it fails naming a PEM that cannot be reached).
+    let script = "import px\npx.display(px.DataFrame(table='process_stats'), 't')\n";
+    let first_query = eventually(SETTLE, || query_rows(&cluster, script)).await;
+    assert!(first_query.is_some(), "no query before the renewal");
+
+    // Queries every two seconds until both first certificates are 10 s past expiry.
+    let mut failures = Vec::new();
+    let mut queries = 0;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+    };
+    while now() < first_pem.max(first_kelvin) + 10 {
+        queries += 1;
+        if query_rows(&cluster, script).await.is_none() {
+            failures.push(now());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let renewed_pem = not_after(&cluster, "pem").await.unwrap();
+    let renewed_kelvin = not_after(&cluster, "kelvin").await.unwrap();
+    assert!(
+        renewed_pem > first_pem && renewed_kelvin > first_kelvin,
+        "not renewed: pem {first_pem} -> {renewed_pem}, kelvin {first_kelvin} -> {renewed_kelvin}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {queries} queries failed around the renewal (at {failures:?}; first certificates expired at {first_pem}/{first_kelvin})",
+        failures.len()
+    );
+    // The PEMs serve the renewed certificate (a new connection verifies it) and take
+    // the operator's calls with its renewed client certificate.
+    apply(&cluster, RETENTION).await;
+    for node in ["node-a", "node-b"] {
+        let applied = eventually(SETTLE, || async {
+            let report = retention_on(&cluster, node).await?;
+            report
+                .tables
+                .iter()
+                .any(|h| h.table == "conn_stats" && h.budget_bytes == 16 << 20)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            applied.is_some(),
+            "{node}: the operator's call after the renewal"
+        );
+    }
+    assert_eq!(pods().await, pods_before, "a pod restarted or was replaced");
+    operator.abort();
+    assert_operator_never_refused(&cluster);
+    cluster.stop().await;
 }

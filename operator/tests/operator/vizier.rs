@@ -166,6 +166,7 @@ pub(super) fn operator_config(
         lease_namespace: Some(RELEASE_NAMESPACE.into()),
         identity: identity.into(),
         lease_duration: Duration::from_secs(15),
+        certificate_lifetime: px_operator::certs::DEFAULT_LIFETIME,
     }
 }
 
