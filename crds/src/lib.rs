@@ -29,9 +29,9 @@ pub use tracepoint::{
     TracepointStatus, UserFunction, roll_up,
 };
 pub use vizier::{
-    ClockConverter, DataAccess, DataCollectorParams, LeadershipElectionParams, PemCounts,
-    PodPolicy, PodSecurityContext, ReconciliationPhase, Vizier, VizierPhase, VizierSpec,
-    VizierStatus,
+    CertManager, ClockConverter, DataAccess, DataCollectorParams, IssuerRef,
+    LeadershipElectionParams, PemCounts, PodPolicy, PodSecurityContext, ReconciliationPhase,
+    Vizier, VizierPhase, VizierSpec, VizierStatus,
 };
 
 /// Parses a Go-style duration (`90s`, `10m`, `1h30m`) as the CRDs' duration fields

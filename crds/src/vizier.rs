@@ -97,6 +97,11 @@ pub struct VizierSpec {
     /// keyed by the name of the object they patch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<BTreeMap<String, String>>,
+    /// Issue the certificates inside the Vizier (the PEMs', Kelvin's, the operator's)
+    /// from a cert-manager issuer instead of the operator's own CA in the `px-tls`
+    /// Secret. Not a field of Pixie's Vizier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManager>,
 
     /// Pixie Cloud only: the deploy key linking the Vizier to a Pixie Cloud org.
     /// Accepted and ignored (there is no cloud here).
@@ -216,6 +221,37 @@ impl VizierSpec {
             )
         }
     }
+}
+
+/// Certificates from cert-manager: the operator makes a `Certificate` for the PEMs and
+/// one for Kelvin (cert-manager writes and renews their Secrets `<vizier>-pem-tls` and
+/// `<vizier>-kelvin-tls`) and a `CertificateRequest` for its own client certificate,
+/// whose key never leaves the operator. The issuer must write the CA certificate it
+/// signs with as `ca.crt` (CA, Vault and self-signed issuers do): the PEMs trust it for
+/// their clients, Kelvin and the operator for the PEMs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManager {
+    /// The issuer, as cert-manager's `issuerRef`.
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Its name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the Vizier's namespace, the default) or `ClusterIssuer`, or an
+    /// external issuer's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub kind: Option<String>,
+    /// Its API group (default `cert-manager.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub group: Option<String>,
 }
 
 /// Level of data scripts may read: `Full` (the default: every column as recorded),

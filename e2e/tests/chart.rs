@@ -156,6 +156,9 @@ fn operator_rules() -> Value {
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["px-pem-token", "px-tls"],
          "verbs": ["get", "patch"]},
+        {"apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["cert-manager.io"], "resources": ["certificaterequests"],
+         "verbs": ["create", "get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])

@@ -226,6 +226,26 @@ impl Ca {
     }
 }
 
+/// A new key and a CSR for a client certificate with common name `common_name`, both in
+/// PEM, for an issuer the operator does not hold (cert-manager).
+///
+/// # Errors
+/// When rcgen cannot make them.
+pub fn client_csr(common_name: &str) -> Result<(String, String), CertError> {
+    let what = "certificate signing request";
+    let key = KeyPair::generate().map_err(|source| CertError::Generate { what, source })?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "px.dev");
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|source| CertError::Generate { what, source })?;
+    Ok((key.serialize_pem(), csr))
+}
+
 /// When a certificate that expires at `not_after` and lives `lifetime` is renewed:
 /// once less than a third of its life is left.
 pub fn renew_at(not_after: i64, lifetime: Duration) -> i64 {

@@ -43,6 +43,8 @@ pub struct Context {
     pub(crate) certificate_lifetime: Duration,
     /// The operator's own client certificates to the PEMs, per Vizier.
     pub(crate) identities: crate::tls::OperatorIdentities,
+    /// The operator's certificate requests to cert-manager in flight.
+    pub(crate) pending: crate::tls::PendingRequests,
 }
 
 /// Every PEM pod in the operator's scope, kept by one reflector (a watch, not a list
@@ -82,6 +84,7 @@ impl Context {
             pem_pods: tokio::sync::OnceCell::new(),
             certificate_lifetime: crate::certs::DEFAULT_LIFETIME,
             identities: crate::tls::OperatorIdentities::default(),
+            pending: crate::tls::PendingRequests::default(),
         }
     }
 

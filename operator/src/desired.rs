@@ -138,6 +138,11 @@ fn owner(vz: &Vizier) -> Result<Owner<'_>, Error> {
     })
 }
 
+/// `vz` as the controlling owner of what the operator makes for it.
+pub fn owner_reference(vz: &Vizier) -> Result<OwnerReference, Error> {
+    Ok(owner(vz)?.reference)
+}
+
 /// The labels that select one component's pods (stable: never change them, a
 /// DaemonSet's and Deployment's selector is immutable).
 pub fn selector_labels(vizier: &str, component: &str) -> BTreeMap<String, String> {
@@ -321,23 +326,40 @@ fn checksum(text: &str) -> String {
 /// and key as `tls.crt` and `tls.key`, the CA's certificate as `ca.crt`, and nothing
 /// else (never the CA's key, nor another Vizier's). Readable by the owner and the
 /// pod's group only: Kelvin's pod gets `fsGroup` for it.
-fn tls_volume(vizier: &str, role: crate::certs::Role) -> (Volume, VolumeMount) {
-    let item = |part: &str, path: &str| KeyToPath {
-        key: crate::tls::data_key(vizier, part),
+///
+/// With `spec.certManager`, the Secret cert-manager writes for `role` instead, whose
+/// keys already have those names.
+fn tls_volume(vz: &Vizier, vizier: &str, role: crate::certs::Role) -> (Volume, VolumeMount) {
+    let item = |key: String, path: &str| KeyToPath {
+        key,
         path: path.to_string(),
         ..KeyToPath::default()
     };
     let r = role.key();
+    let (secret_name, items) = if vz.spec.cert_manager.is_some() {
+        (
+            crate::cert_manager::secret_name(vizier, role),
+            ["tls.crt", "tls.key", "ca.crt"]
+                .map(|k| item(k.to_string(), k))
+                .to_vec(),
+        )
+    } else {
+        let key = |part: &str| crate::tls::data_key(vizier, part);
+        (
+            crate::certs::TLS_SECRET.to_string(),
+            vec![
+                item(key(&format!("{r}.crt")), "tls.crt"),
+                item(key(&format!("{r}.key")), "tls.key"),
+                item(key("ca.crt"), "ca.crt"),
+            ],
+        )
+    };
     (
         Volume {
             name: "tls".to_string(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(crate::certs::TLS_SECRET.to_string()),
-                items: Some(vec![
-                    item(&format!("{r}.crt"), "tls.crt"),
-                    item(&format!("{r}.key"), "tls.key"),
-                    item("ca.crt", "ca.crt"),
-                ]),
+                secret_name: Some(secret_name),
+                items: Some(items),
                 default_mode: Some(0o440),
                 optional: Some(false),
                 ..SecretVolumeSource::default()
@@ -453,7 +475,7 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let mounts = [
         host_path("tracefs", "/sys/kernel/tracing"),
         host_path("cgroup", "/sys/fs/cgroup"),
-        tls_volume(o.name, crate::certs::Role::Pem),
+        tls_volume(vz, o.name, crate::certs::Role::Pem),
     ];
     let container = Container {
         name: "pem".to_string(),
@@ -567,7 +589,7 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
                 crate::certs::pem_server_name(o.namespace, o.name)
             ),
         ]),
-        volume_mounts: Some(vec![tls_volume(o.name, crate::certs::Role::Kelvin).1]),
+        volume_mounts: Some(vec![tls_volume(vz, o.name, crate::certs::Role::Kelvin).1]),
         env: Some(vec![
             pod_ip_env(),
             downward_env("POD_NAMESPACE", "metadata.namespace"),
@@ -618,7 +640,7 @@ pub fn kelvin_deployment(vz: &Vizier) -> Result<Deployment, Error> {
                     service_account_name: Some(names.kelvin.clone()),
                     security_context: Some(kelvin_pod_security_with_group(vz)),
                     containers: vec![container],
-                    volumes: Some(vec![tls_volume(o.name, crate::certs::Role::Kelvin).0]),
+                    volumes: Some(vec![tls_volume(vz, o.name, crate::certs::Role::Kelvin).0]),
                     node_selector: pod.and_then(|p| p.node_selector.clone()),
                     tolerations: pod.and_then(|p| p.tolerations.clone()),
                     ..PodSpec::default()

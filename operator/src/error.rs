@@ -125,6 +125,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A call about cert-manager's objects failed (its CRDs missing, among others).
+    #[error("{what} (is cert-manager installed, and the Vizier's issuerRef right?)")]
+    CertManager {
+        /// What failed.
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// A certificate could not be made.
     #[error("cannot make Vizier {vizier}'s certificates")]
     Certificate {
@@ -165,6 +174,7 @@ impl Error {
             Self::RandomKey { .. } => "random_key",
             Self::WriteSecret { .. } => "write_secret",
             Self::Certificate { .. } => "certificate",
+            Self::CertManager { .. } => "cert_manager",
             Self::Encode { .. } => "encode",
         }
     }

@@ -9,6 +9,7 @@
 //! without a cluster.
 
 mod api_key;
+pub mod cert_manager;
 pub mod certs;
 mod context;
 pub mod desired;

@@ -135,6 +135,11 @@ fn plan(
 /// Makes sure `vz`'s CA and certificates are in the namespace's TLS Secret and none is
 /// due for renewal; returns how long until one is.
 pub(crate) async fn ensure(vz: &Vizier, ns: &str, ctx: &Context) -> Result<Duration, Error> {
+    if let Some(cm) = &vz.spec.cert_manager {
+        // cert-manager renews what it issues; nothing to come back for.
+        crate::cert_manager::apply(&ctx.client, vz, cm, ctx.certificate_lifetime).await?;
+        return Ok(Duration::MAX);
+    }
     let name = vz.metadata.name.clone().unwrap_or_default();
     let data = secret_data(ctx, ns).await?;
     let now = now();
@@ -226,13 +231,35 @@ impl std::fmt::Debug for PemTls {
 #[derive(Default)]
 pub(crate) struct OperatorIdentities(Mutex<HashMap<(String, String), (String, Issued)>>);
 
-/// The TLS to call Vizier `vizier`'s PEMs in `ns` with, or `None` when its CA is not in
-/// the Secret yet (the Vizier has not been reconciled).
+/// The operator's requests to cert-manager in flight, per (namespace, Vizier).
+#[derive(Default)]
+pub(crate) struct PendingRequests(
+    tokio::sync::Mutex<HashMap<(String, String), crate::cert_manager::Pending>>,
+);
+
+/// The TLS to call Vizier `vizier`'s PEMs in `ns` with, or `None` when there is no
+/// certificate yet (the Vizier has not been reconciled, or cert-manager has not
+/// answered).
 pub(crate) async fn pem_tls(
     ctx: &Context,
     ns: &str,
     vizier: &str,
 ) -> Result<Option<PemTls>, Error> {
+    let vz = Api::<Vizier>::namespaced(ctx.client.clone(), ns)
+        .get_opt(vizier)
+        .await
+        .map_err(|source| Error::Read {
+            what: "the Vizier",
+            source,
+        })?;
+    if let Some((vz, cm)) = vz
+        .as_ref()
+        .and_then(|v| Some((v, v.spec.cert_manager.as_ref()?)))
+    {
+        return Ok(from_cert_manager(ctx, vz, cm, ns, vizier)
+            .await?
+            .map(|(ca, issued)| client_config(ns, vizier, ca, issued)));
+    }
     let data = secret_data(ctx, ns).await?;
     let Some((ca_cert, ca_key)) =
         text(&data, &data_key(vizier, "ca.crt")).zip(text(&data, &data_key(vizier, "ca.key")))
@@ -267,6 +294,67 @@ pub(crate) async fn pem_tls(
             issued
         }
     };
+    drop(identities);
+    Ok(Some(client_config(ns, vizier, ca_cert, issued)))
+}
+
+/// The operator's certificate for `vz` from cert-manager: the one it has while it is
+/// not due for renewal; a new request when it is (the current one still serves until
+/// the answer comes); `None` until the first answer.
+async fn from_cert_manager(
+    ctx: &Context,
+    vz: &Vizier,
+    cm: &px_crds::CertManager,
+    ns: &str,
+    vizier: &str,
+) -> Result<Option<(String, Issued)>, Error> {
+    use crate::cert_manager::{Answer, answer, request};
+    let now = now();
+    let lifetime = ctx.certificate_lifetime;
+    let key = (ns.to_string(), vizier.to_string());
+    let current = ctx
+        .identities
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    if let Some((_, issued)) = &current
+        && now < certs::renew_at(issued.not_after, lifetime)
+    {
+        return Ok(current);
+    }
+    // One request at a time per Vizier: reconciles of several Tracepoints ask at once.
+    let mut pending = ctx.pending.0.lock().await;
+    match pending.get(&key) {
+        None => {
+            let made = request(&ctx.client, vz, cm, now, lifetime).await?;
+            pending.insert(key, made);
+            Ok(current)
+        }
+        Some(waiting) => match answer(&ctx.client, ns, waiting, lifetime).await? {
+            Answer::Waiting => Ok(current),
+            Answer::Signed(ca, issued) => {
+                pending.remove(&key);
+                let signed = (ca, issued);
+                ctx.identities
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, signed.clone());
+                Ok(Some(signed))
+            }
+            Answer::Failed(why) => {
+                pending.remove(&key);
+                ctx.publish(vz, EventType::Warning, "CertificateRequestFailed", why)
+                    .await;
+                Ok(current)
+            }
+        },
+    }
+}
+
+fn client_config(ns: &str, vizier: &str, ca_cert: String, issued: Issued) -> PemTls {
     let fingerprint = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -278,10 +366,10 @@ pub(crate) async fn pem_tls(
         .ca_certificate(Certificate::from_pem(ca_cert))
         .identity(Identity::from_pem(issued.cert_pem, issued.key_pem))
         .domain_name(certs::pem_server_name(ns, vizier));
-    Ok(Some(PemTls {
+    PemTls {
         config,
         fingerprint,
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -169,7 +169,9 @@ pub async fn reconcile(vz: Arc<Vizier>, ctx: Arc<Context>) -> Result<Action, Err
         _ => Duration::from_secs(10),
     };
     // Back when a certificate is due for renewal (a second late, so it is due).
-    Ok(Action::requeue(next.min(renewal + Duration::from_secs(1))))
+    Ok(Action::requeue(
+        next.min(renewal.saturating_add(Duration::from_secs(1))),
+    ))
 }
 
 /// A spec the operator cannot deploy: say so in the status and an event, and wait for a

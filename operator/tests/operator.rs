@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod operator {
+    mod cert_manager;
     mod chart_install;
     mod lease;
     mod metadata;

@@ -132,6 +132,11 @@ async fn standin_pem() -> PathBuf {
 }
 
 pub(super) async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
+    start_with(scratch, &vizier(fail_on)).await
+}
+
+/// Like [`start`], with the Vizier `vizier` (YAML).
+pub(super) async fn start_with(scratch: &Scratch, vizier: &str) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -143,7 +148,7 @@ pub(super) async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
         ("px/kelvin".into(), sleeper.clone()),
         ("px/app".into(), sleeper),
     ]);
-    two_nodes_with_vizier(images, &vizier(fail_on)).await
+    two_nodes_with_vizier(images, vizier).await
 }
 
 /// Two nodes running `images`, the CRDs, namespaces `pl` and `shop`, and `vizier`.
