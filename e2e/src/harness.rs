@@ -116,10 +116,22 @@ impl Cluster {
     /// simulated nodes, in a fresh temporary directory; returns once the control plane
     /// is ready and every node is registered.
     pub async fn start(config: ClusterConfig) -> Result<Self, Error> {
+        Self::start_plane(config, false).await
+    }
+
+    /// Like [`Cluster::start`], for Node objects that no kubelet keeps alive (a
+    /// simulation of many nodes): the controllers that act on silent nodes (node
+    /// lifecycle, pod garbage collection) do not run, so those nodes and the pods bound
+    /// to them stay as the test writes them.
+    pub async fn start_for_static_nodes(config: ClusterConfig) -> Result<Self, Error> {
+        Self::start_plane(config, true).await
+    }
+
+    async fn start_plane(config: ClusterConfig, static_nodes: bool) -> Result<Self, Error> {
         static CLUSTERS: AtomicU64 = AtomicU64::new(0);
         let number = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let dir = TempDir::new("px-e2e")?;
-        let plane = ControlPlane::start(control_plane_ip(number), dir.path()).await?;
+        let plane = ControlPlane::start(control_plane_ip(number), dir.path(), static_nodes).await?;
         let mut cluster = Self {
             agents: BTreeMap::new(),
             cgroup: None,

@@ -4,8 +4,13 @@
 {"error": type name, "message": ...} when the client raised.
 
     python run_script.py ADDR SCRIPT_FILE TABLE [CA_FILE]
+
+PX_API_KEY, if set, is the token (pxapi sends it as `pixie-api-key`); PX_TLS_SERVER_NAME,
+if set, is the name the server's certificate must carry when not ADDR's host (a pod IP
+reached for its Service's name).
 """
 import json
+import os
 import sys
 
 import grpc
@@ -16,11 +21,13 @@ def main():
     addr, script_path, table = sys.argv[1:4]
     if len(sys.argv) > 4:
         credentials = grpc.ssl_channel_credentials(root_certificates=open(sys.argv[4], "rb").read())
-        channel_fn = lambda url: grpc.aio.secure_channel(url, credentials)
+        name = os.environ.get("PX_TLS_SERVER_NAME")
+        options = [("grpc.ssl_target_name_override", name)] if name else []
+        channel_fn = lambda url: grpc.aio.secure_channel(url, credentials, options=options)
     else:
         channel_fn = lambda url: grpc.aio.insecure_channel(url)
     conn = pxapi.Conn(
-        token="",
+        token=os.environ.get("PX_API_KEY", ""),
         pixie_url=addr,
         cluster_id="local",
         use_encryption=len(sys.argv) > 4,

@@ -163,8 +163,9 @@ pub(crate) struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd, the API server, then the controller-manager and the scheduler, on
     /// `ip`, with their files under `dir`; returns once the API server is ready and the
-    /// controllers have created the `default` ServiceAccount.
-    pub(crate) async fn start(ip: Ipv4Addr, dir: &Path) -> Result<Self, Error> {
+    /// controllers have created the `default` ServiceAccount. With `static_nodes`, the
+    /// node lifecycle and pod garbage collection controllers are off.
+    pub(crate) async fn start(ip: Ipv4Addr, dir: &Path, static_nodes: bool) -> Result<Self, Error> {
         // Runs the build script (a hash check once built): blocking work, off the runtime.
         let bin =
             tokio::task::spawn_blocking(binaries)
@@ -300,10 +301,16 @@ impl ControlPlane {
             Ok(path.display().to_string())
         };
         let kcm_config = component_kubeconfig("kube-controller-manager")?;
+        let controllers = if static_nodes {
+            "--controllers=*,-node-lifecycle-controller,-pod-garbage-collector-controller"
+        } else {
+            "--controllers=*"
+        };
         components.push(Component::spawn(
             "kube-controller-manager",
             &bin.join("kube-controller-manager"),
             &[
+                controllers.into(),
                 format!("--kubeconfig={kcm_config}"),
                 "--secure-port=0".into(),
                 "--leader-elect=false".into(),

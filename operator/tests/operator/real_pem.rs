@@ -195,9 +195,17 @@ async fn execute(
     script: &str,
     key: Option<&str>,
 ) -> Option<Result<i64, tonic::Code>> {
+    execute_on(kelvin_channel(cluster).await?, script, key).await
+}
+
+/// Runs `script` on Kelvin over `channel`: the rows of its one table, or the error code.
+async fn execute_on(
+    channel: tonic::transport::Channel,
+    script: &str,
+    key: Option<&str>,
+) -> Option<Result<i64, tonic::Code>> {
     use px_api::vizierpb::execute_script_response::Result as Part;
     use px_api::vizierpb::vizier_service_client::VizierServiceClient;
-    let channel = kelvin_channel(cluster).await?;
     let mut request = tonic::Request::new(px_api::vizierpb::ExecuteScriptRequest {
         query_str: script.to_owned(),
         ..Default::default()
@@ -463,6 +471,66 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     assert_operator_never_refused(&cluster);
 }
 
+/// `px.GetAgentStatus()` through Pixie's own Python client (pxapi) on Kelvin's TLS API,
+/// trusting the Vizier's CA from `px-tls`, with the API key as its token: one JSON line
+/// per agent (or the client's error).
+async fn pxapi_agents(cluster: &Cluster) -> Vec<serde_json::Value> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pxapi");
+    let venv = std::process::Command::new(repo.join("scripts/pxapi-venv.sh"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        venv.status.success(),
+        "cannot install pxapi: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = String::from_utf8_lossy(&venv.stdout).trim().to_string();
+    let ca = dir.join("pixie-ca.crt");
+    let ca_pem = secret_key(cluster, "px-tls", "pixie\\.ca\\.crt")
+        .await
+        .unwrap();
+    std::fs::write(&ca, ca_pem).unwrap();
+    let script = dir.join("agents.pxl");
+    std::fs::write(
+        &script,
+        "import px\npx.display(px.GetAgentStatus(), 'agents')\n",
+    )
+    .unwrap();
+    let addr = kelvin_addr(cluster).await.unwrap();
+    let addr = addr.trim_start_matches("https://").to_string();
+    let key = secret_value(cluster, "pixie-api-key").await.unwrap();
+    let out = tokio::process::Command::new(python)
+        .arg(repo.join("cli/tests/pxapi/run_script.py"))
+        .args([
+            addr.as_str(),
+            script.to_str().unwrap(),
+            "agents",
+            ca.to_str().unwrap(),
+        ])
+        // The key in the environment, never on a command line.
+        .env("PX_API_KEY", key)
+        .env("PX_TLS_SERVER_NAME", "pixie-kelvin.pl.svc")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter().all(|r| r.get("error").is_none()),
+        "pxapi: {rows:?}"
+    );
+    rows
+}
+
 /// `pixie.<role>.not-after` of the `px-tls` Secret: when that certificate expires.
 async fn not_after(cluster: &Cluster, role: &str) -> Option<i64> {
     let key = format!("pixie\\.{role}\\.not-after");
@@ -506,6 +574,12 @@ async fn certificates_are_renewed_under_the_running_pems_and_kelvin() {
     let script = "import px\npx.display(px.DataFrame(table='process_stats'), 't')\n";
     let first_query = eventually(SETTLE, || query_rows(&cluster, script)).await;
     assert!(first_query.is_some(), "no query before the renewal");
+    // Pixie's Python client through Kelvin's TLS API, trusting the Vizier's CA.
+    let agents = pxapi_agents(&cluster).await;
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    // A connection to Kelvin made now, and kept: it must outlive the renewal.
+    let held = kelvin_channel(&cluster).await.unwrap();
+    let key = secret_value(&cluster, "pixie-api-key").await.unwrap();
 
     // Queries every two seconds until both first certificates are 10 s past expiry.
     let mut failures = Vec::new();
@@ -533,6 +607,13 @@ async fn certificates_are_renewed_under_the_running_pems_and_kelvin() {
         "{} of {queries} queries failed around the renewal (at {failures:?}; first certificates expired at {first_pem}/{first_kelvin})",
         failures.len()
     );
+    let on_held = execute_on(held, script, Some(&key)).await;
+    assert!(
+        matches!(on_held, Some(Ok(_))),
+        "the connection made before the renewal: {on_held:?}"
+    );
+    let agents = pxapi_agents(&cluster).await;
+    assert_eq!(agents.len(), 2, "after the renewal: {agents:?}");
     // The PEMs serve the renewed certificate (a new connection verifies it) and take
     // the operator's calls with its renewed client certificate.
     apply(&cluster, RETENTION).await;
