@@ -298,6 +298,11 @@ pub struct DataCollectorParams {
         skip_serializing_if = "Option::is_none"
     )]
     pub custom_pem_flags: Option<BTreeMap<String, String>>,
+    /// Record the values of credential headers (`Authorization`, `Cookie`, `Set-Cookie`,
+    /// `Proxy-Authorization`, `X-Api-Key`) in `http_events`. By default (false) they are
+    /// recorded as present with the value `[REDACTED]`. Not a field of Pixie's Vizier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_credential_headers: Option<bool>,
 }
 
 /// Pixie's leader election settings (accepted, ignored).

@@ -270,12 +270,12 @@ pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
         format!("--tls-key={TLS_DIR}/tls.key"),
         format!("--tls-client-ca={TLS_DIR}/ca.crt"),
     ];
+    let params = vz.spec.data_collector_params.as_ref();
+    if params.and_then(|p| p.keep_credential_headers) == Some(true) {
+        args.push("--keep-credential-headers".to_string());
+    }
     let mut env = Vec::new();
-    let flags = vz
-        .spec
-        .data_collector_params
-        .as_ref()
-        .and_then(|p| p.custom_pem_flags.as_ref());
+    let flags = params.and_then(|p| p.custom_pem_flags.as_ref());
     for (name, value) in flags.into_iter().flatten() {
         match name.as_str() {
             "PL_TABLE_STORE_DATA_LIMIT_MB" => args.push(format!("--table-store-limit={value}Mi")),
@@ -1045,6 +1045,27 @@ mod tests {
                 .priority_class_name
                 .is_none()
         );
+    }
+
+    #[test]
+    fn credential_headers_are_kept_only_when_the_vizier_says_so() {
+        let args = |keep| {
+            let vz = vizier(VizierSpec {
+                data_collector_params: Some(px_crds::DataCollectorParams {
+                    keep_credential_headers: keep,
+                    ..px_crds::DataCollectorParams::default()
+                }),
+                ..VizierSpec::default()
+            });
+            pem_container(&pem_daemonset(&vz).unwrap())
+                .args
+                .clone()
+                .unwrap()
+        };
+        let flag = "--keep-credential-headers".to_owned();
+        assert!(args(Some(true)).contains(&flag));
+        assert!(!args(Some(false)).contains(&flag));
+        assert!(!args(None).contains(&flag), "redacted by default");
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct PemArgs {
     /// Body bytes kept per HTTP message; the real size is recorded as well.
     #[arg(long, default_value_t = 512)]
     pub max_body_bytes: usize,
+    /// Record the values of credential headers (Authorization, Cookie, Set-Cookie,
+    /// Proxy-Authorization, X-Api-Key) in http_events. By default they are recorded as
+    /// present with the value `[REDACTED]` (an Authorization keeps its scheme, a cookie
+    /// its name): whoever may query the tables should not get every session's secrets.
+    #[arg(long, env = "PX_PEM_KEEP_CREDENTIAL_HEADERS")]
+    pub keep_credential_headers: bool,
     /// Bytes buffered per connection and direction while a message's head (request or
     /// status line and headers) is incomplete, 1Ki to 1Mi; a longer head is not parsed
     /// (the Vizier's `dataCollectorParams.datastreamBufferSize`).
@@ -61,6 +67,7 @@ impl PemArgs {
         config.budgets.table_bytes = self.table_limits.iter().cloned().collect();
         config.chunk_limit = self.chunk_limit;
         config.max_body_bytes = self.max_body_bytes;
+        config.keep_credential_headers = self.keep_credential_headers;
         config.ring_buffer_bytes =
             u32::try_from(self.ring_buffer).map_err(|_| Error::InvalidConfig {
                 reason: "--ring-buffer must be below 4Gi".to_owned(),

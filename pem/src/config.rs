@@ -22,6 +22,10 @@ pub struct PemConfig {
     pub ring_buffer_bytes: u32,
     /// Body bytes kept per HTTP message (Pixie: 512); the real size is kept too.
     pub max_body_bytes: usize,
+    /// Keep the values of credential headers (`Authorization`, `Cookie`, `Set-Cookie`,
+    /// `Proxy-Authorization`, `X-Api-Key`) in `http_events`; by default they are
+    /// recorded as present and redacted.
+    pub keep_credential_headers: bool,
     /// This agent's short id, the high 32 bits of every UPID it writes.
     pub asid: u32,
     /// How often `conn_stats` is sampled (Pixie: 5 s).
@@ -57,6 +61,7 @@ impl PemConfig {
             ring_buffer_bytes: 8 << 20,
             datastream_buffer_bytes: 8 << 10,
             max_body_bytes: 512,
+            keep_credential_headers: false,
             asid: 0,
             conn_stats_interval: Duration::from_secs(5),
             poll_interval: Duration::from_millis(20),

@@ -248,6 +248,7 @@ fn tracker_settings(config: &PemConfig) -> TrackerSettings {
         limits: ParserLimits {
             max_body_bytes: config.max_body_bytes,
             max_header_bytes: config.datastream_buffer_bytes,
+            redact_credentials: !config.keep_credential_headers,
             ..ParserLimits::default()
         },
         idle_timeout_ns: duration_ns(config.idle_timeout),

@@ -74,6 +74,9 @@ pub(crate) struct ParserLimits {
     pub(crate) max_header_bytes: usize,
     /// Parsed messages waiting for their peer message, per connection; older ones are dropped.
     pub(crate) max_pending_messages: usize,
+    /// Record credentials (HTTP `Authorization`, `Cookie`, ...) as `[REDACTED]`: that the
+    /// header was there, not what it held. On unless the user opts out.
+    pub(crate) redact_credentials: bool,
 }
 
 impl Default for ParserLimits {
@@ -82,6 +85,7 @@ impl Default for ParserLimits {
             max_body_bytes: 512,
             max_header_bytes: 8192,
             max_pending_messages: 1024,
+            redact_credentials: true,
         }
     }
 }

@@ -58,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?")[0]
         if path == "/hello":
-            self._send(200, b"hello world\n", extra=[("X-Test", "yes")])
+            self._send(200, b"hello world\n", extra=[("X-Test", "yes"), ("Set-Cookie", "sid=n3w; Path=/")])
         elif path == "/json":
             self._send(200, b'{"ok": true}', content_type="application/json")
         elif path.startswith("/big/"):
@@ -112,7 +112,8 @@ def client(args):
     out = {"pid": os.getpid()}
     if args.scenario == "basic":
         conn = http.client.HTTPConnection(host, port)
-        out["get"] = request(conn, "GET", "/hello", headers={"X-Request": "abc"})[0]
+        out["get"] = request(conn, "GET", "/hello", headers={
+            "X-Request": "abc", "Authorization": "Bearer tok-3f9a", "Cookie": "sid=c00k1e"})[0]
         out["post"] = request(conn, "POST", "/echo", body=b"ping=" + b"p" * 27,
                               headers={"Content-Type": "application/json"})[0]
         out["json"] = request(conn, "GET", "/json")[0]

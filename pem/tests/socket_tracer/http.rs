@@ -40,6 +40,26 @@ fn basic_requests_are_captured_on_both_sides() {
             "{}",
             get.resp_headers
         );
+        // Credentials are recorded as present, their values redacted (the default).
+        assert!(
+            get.req_headers
+                .contains("\"Authorization\":\"Bearer [REDACTED]\"")
+                && get.req_headers.contains("\"Cookie\":\"sid=[REDACTED]\""),
+            "{}",
+            get.req_headers
+        );
+        assert!(
+            get.resp_headers
+                .contains("\"Set-Cookie\":\"sid=[REDACTED]; Path=/\""),
+            "{}",
+            get.resp_headers
+        );
+        for secret in ["tok-3f9a", "c00k1e", "n3w"] {
+            assert!(
+                !get.req_headers.contains(secret) && !get.resp_headers.contains(secret),
+                "{secret} was recorded"
+            );
+        }
         assert!(get.latency > 0);
         assert!(
             get.time > 1_600_000_000_000_000_000,

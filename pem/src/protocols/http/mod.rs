@@ -127,6 +127,7 @@ fn append_record(
     role: Role,
     rows: &mut RowBuilder,
     scratch: &mut String,
+    redact_credentials: bool,
 ) {
     let HttpRecord { req, resp } = record;
     rows.append_time(saturating_i64(resp.ts_ns).saturating_add(conn.boot_to_epoch_ns));
@@ -140,14 +141,14 @@ fn append_record(
     rows.append_i64(i64::from(resp.minor_version));
     rows.append_i64(content_type(req, resp));
     scratch.clear();
-    write_headers_json(scratch, req);
+    write_headers_json(scratch, req, redact_credentials);
     rows.append_str(scratch);
     rows.append_str(&req.method);
     rows.append_str(&req.path);
     rows.append_str(&String::from_utf8_lossy(&req.body));
     rows.append_i64(saturating_i64(req.body_size));
     scratch.clear();
-    write_headers_json(scratch, resp);
+    write_headers_json(scratch, resp, redact_credentials);
     rows.append_str(scratch);
     rows.append_i64(i64::from(resp.status));
     rows.append_str(&resp.reason);
@@ -267,13 +268,72 @@ fn classify_content_type(value: &[u8]) -> i64 {
 #[cfg(test)]
 pub(crate) fn headers_json(msg: &HttpMessage) -> String {
     let mut out = String::new();
-    write_headers_json(&mut out, msg);
+    write_headers_json(&mut out, msg, false);
     out
 }
 
-/// Writes the headers of `msg` as a JSON object into `out`. Repeated names are looked
-/// up among the earlier headers instead of being collected first: no allocation.
-fn write_headers_json(out: &mut String, msg: &HttpMessage) {
+/// The headers that carry credentials: with redaction on, their values are recorded as
+/// [`REDACTED`] (an `Authorization` keeps its scheme, a cookie its name), so a row says
+/// a request was authenticated, and how, without holding the secret.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+/// What stands for a credential's value.
+const REDACTED: &str = "[REDACTED]";
+
+/// Appends `value` of credential header `name`, redacted, JSON-escaped.
+fn push_redacted(out: &mut String, name: &str, value: &[u8]) {
+    let text = String::from_utf8_lossy(value);
+    match name.to_ascii_lowercase().as_str() {
+        "authorization" | "proxy-authorization" => {
+            // `Bearer abc` -> `Bearer [REDACTED]`: the scheme is not the secret.
+            if let Some((scheme, _)) = text.split_once(' ')
+                && !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                push_json_escaped(out, scheme.as_bytes());
+                out.push(' ');
+            }
+            out.push_str(REDACTED);
+        }
+        "cookie" => {
+            // `a=1; b=2` -> `a=[REDACTED]; b=[REDACTED]`.
+            for (i, pair) in text.split(';').enumerate() {
+                if i > 0 {
+                    out.push_str("; ");
+                }
+                let cookie = pair.trim().split_once('=').map_or("", |(n, _)| n);
+                push_json_escaped(out, cookie.as_bytes());
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+        }
+        "set-cookie" => {
+            // `id=1; Path=/; HttpOnly` -> `id=[REDACTED]; Path=/; HttpOnly`.
+            let (first, attributes) = text.split_once(';').unwrap_or((&text, ""));
+            let cookie = first.split_once('=').map_or("", |(n, _)| n);
+            push_json_escaped(out, cookie.trim().as_bytes());
+            out.push('=');
+            out.push_str(REDACTED);
+            if !attributes.is_empty() {
+                out.push(';');
+                push_json_escaped(out, attributes.as_bytes());
+            }
+        }
+        _ => out.push_str(REDACTED),
+    }
+}
+
+/// Writes the headers of `msg` as a JSON object into `out`, credentials redacted when
+/// `redact_credentials`. Repeated names are looked up among the earlier headers instead
+/// of being collected first: no allocation for headers that carry no credential.
+fn write_headers_json(out: &mut String, msg: &HttpMessage, redact_credentials: bool) {
     out.push('{');
     for (i, (name, value)) in msg.headers.iter().enumerate() {
         let earlier = &msg.headers[..i];
@@ -286,13 +346,24 @@ fn write_headers_json(out: &mut String, msg: &HttpMessage) {
         push_json_string(out, name.as_bytes());
         out.push(':');
         out.push('"');
-        push_json_escaped(out, value);
+        let redact = redact_credentials
+            && CREDENTIAL_HEADERS
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name));
+        let push = |out: &mut String, value: &[u8]| {
+            if redact {
+                push_redacted(out, name, value);
+            } else {
+                push_json_escaped(out, value);
+            }
+        };
+        push(out, value);
         for (_, more) in msg.headers[i + 1..]
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             out.push_str(", ");
-            push_json_escaped(out, more);
+            push(out, more);
         }
         out.push('"');
     }
@@ -376,6 +447,7 @@ pub(crate) struct HttpConnection {
     requests: MessageParser,
     responses: MessageParser,
     stitcher: Stitcher,
+    redact_credentials: bool,
 }
 
 impl HttpConnection {
@@ -386,6 +458,7 @@ impl HttpConnection {
             requests: MessageParser::new(MessageKind::Request, limits),
             responses: MessageParser::new(MessageKind::Response, limits),
             stitcher: Stitcher::new(&limits),
+            redact_credentials: limits.redact_credentials,
         }
     }
 
@@ -470,7 +543,8 @@ impl ProtocolParser for HttpConnection {
     fn drain(&mut self, conn: &ConnMeta, rows: &mut RowBuilder) {
         let mut scratch = String::new();
         for record in self.stitcher.take_records() {
-            append_record(&record, conn, self.role, rows, &mut scratch);
+            let redact = self.redact_credentials;
+            append_record(&record, conn, self.role, rows, &mut scratch, redact);
         }
     }
 
@@ -505,6 +579,7 @@ pub(crate) fn fuzz_one_input(data: &[u8]) {
             max_body_bytes: usize::from(config & 0x0f) * 8,
             max_header_bytes: usize::from((config >> 4) & 0x07) * 48,
             max_pending_messages: usize::from(config & 0x03),
+            redact_credentials: true,
         }
     };
     for role in [Role::Client, Role::Server] {
@@ -566,6 +641,7 @@ mod tests {
             max_body_bytes: 32,
             max_header_bytes: 1024,
             max_pending_messages: 8,
+            redact_credentials: true,
         }
     }
 
@@ -906,6 +982,51 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_recorded_as_present_and_redacted_unless_kept() {
+        let msg = HttpMessage {
+            headers: vec![
+                (
+                    "Authorization".into(),
+                    Box::from(&b"Bearer s3cr3t-token"[..]),
+                ),
+                (
+                    "Cookie".into(),
+                    Box::from(&b"session=abc123; theme=dark"[..]),
+                ),
+                (
+                    "set-cookie".into(),
+                    Box::from(&b"id=xyz; Path=/; HttpOnly"[..]),
+                ),
+                (
+                    "Proxy-Authorization".into(),
+                    Box::from(&b"Basic dXNlcjpwYXNz"[..]),
+                ),
+                ("X-Api-Key".into(), Box::from(&b"k-42"[..])),
+                ("Accept".into(), Box::from(&b"*/*"[..])),
+            ],
+            ..HttpMessage::default()
+        };
+        let mut redacted = String::new();
+        write_headers_json(&mut redacted, &msg, true);
+        let headers: serde_json::Value = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(headers["Authorization"], "Bearer [REDACTED]");
+        assert_eq!(headers["Cookie"], "session=[REDACTED]; theme=[REDACTED]");
+        assert_eq!(headers["set-cookie"], "id=[REDACTED]; Path=/; HttpOnly");
+        assert_eq!(headers["Proxy-Authorization"], "Basic [REDACTED]");
+        assert_eq!(headers["X-Api-Key"], "[REDACTED]");
+        assert_eq!(headers["Accept"], "*/*");
+        for secret in ["s3cr3t", "abc123", "xyz", "dXNlcjpwYXNz", "k-42", "dark"] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        // Kept when the user opts out.
+        let mut kept = String::new();
+        write_headers_json(&mut kept, &msg, false);
+        assert!(kept.contains("Bearer s3cr3t-token"), "{kept}");
+        // The default a PEM starts with is to redact.
+        assert!(ParserLimits::default().redact_credentials);
+    }
+
+    #[test]
     fn content_type_classification() {
         let with = |ct: &str| HttpMessage {
             headers: vec![("Content-Type".into(), Box::from(ct.as_bytes()))],
@@ -964,7 +1085,14 @@ mod tests {
         };
         let conn = blank_conn(Role::Server, i64::MAX);
         let mut rows = RowBuilder::new(&http_events_schema());
-        append_record(&record, &conn, Role::Server, &mut rows, &mut String::new());
+        append_record(
+            &record,
+            &conn,
+            Role::Server,
+            &mut rows,
+            &mut String::new(),
+            true,
+        );
         let row = &HttpRow::from_batch(&rows.finish())[0];
         assert_eq!(row.latency_ns, 0);
         assert_eq!(row.time_ns, i64::MAX);

@@ -1066,6 +1066,7 @@ mod tests {
             max_body_bytes: 64,
             max_header_bytes: 1024,
             max_pending_messages: 16,
+            redact_credentials: true,
         }
     }
 
@@ -1624,6 +1625,7 @@ mod tests {
     fn method_queue_is_bounded() {
         let limits = ParserLimits {
             max_pending_messages: 3,
+            redact_credentials: true,
             ..limits()
         };
         let mut p = MessageParser::new(MessageKind::Response, limits);

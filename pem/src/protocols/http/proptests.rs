@@ -75,6 +75,7 @@ fn limits() -> impl Strategy<Value = ParserLimits> {
         max_body_bytes: body,
         max_header_bytes: header,
         max_pending_messages: pending,
+        redact_credentials: true,
     })
 }
 
@@ -199,6 +200,7 @@ proptest! {
             max_body_bytes: 16,
             max_header_bytes: header,
             max_pending_messages: 4,
+            redact_credentials: true,
         };
         let whole = parse_split(kind, limits, &input, &[usize::MAX]);
         prop_assert_eq!(&parse_split(kind, limits, &input, &sizes), &whole);
@@ -371,6 +373,7 @@ proptest! {
             max_body_bytes: max_body,
             max_header_bytes: 1024,
             max_pending_messages: 16,
+            redact_credentials: true,
         };
         let req_dir = role.request_direction();
         let resp_dir = match req_dir {

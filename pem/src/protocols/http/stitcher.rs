@@ -153,6 +153,7 @@ mod tests {
     fn limits(max_pending: usize) -> ParserLimits {
         ParserLimits {
             max_pending_messages: max_pending,
+            redact_credentials: true,
             ..ParserLimits::default()
         }
     }
