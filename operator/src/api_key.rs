@@ -63,7 +63,7 @@ async fn ensure_pem_token(vz: &Vizier, ns: &str, ctx: &Context) -> Result<(), Er
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     api.patch(
         desired::PEM_TOKEN_SECRET,
-        &PatchParams::apply(&desired::pem_token_manager(&name)),
+        &PatchParams::apply(&desired::shared_secret_manager(&name)),
         &Patch::Apply(&secret),
     )
     .await

@@ -689,7 +689,7 @@ pub fn api_key_secret(vz: &Vizier, key: &str) -> Result<Secret, Error> {
 /// name as data key, and the Vizier as one owner among those of the other Viziers of the
 /// namespace (not the controller: the Secret goes when its last owner does, so deleting
 /// one Vizier never takes another's token). Applied once per Vizier, under its own field
-/// manager ([`pem_token_manager`]), so the Viziers' parts merge.
+/// manager ([`shared_secret_manager`]), so the Viziers' parts merge.
 pub fn pem_token_secret(vz: &Vizier, token: &str) -> Result<Secret, Error> {
     let o = owner(vz)?;
     shared_secret(
@@ -736,8 +736,9 @@ fn shared_secret(
     Ok(secret)
 }
 
-/// The field manager of Vizier `vizier`'s part of `px-pem-token`.
-pub fn pem_token_manager(vizier: &str) -> String {
+/// The field manager of Vizier `vizier`'s part of a Secret its namespace's Viziers share
+/// (`px-pem-token`, `px-tls`).
+pub fn shared_secret_manager(vizier: &str) -> String {
     format!("{FIELD_MANAGER}/{vizier}")
 }
 

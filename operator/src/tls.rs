@@ -149,7 +149,7 @@ pub(crate) async fn ensure(vz: &Vizier, ns: &str, ctx: &Context) -> Result<Durat
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         api.patch(
             TLS_SECRET,
-            &PatchParams::apply(&desired::pem_token_manager(&name)),
+            &PatchParams::apply(&desired::shared_secret_manager(&name)),
             &Patch::Apply(&secret),
         )
         .await

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
-use px_e2e::{Cluster, eventually};
+use px_e2e::Cluster;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -22,7 +22,7 @@ use rcgen::{
 use serde_json::{Value, json};
 
 use super::probes::{WEB, apply, jsonpath, uprobe, wait_tp};
-use super::vizier::{SETTLE, Scratch, assert_operator_never_refused, ok, start_operator};
+use super::vizier::{Scratch, assert_operator_never_refused, ok, start_operator};
 
 const VIZIER: &str = "apiVersion: px.dev/v1alpha1\nkind: Vizier\nmetadata:\n  name: pixie\n  namespace: pl\nspec:\n  version: 0.14.15\n  pemMemoryLimit: 1Gi\n  certManager:\n    issuerRef: {name: corp-ca}\n";
 
@@ -180,12 +180,17 @@ async fn a_vizier_on_a_cert_manager_issuer_runs_on_its_certificates() {
         .await
         .unwrap();
     assert!(out.success(), "{out:?}");
-    let established = eventually(SETTLE, || async {
-        let got = ok(&cluster, &["get", "certificaterequests", "-n", "pl"]).await;
-        Some(got)
-    })
+    ok(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/certificates.cert-manager.io",
+            "crd/certificaterequests.cert-manager.io",
+        ],
+    )
     .await;
-    assert!(established.is_some());
     let signed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cert_manager = stand_in_for_cert_manager(&cluster, signed.clone());
     let operator = start_operator(&cluster, "operator-0").await;
