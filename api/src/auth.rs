@@ -3,21 +3,37 @@
 //! as a bearer token. Kelvin's public API checks the API key with it; the PEM's internal
 //! services check the service token that Kelvin and the operator present ([`Bearer`]).
 
+use std::sync::Arc;
+
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::secret::{ExposeSecret as _, SecretString};
+
 /// Checks each request for the configured token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TokenCheck {
-    token: Option<String>,
+    token: Option<Arc<SecretString>>,
+    /// Where a caller without the key finds it, said in the refusal.
+    hint: Arc<str>,
 }
 
 impl TokenCheck {
-    /// Requires `token` on every request; `None` lets every request through (local mode,
-    /// where the API listens on loopback only).
+    /// Requires `token` on every request; `None` lets every request through (a listener
+    /// told `--allow-unauthenticated`).
     #[must_use]
-    pub fn new(token: Option<String>) -> Self {
-        Self { token }
+    pub fn new(token: Option<SecretString>) -> Self {
+        Self {
+            token: token.map(Arc::new),
+            hint: Arc::from(""),
+        }
+    }
+
+    /// Adds `hint` (where the key is, how to get it) to the message of a refused request.
+    #[must_use]
+    pub fn with_hint(mut self, hint: &str) -> Self {
+        self.hint = Arc::from(hint);
+        self
     }
 }
 
@@ -28,9 +44,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Adds `authorization: Bearer <token>` to every request of a client; nothing without a
 /// token.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Bearer {
     header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value: debug output reaches logs.
+        f.write_str(if self.header.is_some() {
+            "Bearer(<token>)"
+        } else {
+            "Bearer(none)"
+        })
+    }
 }
 
 impl Bearer {
@@ -38,12 +65,15 @@ impl Bearer {
     ///
     /// # Errors
     /// A message when the token is not printable ASCII (it cannot be sent in metadata).
-    pub fn new(token: Option<&str>) -> Result<Self, String> {
+    pub fn new(token: Option<&SecretString>) -> Result<Self, String> {
         let header = token
             .map(|t| {
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| "the token must be printable ASCII".to_owned())
+                let mut value: tonic::metadata::MetadataValue<_> =
+                    format!("Bearer {}", t.expose_secret())
+                        .parse()
+                        .map_err(|_| "the token must be printable ASCII".to_owned())?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
             })
             .transpose()?;
         Ok(Self { header })
@@ -77,14 +107,21 @@ impl Interceptor for TokenCheck {
             })
             .map(str::as_bytes);
         let presented = api_key.or(bearer);
+        let hint = if self.hint.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", self.hint)
+        };
         match presented {
-            Some(token) if same(token, expected.as_bytes()) => Ok(request),
+            Some(token) if same(token, expected.expose_secret().as_bytes()) => Ok(request),
             // Never echo what was sent: it may be someone's credential.
-            Some(_) => Err(Status::unauthenticated("the key or token is not valid")),
-            None => Err(Status::unauthenticated(
+            Some(_) => Err(Status::unauthenticated(format!(
+                "the key or token is not valid{hint}"
+            ))),
+            None => Err(Status::unauthenticated(format!(
                 "this service needs a key: send it as `pixie-api-key` metadata or as \
-                 `authorization: Bearer <key>`",
-            )),
+                 `authorization: Bearer <key>`{hint}"
+            ))),
         }
     }
 }

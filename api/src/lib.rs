@@ -18,6 +18,7 @@
 /// Pixie's public API, package `px.api.vizierpb`.
 pub mod auth;
 pub mod process;
+pub mod secret;
 pub mod tls;
 
 #[allow(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use px_api::secret::ExposeSecret as _;
 
 use crate::run::DEFAULT_ADDR;
 
@@ -19,9 +20,11 @@ pub(crate) struct ApiArgs {
     /// The name the API's certificate carries, when not the host of --addr.
     #[arg(long, global = true)]
     pub(crate) tls_server_name: Option<String>,
-    /// API key, when the API requires one.
-    #[arg(long, env = "PX_API_KEY", hide_env_values = true, global = true)]
-    pub(crate) api_key: Option<String>,
+    /// The file holding the API key [default: the key in the environment variable
+    /// PX_API_KEY, else the file `px local` writes, /run/px/api-key, when readable]. Never
+    /// on the command line, which every user of the machine can read.
+    #[arg(long, env = "PX_API_KEY_FILE", value_name = "FILE", global = true)]
+    pub(crate) api_key_file: Option<PathBuf>,
 }
 
 impl Default for ApiArgs {
@@ -30,7 +33,7 @@ impl Default for ApiArgs {
             addr: DEFAULT_ADDR.to_owned(),
             tls_ca: None,
             tls_server_name: None,
-            api_key: None,
+            api_key_file: None,
         }
     }
 }
@@ -63,12 +66,22 @@ impl ApiArgs {
         })
     }
 
-    /// Adds the API key to a request, when one is set.
+    /// Adds the API key to a request, when there is one.
     pub(crate) fn authorize<T>(&self, request: &mut tonic::Request<T>) -> anyhow::Result<()> {
-        if let Some(key) = &self.api_key {
-            let value = key.parse().context("the API key must be printable ASCII")?;
+        if let Some(key) = crate::key_file::caller_key(self.api_key_file.as_deref())? {
+            let mut value: tonic::metadata::MetadataValue<_> = key
+                .expose_secret()
+                .parse()
+                .context("the API key must be printable ASCII")?;
+            value.set_sensitive(true);
             request.metadata_mut().insert("pixie-api-key", value);
         }
         Ok(())
     }
+}
+
+/// A refusal of the API as a user reads it: its code and its message, which says what to
+/// do (where the key is, for UNAUTHENTICATED).
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the API refused: {:?}: {}", status.code(), status.message())
 }

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use px_tablestore::TableStore;
 use vizier_pem::{Pem, tables};
 
+use crate::key_file::KeyFile;
 use crate::live_view::{HttpRowFormatter, header};
 use crate::quantity::human_bytes;
 
@@ -25,10 +26,15 @@ pub(crate) struct LocalArgs {
     /// Serve the query API (Pixie's VizierService) here, for `px run` and Pixie's clients.
     #[arg(long, default_value = crate::run::DEFAULT_ADDR)]
     addr: std::net::SocketAddr,
-    /// Require this key on every API request (`pixie-api-key` metadata or a bearer
-    /// token). Without it the API is open, to this machine only when --addr is loopback.
-    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    /// Write the key every API request must carry to this file (mode 0600, readable by
+    /// root and the user who ran sudo), where `px run` and `px trace` find it. A new key
+    /// is made at every start, unless PX_API_KEY holds one (then no file is written).
+    #[arg(long, env = "PX_API_KEY_FILE", value_name = "FILE", default_value = crate::key_file::DEFAULT_KEY_FILE)]
+    api_key_file: PathBuf,
+    /// Serve the API and the probe service without a key: any user of this machine (or of
+    /// the network, beyond loopback) may then read every captured request and load probes.
+    #[arg(long)]
+    allow_unauthenticated: bool,
     /// On exit, write counters (rows, bytes, CPU time, peak memory) as JSON to this file.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -47,12 +53,45 @@ impl LocalArgs {
     }
 }
 
+/// The key the API requires (none when told `--allow-unauthenticated`), the file it was
+/// written to, and what a caller without it is told.
+fn api_key(
+    args: &LocalArgs,
+) -> anyhow::Result<(
+    Option<px_api::secret::SecretString>,
+    Option<KeyFile>,
+    String,
+)> {
+    let given = px_api::secret::load("PX_API_KEY", None)?;
+    if args.allow_unauthenticated {
+        if given.is_some() {
+            anyhow::bail!("--allow-unauthenticated and PX_API_KEY contradict each other: drop one");
+        }
+        return Ok((None, None, String::new()));
+    }
+    if let Some(key) = given {
+        let hint = "the key is the one px local was given in PX_API_KEY".to_owned();
+        return Ok((Some(key), None, hint));
+    }
+    let key = px_api::secret::generate().context("cannot make an API key")?;
+    let file = KeyFile::write(&args.api_key_file, &key)?;
+    let hint = format!(
+        "px local wrote its key to {} (readable by {}): run px as one of them, or pass the key in that file as PX_API_KEY (Pixie's clients: as their token)",
+        file.path().display(),
+        file.readers()
+    );
+    Ok((Some(key), Some(file), hint))
+}
+
 pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let config = args.pem.to_config()?;
     let tls = args.api_tls()?;
     let tls_note = if tls.is_some() { "TLS" } else { "no TLS" };
     let mut server = tonic::transport::Server::builder();
     let pem = Pem::start(config)?;
+    // After the PEM started: a run that fails for want of privileges writes no key.
+    let (key, key_file, hint) = api_key(&args)?;
+    let check = kelvin::TokenCheck::new(key).with_hint(&hint);
     let store = pem.store();
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = px_api::process::listen(args.addr, "--addr").await?;
@@ -70,29 +109,38 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
                         let probes = pem.probes();
                         std::sync::Arc::new(move || probes.list())
                     })
-                    .into_server(args.api_key.clone()),
+                    .into_server(check.clone()),
             )
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 vizier_pem::probes::ProbeControl::new(pem.probes()).into_server(),
-                kelvin::TokenCheck::new(args.api_key.clone()),
+                check,
             ))
             .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), async {
                 let _ = api_stopped.await;
             }),
     );
     eprintln!("{}", describe_storage(&store, args.pem.memory_limit));
+    let key_note = match &key_file {
+        Some(file) => format!(
+            "API key in {}, readable by {}",
+            file.path().display(),
+            file.readers()
+        ),
+        None if args.allow_unauthenticated => "no API key".to_owned(),
+        None => "API key from PX_API_KEY".to_owned(),
+    };
     eprintln!(
-        "Query API (Pixie's VizierService, {tls_note}, {}) on {}: try `px run px/http_data`.",
-        if args.api_key.is_some() {
-            "API key required"
-        } else {
-            "no API key"
-        },
+        "Query API (Pixie's VizierService, {tls_note}, {key_note}) on {}: try `px run px/http_data`.",
         args.addr
     );
-    if args.api_key.is_none() && !args.addr.ip().is_loopback() {
+    if args.allow_unauthenticated {
         eprintln!(
-            "warning: the API listens on {} without an API key; set --api-key",
+            "warning: --allow-unauthenticated: any user of {} who reaches {} may read every captured request and load probes",
+            if args.addr.ip().is_loopback() {
+                "this machine"
+            } else {
+                "the network"
+            },
             args.addr
         );
     }

@@ -1,6 +1,7 @@
 //! `px`: the command-line tool. `px local` runs the whole system on this machine.
 
 mod api_client;
+mod key_file;
 mod live_view;
 mod local;
 mod quantity;

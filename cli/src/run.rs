@@ -206,7 +206,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..ExecuteScriptRequest::default()
     });
     args.api.authorize(&mut request)?;
-    let mut stream = client.execute_script(request).await?.into_inner();
+    let mut stream = client
+        .execute_script(request)
+        .await
+        .map_err(crate::api_client::refused)?
+        .into_inner();
     let mut tables: Vec<OutputTable> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     while let Some(response) = stream.message().await? {

@@ -45,7 +45,11 @@ pub(crate) async fn run(args: TraceArgs) -> anyhow::Result<()> {
             let spec = probe_spec(&file)?;
             let mut request = tonic::Request::new(spec);
             args.api.authorize(&mut request)?;
-            let state = client.apply_probe(request).await?.into_inner();
+            let state = client
+                .apply_probe(request)
+                .await
+                .map_err(crate::api_client::refused)?
+                .into_inner();
             println!("{}", describe(&state));
             if state.phase == ProbePhase::Failed as i32 {
                 bail!(
@@ -58,7 +62,12 @@ pub(crate) async fn run(args: TraceArgs) -> anyhow::Result<()> {
         TraceCommand::List => {
             let mut request = tonic::Request::new(ListProbesRequest {});
             args.api.authorize(&mut request)?;
-            let probes = client.list_probes(request).await?.into_inner().probes;
+            let probes = client
+                .list_probes(request)
+                .await
+                .map_err(crate::api_client::refused)?
+                .into_inner()
+                .probes;
             println!("{}", list_table(&probes));
         }
         TraceCommand::Delete { name } => {
@@ -66,7 +75,11 @@ pub(crate) async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 id: local_id(&name),
             });
             args.api.authorize(&mut request)?;
-            let state = client.remove_probe(request).await?.into_inner();
+            let state = client
+                .remove_probe(request)
+                .await
+                .map_err(crate::api_client::refused)?
+                .into_inner();
             println!("{}", describe(&state));
         }
     }

@@ -77,6 +77,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Where the `px local` serving `addr` writes its API key: one file per instance, so the
+/// tests' instances (and a `px local` of the machine's user) do not share one.
+fn key_file(addr: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("api-key-{}", addr.replace(':', "-")))
+}
+
+/// The key of the `px local` serving `addr`.
+fn key(addr: &str) -> String {
+    std::fs::read_to_string(key_file(addr))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 fn start_px(addr: &str, extra: &[&str]) -> Guarded {
     let mut child = Command::new(PX)
         .args([
@@ -87,6 +101,8 @@ fn start_px(addr: &str, extra: &[&str]) -> Guarded {
             "--addr",
             addr,
         ])
+        .arg("--api-key-file")
+        .arg(key_file(addr))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -151,6 +167,8 @@ fn run_pxapi_with(
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pxapi/run_script.py"))
         .args([addr, file.to_str().unwrap(), table])
         .args(ca)
+        // Pixie's client takes px local's key as its token.
+        .env("PX_API_KEY", key(addr))
         .output()
         .unwrap();
     assert!(
@@ -272,6 +290,7 @@ fn with_a_certificate_the_api_speaks_only_tls() {
     let px_run = |extra: &[&str]| {
         Command::new(PX)
             .args(["run", "px/schemas", "-o", "json", "--addr", &addr])
+            .env("PX_API_KEY_FILE", key_file(&addr))
             .args(extra)
             .output()
             .unwrap()
@@ -348,9 +367,19 @@ fn px_run_prints_the_requests_px_local_captured() {
     );
 }
 
-/// Runs `px` with `args`; its stdout, or a failure with its stderr.
+/// Runs `px` with `args` (which name the `px local` with `--addr`), with that instance's
+/// key file; its stdout, or a failure with its stderr.
 fn px(args: &[&str]) -> String {
-    let output = Command::new(PX).args(args).output().unwrap();
+    let addr = args
+        .iter()
+        .position(|a| *a == "--addr")
+        .map(|i| args[i + 1])
+        .expect("px() needs --addr");
+    let output = Command::new(PX)
+        .args(args)
+        .env("PX_API_KEY_FILE", key_file(addr))
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "px {args:?}: {}",
@@ -445,4 +474,100 @@ fn px_trace_loads_the_clusters_tracepoint_yaml_and_removes_it_with_its_table() {
         "the table is dropped: {after:#?}"
     );
     let _ = std::fs::remove_file(&status_script);
+}
+
+/// Runs `px` as `nobody` with no capabilities (another user of this machine), with
+/// `key` in PX_API_KEY when given.
+fn px_as_nobody(args: &[&str], key: Option<&str>) -> std::process::Output {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(PX)
+        .args(args)
+        .env_remove("PX_API_KEY")
+        .env_remove("PX_API_KEY_FILE");
+    if let Some(key) = key {
+        command.env("PX_API_KEY", key);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn another_user_of_the_machine_can_neither_query_nor_load_probes_without_the_key() {
+    let Some((_px, addr)) = px_local() else {
+        return;
+    };
+    let file = key_file(&addr);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the key file is for its owner only");
+
+    // Without the key: refused, and told where the key is.
+    let query = ["run", "px/schemas", "-o", "json", "--addr", &addr];
+    let refused = px_as_nobody(&query, None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("Unauthenticated") && stderr.contains(&file.display().to_string()),
+        "says where the key is: {stderr}"
+    );
+    // The key file itself cannot be read by that user.
+    let named = px_as_nobody(
+        &[
+            "run",
+            "px/schemas",
+            "--addr",
+            &addr,
+            "--api-key-file",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&named.stderr).contains("cannot read the key file"),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    // A wrong key is refused too, without echoing it.
+    let wrong = px_as_nobody(&query, Some("guessed-key"));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("not valid") && !stderr.contains("guessed-key"),
+        "{stderr}"
+    );
+
+    // No probe loads without the key: a kernel tracepoint would show this user every
+    // file any process opens.
+    let manifest = repo().join("crds/examples/tracepoint-openat.yaml");
+    let apply = [
+        "trace",
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ];
+    let load = px_as_nobody(&apply, None);
+    assert!(!load.status.success());
+    assert!(String::from_utf8_lossy(&load.stderr).contains("Unauthenticated"));
+    let listed = px(&["trace", "list", "--addr", &addr]);
+    assert!(
+        !listed.contains("opens"),
+        "a probe loaded without the key: {listed}"
+    );
+
+    // With the key, the same user queries.
+    let key = key(&addr);
+    let allowed = px_as_nobody(&query, Some(&key));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("http_events"));
 }

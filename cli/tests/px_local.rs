@@ -43,10 +43,21 @@ impl Drop for Guarded {
     }
 }
 
+/// Key files made so far by this test binary.
+static KEYS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Starts `px local` and waits until it is tracing.
 fn start_px(args: &[&str]) -> Child {
+    // Each instance's key in a file of its own: not the machine's /run/px/api-key.
+    let key_file = std::env::temp_dir().join(format!(
+        "px-local-test-key-{}-{}",
+        std::process::id(),
+        KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut child = Command::new(PX)
         .arg("local")
+        .arg("--api-key-file")
+        .arg(&key_file)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -26,7 +26,7 @@ pub use retention::{
 pub use tracepoint::{
     Abi, Column, ColumnSource, ColumnType, HostTarget, MAX_FAILURES, NodeCounts, NodeFailure,
     NodeProbeState, PodTarget, Probe, Rollup, Target, Tracepoint, TracepointPhase, TracepointSpec,
-    TracepointStatus, UserFunction, roll_up,
+    TracepointStatus, UserFunction, binary_path_problem, roll_up,
 };
 pub use vizier::{
     CertManager, ClockConverter, DataAccess, DataCollectorParams, IssuerRef,

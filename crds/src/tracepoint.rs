@@ -531,6 +531,30 @@ impl Rollup {
     }
 }
 
+/// What is wrong with `spec.probe.uprobe.binary`, if anything: it must be an absolute,
+/// normalised path (no empty, `.` or `..` segment, no white space), as the PEM resolves it
+/// inside the target's root. The operator refuses such a Tracepoint; the PEM refuses the
+/// same probe again, because `px trace` and any holder of its token reach it directly.
+#[must_use]
+pub fn binary_path_problem(binary: &str) -> Option<String> {
+    let bad_segment = binary.strip_prefix('/').map(|rest| {
+        rest.split('/')
+            .find(|s| s.is_empty() || *s == "." || *s == "..")
+    });
+    match bad_segment {
+        None => Some(format!(
+            "spec.probe.uprobe.binary {binary:?} must be an absolute path"
+        )),
+        Some(Some(segment)) => Some(format!(
+            "spec.probe.uprobe.binary {binary:?} has a {segment:?} segment; write the path without it"
+        )),
+        Some(None) if binary.chars().any(char::is_whitespace) => Some(format!(
+            "spec.probe.uprobe.binary {binary:?} contains white space"
+        )),
+        Some(None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -118,7 +118,7 @@ async fn main() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(Kelvin::new(Arc::clone(&store)).into_server(None))
+            .add_service(Kelvin::new(Arc::clone(&store)).into_server(kelvin::TokenCheck::new(None)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -48,11 +48,13 @@ struct Args {
     /// Kubernetes quantity (e.g. 1Gi); past it a query fails with RESOURCE_EXHAUSTED.
     #[arg(long, env = "PX_KELVIN_QUERY_MEMORY", default_value = "1Gi", value_parser = parse_bytes)]
     query_memory_limit: u64,
-    /// Require this key on every request (`pixie-api-key` metadata or a bearer token).
-    #[arg(long, env = "PX_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    /// Require the key in this file on every request (`pixie-api-key` metadata or a
+    /// bearer token) [default: the key in the environment variable PX_API_KEY]. Never on
+    /// the command line, which every user of the machine can read.
+    #[arg(long, env = "PX_API_KEY_FILE", value_name = "FILE")]
+    api_key_file: Option<std::path::PathBuf>,
     /// Serve without an API key: anyone who reaches the port may query every node.
-    #[arg(long, conflicts_with = "api_key")]
+    #[arg(long)]
     allow_unauthenticated: bool,
     #[command(flatten)]
     tls: px_api::tls::ServerTlsArgs,
@@ -78,9 +80,10 @@ struct Args {
     /// The name the PEMs' certificates carry, when not the host of their URLs.
     #[arg(long, env = "PX_PEM_TLS_SERVER_NAME")]
     pem_tls_server_name: Option<String>,
-    /// The token the PEMs require (their `--service-token`), sent on every call.
-    #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
-    pem_token: Option<String>,
+    /// The file holding the token the PEMs require, sent on every call [default: the
+    /// token in the environment variable PX_PEM_SERVICE_TOKEN].
+    #[arg(long, env = "PX_PEM_SERVICE_TOKEN_FILE", value_name = "FILE")]
+    pem_token_file: Option<std::path::PathBuf>,
     /// Watch the cluster (Pods, Services, EndpointSlices, ReplicaSets, Nodes, with the
     /// pod's ServiceAccount or KUBECONFIG) so queries can name the pod, service,
     /// namespace and node of every row.
@@ -145,17 +148,24 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.api_key.is_none() && !args.allow_unauthenticated {
-        anyhow::bail!(
-            "no API key: set --api-key (or PX_API_KEY), or pass --allow-unauthenticated to serve anyone who can reach {}",
+    let api_key = px_api::secret::load("PX_API_KEY", args.api_key_file.as_deref())?;
+    match (&api_key, args.allow_unauthenticated) {
+        (None, false) => anyhow::bail!(
+            "no API key: put it in PX_API_KEY or in a file named by --api-key-file, or pass --allow-unauthenticated to serve anyone who can reach {}",
             args.listen
-        );
+        ),
+        (Some(_), true) => {
+            anyhow::bail!("--allow-unauthenticated and an API key contradict each other: drop one")
+        }
+        _ => {}
     }
+    let pem_token = px_api::secret::load("PX_PEM_SERVICE_TOKEN", args.pem_token_file.as_deref())?
+        .map(std::sync::Arc::new);
     let tls = args.tls.server_config()?;
     // Followed: a renewed client certificate reaches new connections without a restart.
     let pem_tls = args.pem_tls().follow()?;
     let connect = {
-        let token = args.pem_token.clone();
+        let token = pem_token;
         let pem_tls = pem_tls.clone();
         move |name: &str, url: &str| {
             let tls = url
@@ -226,7 +236,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, "serving the query API");
     let _tasks = tasks;
     server
-        .add_service(kelvin.into_server(args.api_key))
+        .add_service(kelvin.into_server(kelvin::TokenCheck::new(api_key)))
         .serve_with_incoming_shutdown(px_api::tls::incoming(incoming, tls), shutdown)
         .await
         .context("query API failed")

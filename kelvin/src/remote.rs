@@ -163,7 +163,10 @@ impl RemotePem {
     ///
     /// # Errors
     /// [`PemError::BadAddress`] when the token cannot be sent (not printable ASCII).
-    pub fn with_token(self, token: Option<&str>) -> Result<Self, PemError> {
+    pub fn with_token(
+        self,
+        token: Option<&px_api::secret::SecretString>,
+    ) -> Result<Self, PemError> {
         let bearer = Bearer::new(token).map_err(|reason| PemError::BadAddress {
             name: self.name.clone(),
             addr: self.addr.clone(),

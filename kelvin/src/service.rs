@@ -227,13 +227,10 @@ impl Kelvin {
         crate::roll_up_tracepoints(&nodes)
     }
 
-    /// The gRPC service, requiring `token` on every request when one is given.
+    /// The gRPC service, admitting the requests `check` admits.
     #[must_use]
-    pub fn into_server(self, token: Option<String>) -> crate::VizierServer {
-        px_api::vizierpb::vizier_service_server::VizierServiceServer::with_interceptor(
-            self,
-            crate::TokenCheck::new(token),
-        )
+    pub fn into_server(self, check: crate::TokenCheck) -> crate::VizierServer {
+        px_api::vizierpb::vizier_service_server::VizierServiceServer::with_interceptor(self, check)
     }
 }
 

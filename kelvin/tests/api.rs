@@ -57,7 +57,7 @@ async fn serve() -> Channel {
 async fn serve_kelvin(kelvin: Kelvin) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = kelvin.into_server(Some(KEY.to_owned()));
+    let server = kelvin.into_server(kelvin::TokenCheck::new(Some(KEY.to_owned().into())));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)

@@ -51,7 +51,7 @@ pub const KELVIN_PORT: u16 = 50300;
 pub const DEFAULT_REGISTRY: &str = "px";
 /// The key of the API-key Secret's `data` that holds the key.
 pub const API_KEY_SECRET_KEY: &str = "key";
-/// The environment variable Kelvin reads its API key from (`kelvin --api-key`).
+/// The environment variable Kelvin reads its API key from (never a command-line flag).
 pub const API_KEY_ENV: &str = "PX_API_KEY";
 /// The Secret, one per namespace, holding the PEMs' service token of each Vizier there,
 /// under the Vizier's name as data key. A fixed name, so that the operator's RBAC can

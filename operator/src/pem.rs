@@ -62,7 +62,7 @@ pub struct Address {
     /// The PEM pod's IP.
     pub ip: String,
     /// The token it requires.
-    token: Option<String>,
+    token: Option<px_api::secret::SecretString>,
     /// Its TLS; a call without is refused before it is made.
     tls: Option<crate::tls::PemTls>,
 }
@@ -72,7 +72,7 @@ impl Address {
     pub fn new(ip: &str, token: Option<&str>, tls: Option<crate::tls::PemTls>) -> Self {
         Self {
             ip: ip.to_string(),
-            token: token.map(String::from),
+            token: token.map(|t| t.to_owned().into()),
             tls,
         }
     }
@@ -187,7 +187,7 @@ fn client(address: &Address) -> Result<(String, PemClient), CallError> {
         .as_ref()
         .ok_or_else(|| CallError::NoCertificate { addr: addr.clone() })?;
     let channel = channel(&addr, tls)?;
-    let bearer = Bearer::new(address.token.as_deref()).map_err(|reason| CallError::Token {
+    let bearer = Bearer::new(address.token.as_ref()).map_err(|reason| CallError::Token {
         addr: addr.clone(),
         reason,
     })?;

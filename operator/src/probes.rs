@@ -66,25 +66,10 @@ impl Invalid {
     }
 }
 
-/// `spec.probe.uprobe.binary`: an absolute, normalised path (no empty, `.` or `..`
-/// segment), as the PEM resolves it inside the target's root.
+/// `spec.probe.uprobe.binary`: see [`px_crds::binary_path_problem`] (the PEM checks the
+/// same again, for callers that reach it directly).
 fn check_binary(binary: &str) -> Result<(), Invalid> {
-    let bad_segment = binary.strip_prefix('/').map(|rest| {
-        rest.split('/')
-            .find(|s| s.is_empty() || *s == "." || *s == "..")
-    });
-    match bad_segment {
-        None => Err(Invalid::spec(format!(
-            "spec.probe.uprobe.binary {binary:?} must be an absolute path"
-        ))),
-        Some(Some(segment)) => Err(Invalid::spec(format!(
-            "spec.probe.uprobe.binary {binary:?} has a {segment:?} segment; write the path without it"
-        ))),
-        Some(None) if binary.chars().any(char::is_whitespace) => Err(Invalid::spec(format!(
-            "spec.probe.uprobe.binary {binary:?} contains white space"
-        ))),
-        Some(None) => Ok(()),
-    }
+    px_crds::binary_path_problem(binary).map_or(Ok(()), |m| Err(Invalid::spec(m)))
 }
 
 /// `spec.probe.uprobe.symbol`: dots separate non-empty parts; parentheses, when present,

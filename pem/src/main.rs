@@ -26,11 +26,16 @@ struct Args {
     pem: PemArgs,
     #[command(flatten)]
     tls: px_api::tls::ServerTlsArgs,
-    /// Require this token (`authorization: Bearer ...`) on every call of the table and
-    /// probe services: whoever can load probes can read any process's memory. The
+    /// Require the token in this file (`authorization: Bearer ...`) on every call of the
+    /// table and probe services [default: the token in the environment variable
+    /// PX_PEM_SERVICE_TOKEN]: whoever can load probes can read any process's memory. The
     /// operator passes it from the Vizier's `px-pem-token` Secret, as Kelvin gets it.
-    #[arg(long, env = "PX_PEM_SERVICE_TOKEN", hide_env_values = true)]
-    service_token: Option<String>,
+    #[arg(long, env = "PX_PEM_SERVICE_TOKEN_FILE", value_name = "FILE")]
+    service_token_file: Option<std::path::PathBuf>,
+    /// Serve beyond loopback without a token: anyone who reaches the port may read the
+    /// tables and load probes.
+    #[arg(long)]
+    allow_unauthenticated: bool,
     /// The node this PEM runs on (the downward API's `spec.nodeName`), reported with its
     /// processes so Kelvin can name the node of every row.
     #[arg(long, env = "NODE_NAME", default_value = "")]
@@ -59,6 +64,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let token = px_api::secret::load("PX_PEM_SERVICE_TOKEN", args.service_token_file.as_deref())?;
+    if token.is_none() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+        anyhow::bail!(
+            "no service token to serve {} with: put it in PX_PEM_SERVICE_TOKEN or in a file named by --service-token-file, or pass --allow-unauthenticated to let anyone who can reach it read the tables and load probes",
+            args.listen
+        );
+    }
     let tls = args.tls.server_config()?;
     let mut config = args.pem.to_config()?;
     config.asid = args.asid.unwrap_or_else(|| default_asid(&args.listen));
@@ -75,13 +87,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "tracing; serving the table and probe services"
     );
     let shutdown = px_api::process::shutdown_signal()?;
-    if args.service_token.is_none() && !args.listen.ip().is_loopback() {
+    if token.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %args.listen,
-            "no --service-token: anyone who can reach this address can read the tables and load probes"
+            "--allow-unauthenticated: anyone who can reach this address can read the tables and load probes"
         );
     }
-    let check = px_api::auth::TokenCheck::new(args.service_token.clone());
+    let check = px_api::auth::TokenCheck::new(token);
     let mut server = tonic::transport::Server::builder();
     server
         .add_service(InterceptedService::new(

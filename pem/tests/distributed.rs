@@ -190,7 +190,7 @@ async fn serve_kelvin(kelvin: Kelvin) -> Channel {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(kelvin.into_server(None))
+            .add_service(kelvin.into_server(kelvin::TokenCheck::new(None)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -424,6 +424,32 @@ fn a_cgroup_that_is_not_one_is_refused_by_name() {
     );
 }
 
+#[test]
+fn beyond_loopback_it_refuses_to_serve_without_a_token_unless_told() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
+        .args(["--listen", "0.0.0.0:0", "--disable-tls"])
+        .env_remove("PX_PEM_SERVICE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no service token")
+            && stderr.contains("PX_PEM_SERVICE_TOKEN")
+            && stderr.contains("--allow-unauthenticated"),
+        "{stderr}"
+    );
+    // A token on the command line is not taken: every user reads /proc/PID/cmdline.
+    let output = Command::new(env!("CARGO_BIN_EXE_vizier-pem"))
+        .args(["--listen", "127.0.0.1:0", "--service-token", "t"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unexpected argument '--service-token'")
+    );
+}
+
 /// Certificates from `scripts/test-certs.sh` in a fresh directory.
 fn certificates() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("distributed-tls");
@@ -521,7 +547,7 @@ async fn a_pem_with_a_service_token_answers_only_callers_that_present_it() {
     let kelvin_with = |token: Option<&str>| {
         let pem = RemotePem::new("node-a", &url, None)
             .unwrap()
-            .with_token(token)
+            .with_token(token.map(|t| t.to_owned().into()).as_ref())
             .unwrap();
         Kelvin::over_pems(RemotePems::new(vec![pem]))
     };

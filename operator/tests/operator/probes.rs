@@ -218,7 +218,7 @@ pub(super) async fn pem_client(
     let channel = pem_channel(cluster, &ip, true).await?;
     // The PEMs' service token, as Kelvin and the operator present it.
     let token = pem_token(cluster).await;
-    let bearer = Bearer::new(token.as_deref()).ok()?;
+    let bearer = Bearer::new(token.map(Into::into).as_ref()).ok()?;
     Some(ProbeServiceClient::with_interceptor(channel, bearer))
 }
 

@@ -139,7 +139,7 @@ pub(super) fn privileged() -> bool {
 async fn tables_on(cluster: &Cluster, node: &str) -> Option<Vec<String>> {
     let ip = pem_ip(cluster, node).await?;
     let channel = pem_channel(cluster, &ip, true).await?;
-    let bearer = Bearer::new(pem_token(cluster).await.as_deref()).ok()?;
+    let bearer = Bearer::new(pem_token(cluster).await.map(Into::into).as_ref()).ok()?;
     let listed = TableServiceClient::with_interceptor(channel, bearer)
         .list_tables(ListTablesRequest {})
         .await
@@ -291,7 +291,7 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     assert!(refused_plaintext, "a PEM answered in the clear");
     // With the token but without a certificate: refused by TLS (with TLS 1.3 the client
     // learns it at its first call, not at the handshake).
-    let bearer = Bearer::new(pem_token(&cluster).await.as_deref()).unwrap();
+    let bearer = Bearer::new(pem_token(&cluster).await.map(Into::into).as_ref()).unwrap();
     let refused_without_certificate = match pem_channel(&cluster, &ip, false).await {
         None => true,
         Some(channel) => ProbeServiceClient::with_interceptor(channel, bearer)

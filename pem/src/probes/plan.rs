@@ -284,9 +284,15 @@ fn comm_of(executable: &str) -> [u8; 16] {
     comm
 }
 
-/// The binary as this process can open it: `root` joined with the path the target sees.
+/// The binary as this process can open it: the path the target sees, resolved inside
+/// `root`. The path is checked again here as the operator checks it: `px trace` and any
+/// holder of the PEM's token reach the probe service without the operator.
 fn resolve_binary(root: &Path, binary: &str) -> Result<PathBuf, ProbeFailure> {
-    let path = root.join(binary.trim_start_matches('/'));
+    if let Some(problem) = px_crds::binary_path_problem(binary) {
+        return Err(ProbeFailure::new("InvalidSpec", problem));
+    }
+    let path = super::targets::resolve_in_root(root, binary)
+        .map_err(|m| ProbeFailure::new("BinaryOutsideRoot", m))?;
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => Ok(path),
         Ok(_) => Err(ProbeFailure::new(
@@ -714,6 +720,47 @@ mod tests {
         let err = plan(&s, Path::new("/nonexistent"), Path::new("/")).expect_err("refused");
         assert_eq!(err.reason, "BinaryNotFound");
         assert!(err.message.contains("/no/such/bin"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_path_the_operator_would_refuse_is_refused_here_too() {
+        for (binary, says) in [
+            ("/usr/bin/../../etc/shadow", "\"..\" segment"),
+            ("bin/sh", "absolute path"),
+            ("/usr//bin/sh", "\"\" segment"),
+        ] {
+            let s = spec(&format!(
+                r#"{{"probe":{{"uprobe":{{"binary":"{binary}","symbol":"f"}}}},
+                    "target":{{"host":{{}}}},"table":"t","columns":[{{"name":"p","source":"Pid"}}]}}"#
+            ));
+            let err = plan(&s, Path::new("/nonexistent"), Path::new("/")).expect_err(binary);
+            assert_eq!(err.reason, "InvalidSpec", "{binary}");
+            assert!(err.message.contains(says), "{binary}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn links_resolve_inside_the_targets_root_and_may_not_climb_out() {
+        let root = std::env::temp_dir().join(format!("px-plan-root-{}", std::process::id()));
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).expect("root");
+        std::fs::write(bin.join("app"), b"\x7fELF").expect("app");
+        // An absolute link means the container's /usr/bin/app, not this machine's.
+        std::os::unix::fs::symlink("/usr/bin/app", bin.join("abs")).expect("link");
+        std::os::unix::fs::symlink("../../../../etc/passwd", bin.join("out")).expect("link");
+        let inside =
+            super::super::targets::resolve_in_root(&root, "/usr/bin/abs").expect("resolves");
+        assert_eq!(inside, bin.join("app"));
+        let out =
+            super::super::targets::resolve_in_root(&root, "/usr/bin/out").expect_err("refused");
+        assert!(out.contains("above the target's root"), "{out}");
+        let s = spec(
+            r#"{"probe":{"uprobe":{"binary":"/usr/bin/out","symbol":"f","abi":"SysV"}},
+                "target":{"host":{}},"table":"t","columns":[{"name":"p","source":"Pid"}]}"#,
+        );
+        let err = plan(&s, Path::new("/nonexistent"), &root).expect_err("refused");
+        assert_eq!(err.reason, "BinaryOutsideRoot");
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 
     #[test]

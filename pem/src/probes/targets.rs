@@ -30,7 +30,9 @@ impl Target {
         let mut seen = Vec::new();
         let mut paths = Vec::new();
         for root in std::iter::once(&self.root).chain(&self.roots) {
-            let path = root.join(binary.trim_start_matches('/'));
+            let Ok(path) = resolve_in_root(root, binary) else {
+                continue;
+            };
             if let Ok(m) = std::fs::metadata(&path)
                 && !seen.contains(&(m.dev(), m.ino()))
             {
@@ -40,6 +42,60 @@ impl Target {
         }
         paths
     }
+}
+
+/// Symbolic links followed while resolving one path, as the kernel allows.
+const MAX_LINKS: usize = 40;
+
+/// `path`, as a process whose root is `root` sees it, as a path this process can open:
+/// symbolic links are followed inside `root` (an absolute link starts again at `root`,
+/// not at this process's root), so a container's `/usr/bin/app -> /etc/shadow` names the
+/// container's file, never the node's. A link that climbs above `root` is refused.
+///
+/// # Errors
+/// A message when a link leads above `root` or there are too many links.
+pub(crate) fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: std::collections::VecDeque<String> = parts(path).into();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            if resolved.pop().is_none() {
+                return Err(format!("{path} leads above the target's root"));
+            }
+            continue;
+        }
+        let here: PathBuf = std::iter::once(root.to_path_buf())
+            .chain(resolved.iter().map(PathBuf::from))
+            .chain(std::iter::once(PathBuf::from(&part)))
+            .collect();
+        let is_link = std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            resolved.push(part);
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(format!("{path} has more than {MAX_LINKS} symbolic links"));
+        }
+        let target = std::fs::read_link(&here).map_err(|e| format!("{path}: {e}"))?;
+        let target = target.to_string_lossy();
+        if target.starts_with('/') {
+            resolved.clear();
+        }
+        let mut next: std::collections::VecDeque<String> = parts(&target).into();
+        next.extend(pending.drain(..));
+        pending = next;
+    }
+    Ok(std::iter::once(root.to_path_buf())
+        .chain(resolved.iter().map(PathBuf::from))
+        .collect())
 }
 
 /// The target of `spec` on this node; `None` while none of its pods has a process here.
