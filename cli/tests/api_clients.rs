@@ -127,10 +127,10 @@ fn px_local() -> Option<(Guarded, String)> {
     Some((start_px(&addr, &[]), addr))
 }
 
-fn traffic() -> (Guarded, u32) {
-    let peer = repo().join("pem/tests/peer/http_peer.py");
+/// The test HTTP server, and the port it listens on.
+fn peer_server() -> (Guarded, String) {
     let mut server = Command::new("python3")
-        .arg(&peer)
+        .arg(repo().join("pem/tests/peer/http_peer.py"))
         .arg("server")
         .stdout(Stdio::piped())
         .spawn()
@@ -139,14 +139,19 @@ fn traffic() -> (Guarded, u32) {
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
+    (Guarded(server), port.trim().to_owned())
+}
+
+fn traffic() -> (Guarded, u32) {
+    let (server, port) = peer_server();
     let client = Command::new("python3")
-        .arg(&peer)
-        .args(["client", "basic", "--port", port.trim()])
+        .arg(repo().join("pem/tests/peer/http_peer.py"))
+        .args(["client", "basic", "--port", &port])
         .output()
         .unwrap();
     assert!(client.status.success());
-    let pid = server.id();
-    (Guarded(server), pid)
+    let pid = server.0.id();
+    (server, pid)
 }
 
 fn run_pxapi(python: &Path, addr: &str, script: &str, table: &str) -> Vec<serde_json::Value> {
@@ -570,4 +575,43 @@ fn another_user_of_the_machine_can_neither_query_nor_load_probes_without_the_key
         String::from_utf8_lossy(&allowed.stderr)
     );
     assert!(String::from_utf8_lossy(&allowed.stdout).contains("http_events"));
+}
+
+#[test]
+fn px_local_takes_the_data_access_mode_of_a_vizier() {
+    if !is_root() {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _px = start_px(&addr, &["--data-access", "PIIRestricted"]);
+    let (_server, port) = peer_server();
+    let tag = format!("pii-{}", std::process::id());
+    let status = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--data-binary",
+            "card 4111 1111 1111 1111 of carol@example.net",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/echo?{tag}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sql = format!("SELECT req_body FROM http_events WHERE req_path LIKE '%{tag}'");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = json_rows(&px(&["run", "--sql", &sql, "-o", "json", "--addr", &addr]));
+        if rows.len() >= 2 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(rows.len() >= 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(
+            row["req_body"], "card <REDACTED_CC_NUMBER> of <REDACTED_EMAIL>",
+            "{row}"
+        );
+    }
 }

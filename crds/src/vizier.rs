@@ -165,18 +165,14 @@ impl VizierSpec {
     /// yet, by their paths: listed in the `IgnoredFields` condition rather than dropped
     /// silently.
     pub fn unhonoured_fields(&self) -> Vec<&'static str> {
-        let restricted = self.data_access.is_some_and(|a| a != DataAccess::Full);
         let spike = self
             .data_collector_params
             .as_ref()
             .is_some_and(|p| p.datastream_buffer_spike_size.is_some());
-        [
-            ("dataAccess", restricted),
-            ("dataCollectorParams.datastreamBufferSpikeSize", spike),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
+        [("dataCollectorParams.datastreamBufferSpikeSize", spike)]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect()
     }
 
     /// The `IgnoredFields` condition for this spec: True, naming the fields not applied
@@ -545,14 +541,16 @@ mod tests {
         );
         assert_eq!(
             cond.message,
-            "these fields are accepted and not applied yet: dataAccess, dataCollectorParams.datastreamBufferSpikeSize; these only mean something to Pixie Cloud and are ignored: deployKey"
+            "these fields are accepted and not applied yet: dataCollectorParams.datastreamBufferSpikeSize; these only mean something to Pixie Cloud and are ignored: deployKey"
         );
-        let full: VizierSpec =
-            serde_json::from_value(serde_json::json!({"dataAccess": "Full"})).unwrap();
-        assert!(
-            full.unhonoured_fields().is_empty(),
-            "Full is what the PEMs do"
-        );
+        for access in ["Full", "Restricted", "PIIRestricted"] {
+            let spec: VizierSpec =
+                serde_json::from_value(serde_json::json!({ "dataAccess": access })).unwrap();
+            assert!(
+                spec.unhonoured_fields().is_empty(),
+                "the PEMs apply {access}"
+            );
+        }
     }
 
     #[test]

@@ -274,6 +274,14 @@ pub fn pem_args(vz: &Vizier, memory: &PemMemory) -> (Vec<String>, Vec<EnvVar>) {
     if params.and_then(|p| p.keep_credential_headers) == Some(true) {
         args.push("--keep-credential-headers".to_string());
     }
+    // The PEM redacts as rows enter its tables: no query sees more than this.
+    match vz.spec.data_access {
+        None | Some(px_crds::DataAccess::Full) => {}
+        Some(px_crds::DataAccess::Restricted) => args.push("--data-access=Restricted".to_string()),
+        Some(px_crds::DataAccess::PiiRestricted) => {
+            args.push("--data-access=PIIRestricted".to_string());
+        }
+    }
     let mut env = Vec::new();
     let flags = params.and_then(|p| p.custom_pem_flags.as_ref());
     for (name, value) in flags.into_iter().flatten() {
@@ -1067,6 +1075,36 @@ mod tests {
         assert!(args(Some(true)).contains(&flag));
         assert!(!args(Some(false)).contains(&flag));
         assert!(!args(None).contains(&flag), "redacted by default");
+    }
+
+    #[test]
+    fn the_data_access_mode_reaches_the_pems() {
+        let args = |access| {
+            let vz = vizier(VizierSpec {
+                data_access: access,
+                ..VizierSpec::default()
+            });
+            pem_container(&pem_daemonset(&vz).unwrap())
+                .args
+                .clone()
+                .unwrap()
+        };
+        let with = |a: &[String]| {
+            a.iter()
+                .filter(|a| a.starts_with("--data-access"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            with(&args(Some(px_crds::DataAccess::Restricted))),
+            ["--data-access=Restricted"]
+        );
+        assert_eq!(
+            with(&args(Some(px_crds::DataAccess::PiiRestricted))),
+            ["--data-access=PIIRestricted"]
+        );
+        assert!(with(&args(Some(px_crds::DataAccess::Full))).is_empty());
+        assert!(with(&args(None)).is_empty(), "Full by default");
     }
 
     #[test]

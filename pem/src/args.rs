@@ -34,6 +34,12 @@ pub struct PemArgs {
     /// its name): whoever may query the tables should not get every session's secrets.
     #[arg(long, env = "PX_PEM_KEEP_CREDENTIAL_HEADERS")]
     pub keep_credential_headers: bool,
+    /// What queries may see of the sensitive columns (bodies and headers): Full,
+    /// Restricted (they hold `REDACTED`) or PIIRestricted (e-mail and IP addresses, card,
+    /// IBAN, IMEI and social security numbers, MAC addresses masked), as Pixie's
+    /// `dataAccess`. Applied before rows are stored: no query sees the raw values.
+    #[arg(long, env = "PX_PEM_DATA_ACCESS", default_value = "Full", value_parser = parse_data_access)]
+    pub data_access: px_tablestore::DataAccess,
     /// Bytes buffered per connection and direction while a message's head (request or
     /// status line and headers) is incomplete, 1Ki to 1Mi; a longer head is not parsed
     /// (the Vizier's `dataCollectorParams.datastreamBufferSize`).
@@ -68,6 +74,7 @@ impl PemArgs {
         config.chunk_limit = self.chunk_limit;
         config.max_body_bytes = self.max_body_bytes;
         config.keep_credential_headers = self.keep_credential_headers;
+        config.data_access = self.data_access;
         config.ring_buffer_bytes =
             u32::try_from(self.ring_buffer).map_err(|_| Error::InvalidConfig {
                 reason: "--ring-buffer must be below 4Gi".to_owned(),
@@ -96,6 +103,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
             "{text:?} is not a Kubernetes quantity; write it like 2Gi, 512Mi or 1G"
         )),
     }
+}
+
+fn parse_data_access(text: &str) -> Result<px_tablestore::DataAccess, String> {
+    text.parse()
 }
 
 fn parse_table_limit(text: &str) -> Result<(String, u64), String> {

@@ -26,6 +26,9 @@ pub struct PemConfig {
     /// `Proxy-Authorization`, `X-Api-Key`) in `http_events`; by default they are
     /// recorded as present and redacted.
     pub keep_credential_headers: bool,
+    /// What the tables' sensitive columns (bodies, headers) keep: the Vizier's
+    /// `dataAccess`, applied as rows enter the store, so no query sees more.
+    pub data_access: px_tablestore::DataAccess,
     /// This agent's short id, the high 32 bits of every UPID it writes.
     pub asid: u32,
     /// How often `conn_stats` is sampled (Pixie: 5 s).
@@ -62,6 +65,7 @@ impl PemConfig {
             datastream_buffer_bytes: 8 << 10,
             max_body_bytes: 512,
             keep_credential_headers: false,
+            data_access: px_tablestore::DataAccess::Full,
             asid: 0,
             conn_stats_interval: Duration::from_secs(5),
             poll_interval: Duration::from_millis(20),

@@ -62,6 +62,7 @@ impl Pem {
     pub fn start(config: PemConfig) -> Result<Self, Error> {
         config.validate()?;
         let store = Arc::new(TableStore::new(config.budgets.clone())?);
+        store.set_data_access(config.data_access);
         for entry in REGISTRY {
             store.create_table((entry.table)())?;
         }

@@ -583,3 +583,105 @@ async fn a_pem_with_a_service_token_answers_only_callers_that_present_it() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     drop(pem);
 }
+
+/// A POST from curl on this host to a server on this host, carrying personal data in
+/// its body and a header; every host-wide PEM traces both ends. The request's path holds
+/// `tag`.
+fn post_personal_data(tag: &str) -> Process {
+    let mut server = Command::new("python3")
+        .args([PEER, "server"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-H", "X-Contact: bob@example.org"])
+        .args(["--data-binary", PERSONAL_BODY])
+        .arg(format!("http://127.0.0.1:{}/echo?{tag}", port.trim()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Process(server)
+}
+
+/// What `post_personal_data` sends.
+const PERSONAL_BODY: &str = "contact alice@example.com from 10.1.2.3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_pems_keep_no_raw_sensitive_value_for_any_query_to_find() {
+    if !may_run() {
+        return;
+    }
+    let modes = ["Full", "Restricted", "PIIRestricted"];
+    let pems: Vec<_> = modes
+        .iter()
+        .map(|mode| listening_pem(|c| c.args(["--disable-tls", "--data-access", mode])))
+        .collect();
+    let tag = format!("redaction-{}", std::process::id());
+    let _server = post_personal_data(&tag);
+    let select = |filter: &str| {
+        format!(
+            "import px\ndf = px.DataFrame(table='http_events', start_time='-5m')\n\
+             df = df[px.contains(df.req_path, '{tag}')]\n{filter}\
+             df = df[['req_body', 'req_headers', 'resp_body']]\npx.display(df, 'rows')\n"
+        )
+    };
+    // Filters Kelvin pushes down to the PEM's table service.
+    let on_raw = select(&format!("df = df[df.req_body == '{PERSONAL_BODY}']\n"));
+    let on_redacted = select("df = df[df.req_body == 'REDACTED']\n");
+    for (mode, (_pem, addr)) in modes.iter().zip(&pems) {
+        let pem = RemotePem::new("node-a", &format!("http://{addr}"), None).unwrap();
+        let kelvin = serve_kelvin(Kelvin::over_pems(RemotePems::new(vec![pem]))).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let rows = loop {
+            let rows = run(&kelvin, &select("")).await.unwrap()["rows"].clone();
+            // Both ends: curl's and the server's.
+            if rows.len() >= 2 || Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert!(rows.len() >= 2, "{mode}: {rows:?}");
+        let raw_matches = run(&kelvin, &on_raw).await.unwrap()["rows"].len();
+        let redacted_matches = run(&kelvin, &on_redacted).await.unwrap()["rows"].len();
+        for row in &rows {
+            let (body, headers, resp) = (&row["req_body"], &row["req_headers"], &row["resp_body"]);
+            match *mode {
+                "Full" => {
+                    assert_eq!(body, PERSONAL_BODY);
+                    assert!(headers.contains("bob@example.org"), "{headers}");
+                }
+                "Restricted" => {
+                    assert_eq!(
+                        (body.as_str(), headers.as_str(), resp.as_str()),
+                        ("REDACTED", "REDACTED", "REDACTED")
+                    );
+                }
+                _ => {
+                    assert_eq!(body, "contact <REDACTED_EMAIL> from <REDACTED_IPV4>");
+                    assert!(
+                        headers.contains("<REDACTED_EMAIL>") && !headers.contains("bob@"),
+                        "{headers}"
+                    );
+                    assert!(
+                        resp.contains("<REDACTED_EMAIL>") && !resp.contains("alice@"),
+                        "{resp}"
+                    );
+                }
+            }
+        }
+        let expected = match *mode {
+            "Full" => (rows.len(), 0),
+            "Restricted" => (0, rows.len()),
+            _ => (0, 0),
+        };
+        assert_eq!(
+            (raw_matches, redacted_matches),
+            expected,
+            "{mode}: a filter on the raw value"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 mod budget;
 mod error;
 mod provider;
+mod redaction;
 mod row_builder;
 mod schema;
 mod store;
@@ -16,6 +17,7 @@ mod table;
 pub use budget::{BudgetConfig, HTTP_EVENTS};
 pub use error::Error;
 pub use provider::{TableScan, TimeRange};
+pub use redaction::{DataAccess, REDACTED, redact_pii};
 pub use row_builder::RowBuilder;
 pub use schema::{
     ColumnSchema, DataType, META_DATA_TYPE, META_DESC, META_SEMANTIC_TYPE, SemanticType,

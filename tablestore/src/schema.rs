@@ -142,6 +142,9 @@ pub struct ColumnSchema {
     pub semantic_type: SemanticType,
     /// What the column holds.
     pub desc: String,
+    /// Whether it may hold what a restricted data access mode hides (bodies, headers,
+    /// query text: Pixie's sensitive columns).
+    pub sensitive: bool,
 }
 
 impl ColumnSchema {
@@ -153,7 +156,15 @@ impl ColumnSchema {
             data_type,
             semantic_type,
             desc: desc.to_owned(),
+            sensitive: false,
         }
+    }
+
+    /// The same column, marked sensitive: redacted under a restricted data access mode.
+    #[must_use]
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
     }
 
     fn arrow_field(&self) -> Field {

@@ -5,12 +5,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::budget::BudgetConfig;
 use crate::error::Error;
+use crate::redaction::DataAccess;
 use crate::schema::TableSchema;
 use crate::table::Table;
 
 /// The node's tables by name. Creating or dropping a table re-divides the budget.
 pub struct TableStore {
     budgets: RwLock<BudgetConfig>,
+    /// What the sensitive columns of every table keep.
+    data_access: RwLock<DataAccess>,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
 }
 
@@ -23,6 +26,7 @@ impl TableStore {
         budgets.validate()?;
         Ok(Self {
             budgets: RwLock::new(budgets),
+            data_access: RwLock::new(DataAccess::Full),
             tables: RwLock::new(BTreeMap::new()),
         })
     }
@@ -40,9 +44,32 @@ impl TableStore {
             return Err(Error::TableExists { table: schema.name });
         }
         let table = Arc::new(Table::new(schema.clone(), 0));
+        table.set_data_access(self.data_access());
         tables.insert(schema.name, Arc::clone(&table));
         self.rebalance(&tables);
         Ok(table)
+    }
+
+    /// Sets what the sensitive columns of every table, and of tables made later, keep of
+    /// the rows appended from now on.
+    pub fn set_data_access(&self, access: DataAccess) {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        *self
+            .data_access
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = access;
+        for table in tables.values() {
+            table.set_data_access(access);
+        }
+    }
+
+    /// What the sensitive columns keep.
+    #[must_use]
+    pub fn data_access(&self) -> DataAccess {
+        *self
+            .data_access
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Removes a table and frees its memory once no reader holds its batches.

@@ -1,6 +1,7 @@
 //! One append-only table of record batches with a byte budget: oldest batches go first.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use arrow_array::RecordBatch;
@@ -9,6 +10,7 @@ use arrow_array::types::TimestampNanosecondType;
 use arrow_schema::SchemaRef;
 
 use crate::error::Error;
+use crate::redaction::{DataAccess, redact_batch};
 use crate::schema::TableSchema;
 
 /// What a table holds and what it has let go, for `px.GetDebugTableInfo`-style reports
@@ -62,6 +64,10 @@ pub struct Table {
     schema: TableSchema,
     arrow_schema: SchemaRef,
     time_column: Option<usize>,
+    /// The columns the schema marks sensitive.
+    sensitive: Vec<usize>,
+    /// What those columns may keep: [`DataAccess`] as a number, so appends need no lock.
+    data_access: AtomicU8,
     inner: RwLock<Inner>,
 }
 
@@ -82,10 +88,19 @@ impl Table {
     pub fn new(schema: TableSchema, budget_bytes: u64) -> Self {
         let time_column = schema.column_index("time_");
         let arrow_schema = schema.arrow_schema();
+        let sensitive = schema
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.sensitive)
+            .map(|(i, _)| i)
+            .collect();
         Self {
             schema,
             arrow_schema,
             time_column,
+            sensitive,
+            data_access: AtomicU8::new(0),
             inner: RwLock::new(Inner {
                 batches: VecDeque::new(),
                 next_row: 0,
@@ -109,7 +124,23 @@ impl Table {
         SchemaRef::clone(&self.arrow_schema)
     }
 
+    /// What the sensitive columns of rows appended from now on keep.
+    pub fn set_data_access(&self, access: DataAccess) {
+        self.data_access.store(access as u8, Ordering::Relaxed);
+    }
+
+    /// What the sensitive columns keep.
+    #[must_use]
+    pub fn data_access(&self) -> DataAccess {
+        match self.data_access.load(Ordering::Relaxed) {
+            0 => DataAccess::Full,
+            1 => DataAccess::Restricted,
+            _ => DataAccess::PiiRestricted,
+        }
+    }
+
     /// Appends a batch, dropping the oldest batches as needed to stay within budget.
+    /// Its sensitive columns are redacted first, as the table's data access mode says.
     ///
     /// A batch larger than the whole budget cannot be held: it is counted as expired
     /// at once (nothing older is dropped for it).
@@ -127,6 +158,7 @@ impl Table {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = redact_batch(batch, &self.sensitive, self.data_access());
         let rows = batch.num_rows() as u64;
         let bytes = batch.get_array_memory_size() as u64;
         let (min_time, max_time) = self.time_bounds(&batch);

@@ -519,7 +519,7 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         ],
     )
     .await;
-    // The patch reaches the DaemonSet; dataAccess, not applied yet, is said to be so.
+    // The patch reaches the DaemonSet; dataAccess reaches the PEMs' arguments.
     let patched = eventually(SETTLE, || async {
         let team = ok(
             &cluster,
@@ -541,23 +541,13 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
         patched.is_some(),
         "spec.patches never reached the DaemonSet"
     );
-    let ignored = eventually(SETTLE, || async {
-        let m = ignored_fields(&cluster).await;
-        m.contains("accepted and not applied yet: dataAccess")
-            .then_some(m)
-    })
-    .await;
-    assert!(
-        ignored.is_some(),
-        "dataAccess is not listed in IgnoredFields"
-    );
     let rolled = eventually(SETTLE, || async {
         let now = pem_pods(&cluster).await;
         (now.len() == 2
             && now.keys().all(|k| !pods.contains_key(k))
-            && now
-                .values()
-                .all(|(_, a)| a.contains("--memory-limit=3221225472")))
+            && now.values().all(|(_, a)| {
+                a.contains("--memory-limit=3221225472") && a.contains("--data-access=Restricted")
+            }))
         .then_some(now)
     })
     .await;

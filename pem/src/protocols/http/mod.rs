@@ -107,11 +107,22 @@ const HTTP_EVENTS_COLUMNS: [(&str, DataType, SemanticType, &str); 21] = {
     ]
 };
 
+/// The columns Pixie's planner redacts under a restricted data access mode.
+const SENSITIVE: [&str; 4] = ["req_headers", "req_body", "resp_headers", "resp_body"];
+
 /// Pixie's `http_events` table.
 pub(crate) fn http_events_schema() -> TableSchema {
     let columns = HTTP_EVENTS_COLUMNS
         .into_iter()
-        .map(|(name, data_type, semantic, desc)| ColumnSchema::new(name, data_type, semantic, desc))
+        .map(|(name, data_type, semantic, desc)| {
+            let column = ColumnSchema::new(name, data_type, semantic, desc);
+            // Pixie's sensitive columns of http_events: what a restricted mode redacts.
+            if SENSITIVE.contains(&name) {
+                column.sensitive()
+            } else {
+                column
+            }
+        })
         .collect();
     TableSchema::new("http_events", "HTTP/1.x request-response pairs", columns)
 }
