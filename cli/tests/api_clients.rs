@@ -615,3 +615,66 @@ fn px_local_takes_the_data_access_mode_of_a_vizier() {
         );
     }
 }
+
+#[test]
+fn px_local_logs_no_key_even_at_debug_level() {
+    if !is_root() {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("px-local-debug-{}.log", std::process::id()));
+    let child = Command::new(PX)
+        .args([
+            "local",
+            "--quiet",
+            "--memory-limit",
+            "256Mi",
+            "--addr",
+            &addr,
+        ])
+        .arg("--api-key-file")
+        .arg(key_file(&addr))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap().contains("Query API") {
+        assert!(Instant::now() < deadline, "px local never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut px_local = Guarded(child);
+    let key = key(&addr);
+    // Requests that carry the key: a query, a probe loaded and removed, and one refused.
+    let manifest = repo().join("crds/examples/tracepoint-openat.yaml");
+    px(&["run", "px/schemas", "--addr", &addr]);
+    px(&[
+        "trace",
+        "apply",
+        "-f",
+        manifest.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ]);
+    px(&["trace", "delete", "opens", "--addr", &addr]);
+    let _ = px_as_nobody(
+        &["run", "px/schemas", "--addr", &addr],
+        Some("wrong-key-0123456789"),
+    );
+    // A clean stop (SIGINT), so everything it logs is written.
+    // SAFETY: kill with a valid pid and signal has no memory effects.
+    unsafe { libc::kill(i32::try_from(px_local.0.id()).unwrap(), libc::SIGINT) };
+    let _ = px_local.0.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG"),
+        "RUST_LOG=debug logged nothing: {text}"
+    );
+    assert!(!text.contains(&key), "the API key is in px local's log");
+    assert!(
+        !text.contains("wrong-key-0123456789"),
+        "a presented key is in the log"
+    );
+}

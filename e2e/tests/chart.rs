@@ -141,8 +141,10 @@ fn owned(objects: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 /// The namespaced rules of the operator: each one is explained in templates/rbac.yaml.
 fn operator_rules() -> Value {
     json!([
-        {"apiGroups": ["px.dev"], "resources": ["viziers", "tracepoints", "dataretentions"],
+        {"apiGroups": ["px.dev"], "resources": ["viziers"],
          "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["px.dev"], "resources": ["tracepoints", "dataretentions"],
+         "verbs": ["list", "watch", "patch"]},
         {"apiGroups": ["px.dev"],
          "resources": ["viziers/status", "tracepoints/status", "dataretentions/status"],
          "verbs": ["patch"]},

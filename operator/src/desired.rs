@@ -519,6 +519,8 @@ pub fn pem_daemonset(vz: &Vizier) -> Result<DaemonSet, Error> {
     let pod = vz.spec.pod.as_ref();
     let pod_spec = PodSpec {
         service_account_name: Some(names.pem.clone()),
+        // The PEM calls no Kubernetes API: no token in its pods.
+        automount_service_account_token: Some(false),
         host_pid: Some(true),
         containers: vec![container],
         volumes: Some(mounts.into_iter().map(|(v, _)| v).collect()),
@@ -819,49 +821,47 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// Kelvin), the PEM DaemonSet, the Kelvin Deployment and Service.
 ///
 /// RBAC, written by hand and within what the operator itself holds (it may not grant
-/// more): the PEM reads Tracepoints and DataRetentions (what to load, how much to keep)
-/// and pods (to name the pods of its node), and patches nothing yet; Kelvin reads pods
-/// (to name them in results) and nothing else. Both only in the Vizier's namespace.
+/// more). The PEM calls no Kubernetes API (the operator brings it its probes and
+/// retention; it learns its pods from cgroups and `/proc`): its ServiceAccount has no
+/// Role and its pods no token (`automountServiceAccountToken: false`), so a compromised
+/// PEM holds no credential for the API server. Kelvin lists and watches the Vizier's pods
+/// (to find the PEMs, `--pems-from-pods`) in the Vizier's namespace; what it reads of the
+/// whole cluster to name pods and services comes from the chart's ClusterRole.
 pub fn children(vz: &Vizier) -> Result<Children, Error> {
     let o = owner(vz)?;
     let names = Names::of(o.name);
     let version = version(vz);
-    let read = ["get", "list", "watch"];
-    let pem_rules = vec![
-        rule("px.dev", &["tracepoints", "dataretentions"], &read),
-        rule("", &["pods"], &["list", "watch"]),
-    ];
     let kelvin_rules = vec![rule("", &["pods"], &["list", "watch"])];
-    let mut service_accounts = Vec::new();
-    let mut roles = Vec::new();
-    let mut role_bindings = Vec::new();
-    for (name, component, rules) in [
-        (&names.pem, "vizier-pem", pem_rules),
-        (&names.kelvin, "kelvin", kelvin_rules),
-    ] {
-        service_accounts.push(ServiceAccount {
-            metadata: meta(&o, name, component, &version),
+    let service_accounts = vec![
+        ServiceAccount {
+            metadata: meta(&o, &names.pem, "vizier-pem", &version),
+            automount_service_account_token: Some(false),
             ..ServiceAccount::default()
-        });
-        roles.push(Role {
-            metadata: meta(&o, name, component, &version),
-            rules: Some(rules),
-        });
-        role_bindings.push(RoleBinding {
-            metadata: meta(&o, name, component, &version),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".to_string()),
-                kind: "Role".to_string(),
-                name: name.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_string(),
-                name: name.clone(),
-                namespace: Some(o.namespace.to_string()),
-                ..Subject::default()
-            }]),
-        });
-    }
+        },
+        ServiceAccount {
+            metadata: meta(&o, &names.kelvin, "kelvin", &version),
+            ..ServiceAccount::default()
+        },
+    ];
+    let name = &names.kelvin;
+    let roles = vec![Role {
+        metadata: meta(&o, name, "kelvin", &version),
+        rules: Some(kelvin_rules),
+    }];
+    let role_bindings = vec![RoleBinding {
+        metadata: meta(&o, name, "kelvin", &version),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_string()),
+            kind: "Role".to_string(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: name.clone(),
+            namespace: Some(o.namespace.to_string()),
+            ..Subject::default()
+        }]),
+    }];
     // `spec.patches`, by object name, on the workloads and Kelvin's Service (not on
     // RBAC: a patch must not widen what the Vizier's pods may do). The Deployment and
     // the Service share the name `<vizier>-kelvin`: each takes what its kind has.
@@ -1318,7 +1318,7 @@ mod tests {
                 &c.kelvin_service.metadata,
             ])
             .collect();
-        assert_eq!(metas.len(), 9);
+        assert_eq!(metas.len(), 7);
         for m in metas {
             let owners = m.owner_references.as_ref().unwrap();
             assert_eq!(owners.len(), 1);
@@ -1360,13 +1360,20 @@ mod tests {
                 );
             }
         }
-        let pem = &c.role_bindings[0];
-        assert_eq!(pem.role_ref.name, "pixie-pem");
-        let s = &pem.subjects.as_ref().unwrap()[0];
+        let kelvin = &c.role_bindings[0];
+        assert_eq!(kelvin.role_ref.name, "pixie-kelvin");
+        let s = &kelvin.subjects.as_ref().unwrap()[0];
         assert_eq!(
             (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
-            ("ServiceAccount", "pixie-pem", Some("pl"))
+            ("ServiceAccount", "pixie-kelvin", Some("pl"))
         );
+        // The PEM uses no API: no Role, no token.
+        assert_eq!(c.roles.len(), 1, "only Kelvin has a Role");
+        let pem_sa = &c.service_accounts[0];
+        assert_eq!(pem_sa.metadata.name.as_deref(), Some("pixie-pem"));
+        assert_eq!(pem_sa.automount_service_account_token, Some(false));
+        let pod = c.pem.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -137,10 +137,7 @@ pub(super) async fn start(scratch: &Scratch, fail_on: Option<&str>) -> Cluster {
 
 /// Like [`start`], with the Vizier `vizier` (YAML).
 pub(super) async fn start_with(scratch: &Scratch, vizier: &str) -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    crate::init_logs();
     let pem = standin_pem().await;
     let sleeper = stand_in(&scratch.0);
     let images = HashMap::from([

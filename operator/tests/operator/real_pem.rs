@@ -469,6 +469,64 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     .await;
     operator.abort();
     assert_operator_never_refused(&cluster);
+    assert_no_secret_in_logs(&cluster).await;
+}
+
+/// No key, token or private key of the Vizier in the logs of a full run: the PEMs', the
+/// Kelvin's (`kubectl logs`) and the operator's (at debug level).
+async fn assert_no_secret_in_logs(cluster: &Cluster) {
+    let mut secrets = vec![
+        (
+            "the API key",
+            secret_value(cluster, "pixie-api-key").await.unwrap(),
+        ),
+        (
+            "the PEM token",
+            super::probes::pem_token(cluster).await.unwrap(),
+        ),
+    ];
+    for role in ["ca", "pem", "kelvin"] {
+        let key = secret_key(cluster, "px-tls", &format!("pixie\\.{role}\\.key"))
+            .await
+            .unwrap();
+        // A line of the key's base64 body stands for all of it.
+        let line = key.lines().nth(1).unwrap().to_owned();
+        secrets.push(("a private key", line));
+    }
+    let pods = ok(
+        cluster,
+        &[
+            "logs",
+            "-n",
+            "pl",
+            "-l",
+            "app.kubernetes.io/instance=pixie",
+            "--all-containers",
+            "--prefix",
+            "--tail=-1",
+        ],
+    )
+    .await;
+    assert!(
+        pods.contains("vizier-pem") || pods.contains("tracing"),
+        "no PEM log: {pods}"
+    );
+    let operator = std::fs::read_to_string(crate::operator_log()).unwrap();
+    assert!(
+        !operator.is_empty(),
+        "the operator logged nothing at debug level"
+    );
+    for (what, value) in &secrets {
+        assert!(value.len() >= 16, "{what} is too short to look for");
+        assert!(
+            !pods.contains(value.as_str()),
+            "{what} is in the pods' logs"
+        );
+        assert!(
+            !operator.contains(value.as_str()),
+            "{what} is in the operator's log"
+        );
+    }
 }
 
 /// `px.GetAgentStatus()` through Pixie's own Python client (pxapi) on Kelvin's TLS API,
@@ -550,6 +608,7 @@ async fn certificates_are_renewed_under_the_running_pems_and_kelvin() {
     let kelvin = workspace_binary("kelvin", "kelvin").await;
     let images = HashMap::from([("px/vizier-pem".into(), pem), ("px/kelvin".into(), kelvin)]);
     let cluster = two_nodes_with_vizier(images, VIZIER).await;
+    crate::init_logs();
     let client = operator_client(&cluster, serde_json::json!({})).await;
     let mut config = operator_config("operator-0", None);
     config.certificate_lifetime = std::time::Duration::from_secs(90);

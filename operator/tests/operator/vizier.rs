@@ -176,6 +176,7 @@ pub(super) async fn start_operator(
     cluster: &Cluster,
     identity: &str,
 ) -> tokio::task::JoinHandle<()> {
+    crate::init_logs();
     let client = operator_client(cluster, serde_json::json!({})).await;
     let config = operator_config(identity, None);
     tokio::spawn(async move {
@@ -315,10 +316,7 @@ async fn pem_pods(cluster: &Cluster) -> BTreeMap<String, (String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    crate::init_logs();
     let scratch = Scratch::new("test");
     let exe = stand_in(&scratch.0);
     let cluster = Cluster::start(ClusterConfig {
