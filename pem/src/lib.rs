@@ -67,4 +67,9 @@ pub mod fuzzing {
     pub fn http_parse(data: &[u8]) {
         crate::protocols::http::fuzz_one_input(data);
     }
+
+    /// Feeds arbitrary bytes to the probe service's request decoding and checks.
+    pub fn probe_request(data: &[u8]) {
+        crate::probes::fuzz::probe_request(data);
+    }
 }

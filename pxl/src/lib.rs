@@ -9,6 +9,8 @@
 mod compiler;
 mod error;
 mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metadata;
 mod sql;
 mod time;

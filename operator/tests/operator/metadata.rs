@@ -219,14 +219,8 @@ async fn rows_name_their_pods_services_namespaces_nodes_and_peers() {
         "while true; do curl -s -o /dev/null --interface \"$POD_IP\" \"http://$1:8080/\"; sleep 0.3; done",
     );
     let images = HashMap::from([
-        (
-            "px/vizier-pem".into(),
-            workspace_binary("vizier-pem", "vizier-pem").await,
-        ),
-        (
-            "px/kelvin".into(),
-            workspace_binary("kelvin", "kelvin").await,
-        ),
+        ("px/vizier-pem".into(), workspace_binary("vizier-pem").await),
+        ("px/kelvin".into(), workspace_binary("kelvin").await),
         ("px/http-server".into(), server),
         ("px/http-client".into(), client_app),
     ]);

@@ -104,14 +104,16 @@ spec:
 
 /// A binary of this workspace (cargo does not build other packages' binaries for this
 /// package's tests), built into the target directory these tests run from.
-pub(super) async fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+pub(super) async fn workspace_binary(bin: &str) -> PathBuf {
     // <target>/debug/deps/operator-<hash> -> <target>/debug
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let target = profile_dir.parent().unwrap();
     let mut cargo = tokio::process::Command::new(env!("CARGO"));
+    // `--workspace`, not `-p`: the workspace's features, so the binary reuses what
+    // `cargo test --workspace` built instead of building DataFusion again with others.
     cargo
-        .args(["build", "-p", package, "--bin", bin, "--target-dir"])
+        .args(["build", "--workspace", "--bin", bin, "--target-dir"])
         .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.ends_with("release") {
@@ -126,7 +128,7 @@ pub(super) async fn workspace_binary(package: &str, bin: &str) -> PathBuf {
 async fn standin_pem() -> PathBuf {
     static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     BUILT
-        .get_or_init(|| workspace_binary("px-e2e", "standin-pem"))
+        .get_or_init(|| workspace_binary("standin-pem"))
         .await
         .clone()
 }

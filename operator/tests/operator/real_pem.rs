@@ -257,8 +257,8 @@ async fn the_real_pem_loads_a_pod_tracepoint_records_calls_and_removes_it() {
     }
     let scratch = Scratch::new("real-pem");
     let (program, app) = adder(&scratch.0);
-    let pem = workspace_binary("vizier-pem", "vizier-pem").await;
-    let kelvin = workspace_binary("kelvin", "kelvin").await;
+    let pem = workspace_binary("vizier-pem").await;
+    let kelvin = workspace_binary("kelvin").await;
     let images = HashMap::from([
         ("px/vizier-pem".into(), pem),
         ("px/kelvin".into(), kelvin),
@@ -604,8 +604,8 @@ async fn certificates_are_renewed_under_the_running_pems_and_kelvin() {
     if !privileged() {
         return;
     }
-    let pem = workspace_binary("vizier-pem", "vizier-pem").await;
-    let kelvin = workspace_binary("kelvin", "kelvin").await;
+    let pem = workspace_binary("vizier-pem").await;
+    let kelvin = workspace_binary("kelvin").await;
     let images = HashMap::from([("px/vizier-pem".into(), pem), ("px/kelvin".into(), kelvin)]);
     let cluster = two_nodes_with_vizier(images, VIZIER).await;
     crate::init_logs();

@@ -478,8 +478,8 @@ async fn a_vizier_becomes_pems_and_kelvin_and_goes_away_with_nothing_left() {
     let before = made_objects(&cluster).await;
     assert_eq!(
         before.len(),
-        10,
-        "2 SA, 2 Role, 2 RB, DS, Deploy, Svc, the API-key Secret (the PEM tokens' is shared by the namespace's Viziers): {before:?}"
+        8,
+        "2 SA, Kelvin's Role and RB (the PEM has none), DS, Deploy, Svc, the API-key Secret (the PEM tokens' is shared by the namespace's Viziers): {before:?}"
     );
     let vz_rv = vz_api.get("pixie").await.unwrap().metadata.resource_version;
     let ctx = Arc::new(px_operator::Context::new(client.clone(), None, None));

@@ -6,6 +6,8 @@
 
 mod elf;
 mod format;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod kernel;
 mod manager;
 mod perf_link;
