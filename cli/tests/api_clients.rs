@@ -548,7 +548,19 @@ fn another_user_of_the_machine_can_neither_query_nor_load_probes_without_the_key
 
     // No probe loads without the key: a kernel tracepoint would show this user every
     // file any process opens.
-    let manifest = repo().join("crds/examples/tracepoint-openat.yaml");
+    // A copy that user can read (the checkout may be private to root).
+    let manifest =
+        std::env::temp_dir().join(format!("px-nobody-tracepoint-{}.yaml", std::process::id()));
+    std::fs::copy(
+        repo().join("crds/examples/tracepoint-openat.yaml"),
+        &manifest,
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &manifest,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let apply = [
         "trace",
         "apply",
@@ -558,8 +570,10 @@ fn another_user_of_the_machine_can_neither_query_nor_load_probes_without_the_key
         &addr,
     ];
     let load = px_as_nobody(&apply, None);
+    let _ = std::fs::remove_file(&manifest);
+    let stderr = String::from_utf8_lossy(&load.stderr);
     assert!(!load.status.success());
-    assert!(String::from_utf8_lossy(&load.stderr).contains("Unauthenticated"));
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
     let listed = px(&["trace", "list", "--addr", &addr]);
     assert!(
         !listed.contains("opens"),
