@@ -30,7 +30,7 @@ for tool in wrk nginx; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
   }
 done
-cargo build --release --quiet -p px
+cargo build --release --quiet --workspace --bin px
 
 work=$(mktemp -d)
 cleanup() {

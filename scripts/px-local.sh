@@ -4,5 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --quiet -p px
+# --workspace resolves features as the workspace build does, so this build and the
+# tests' (`cargo build --workspace`, `cargo test --workspace`) compile each dependency
+# with the same features whichever runs first; --bin px still compiles only what px needs.
+if [ ! -x target/release/px ]; then
+  echo "px-local: first build of px (release); about N minutes on 2 cores, progress below" >&2
+fi
+cargo build --release --workspace --bin px
 exec target/release/px local "$@"
