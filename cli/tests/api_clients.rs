@@ -692,3 +692,95 @@ fn px_local_logs_no_key_even_at_debug_level() {
         "a presented key is in the log"
     );
 }
+
+/// A query that keeps `px local`'s async workers busy for seconds (a self-join of the
+/// whole table) does not hold up the capture: the socket tracer runs on its own thread,
+/// so requests sent while the query runs all become rows, from both ends, and the
+/// kernel drops nothing even with a small ring buffer.
+#[test]
+fn a_slow_query_does_not_hold_up_the_capture() {
+    if !is_root() {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let stats = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("px-local-slow-query-{}.json", std::process::id()));
+    let mut local = start_px(
+        &addr,
+        &[
+            "--ring-buffer",
+            "1Mi",
+            "--stats-file",
+            stats.to_str().unwrap(),
+        ],
+    );
+    let (_server, port) = peer_server();
+    let load = |count: &str| {
+        Command::new("python3")
+            .arg(repo().join("pem/tests/peer/http_peer.py"))
+            .args(["client", "load", "--port", &port, "--count", count])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Rows for the query to chew on, then traffic for as long as it runs.
+    assert!(load("1500").wait().unwrap().success());
+    let traffic = Guarded(load("100000000"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let epoch_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let slow = "SELECT count(*) AS n FROM http_events a CROSS JOIN http_events b \
+                WHERE a.latency > b.latency";
+    let (from, started) = (epoch_ns(), Instant::now());
+    px(&["run", "--sql", slow, "-o", "json", "--addr", &addr]);
+    let (took, to) = (started.elapsed(), epoch_ns());
+    drop(traffic);
+    assert!(
+        took > Duration::from_secs(1),
+        "the query was meant to keep the workers busy for a while; it took {took:?}"
+    );
+
+    // Requests answered while the query ran, as each end recorded them.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = format!(
+        "SELECT trace_role, count(*) AS n FROM http_events \
+         WHERE (local_port = {port} OR remote_port = {port}) \
+         AND time_ >= to_timestamp_nanos({from}) AND time_ <= to_timestamp_nanos({to}) \
+         GROUP BY trace_role ORDER BY trace_role"
+    );
+    let counts = json_rows(&px(&[
+        "run", "--sql", &during, "-o", "json", "--addr", &addr,
+    ]));
+    let count = |role: i64| {
+        counts
+            .iter()
+            .find(|r| r["trace_role"] == role)
+            .map_or(0, |r| r["n"].as_i64().unwrap())
+    };
+    let (client, server) = (count(1), count(2));
+    assert!(
+        client > 100 && server > 100,
+        "too few requests were recorded while the {took:?} query ran: {counts:?}"
+    );
+    // Each request is one row per end; only those in flight at the window's edges differ.
+    assert!(
+        client.abs_diff(server) <= 4,
+        "the two ends disagree, so rows were lost: {counts:?}"
+    );
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(local.0.id().cast_signed(), libc::SIGINT) };
+    assert!(local.0.wait().unwrap().success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&stats);
+    assert_eq!(
+        json["kernel_drops"], 0,
+        "the kernel dropped events while the query ran: {json}"
+    );
+}

@@ -30,6 +30,14 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A thread that reads kernel events could not start.
+    #[error("starting the {thread} thread failed: {source}")]
+    EventThread {
+        /// Which thread.
+        thread: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The settings cannot work.
     #[error("invalid PEM setting: {reason}")]
     InvalidConfig {

@@ -3,28 +3,18 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use px_ebpf::socket_trace::ConnInfo;
 use px_tablestore::TableStore;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::{MissedTickBehavior, interval};
 
 use crate::clock;
 use crate::config::PemConfig;
 use crate::conn_stats;
 use crate::error::Error;
-use crate::events;
+use crate::event_loop::{EventLoop, Intervals};
 use crate::loader::SocketTracer;
 use crate::probes::{ProbeManager, ProbeSettings};
 use crate::process::ProcessTable;
 use crate::protocols::{ParserLimits, REGISTRY};
-use crate::tracker::{KernelConns, Tracker, TrackerCounters, TrackerSettings};
-
-/// Ring buffer records handled before the loop lets the timers run.
-const EVENTS_PER_TURN: usize = 4096;
+use crate::tracker::{Tracker, TrackerCounters, TrackerSettings};
 
 /// What the PEM has done so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,13 +34,14 @@ pub struct PemStatus {
 pub struct Pem {
     store: Arc<TableStore>,
     probes: Arc<ProbeManager>,
-    probe_reader: JoinHandle<()>,
+    /// Reads the dynamic probes' events; stops when dropped.
+    probe_reader: crate::probes::ReaderThread,
     processes: Arc<ProcessTable>,
     /// Samples `process_stats` and `network_stats`; stops when dropped.
     proc_stats: crate::proc_stats::SamplerThread,
     status: Arc<Mutex<PemStatus>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Error>>,
+    /// The socket tracer's thread.
+    event_loop: EventLoop,
 }
 
 impl Pem {
@@ -79,7 +70,11 @@ impl Pem {
             Arc::clone(&processes),
             probe_settings(&config)?,
         );
-        let probe_reader = crate::probes::spawn_reader(&probes);
+        let probe_reader =
+            crate::probes::ReaderThread::spawn(&probes).map_err(|source| Error::EventThread {
+                thread: "probe reader",
+                source,
+            })?;
         let sampler = crate::proc_stats::Sampler::new(
             crate::proc_stats::SamplerSettings {
                 asid: config.asid,
@@ -90,20 +85,22 @@ impl Pem {
         );
         let proc_stats = crate::proc_stats::SamplerThread::spawn(sampler, Arc::clone(&store))
             .map_err(|source| Error::SamplerThread { source })?;
-        let (shutdown, stopped) = oneshot::channel();
         let tracker = Tracker::new(
             tracker_settings(&config),
             Arc::clone(&processes),
             clock::boot_to_epoch_ns(),
         );
-        let task = tokio::spawn(run(
+        let event_loop = EventLoop::spawn(
             tracer,
             tracker,
-            config,
+            Intervals {
+                poll: config.poll_interval,
+                flush: config.flush_interval,
+                conn_stats: config.conn_stats_interval,
+            },
             Arc::clone(&store),
             Arc::clone(&status),
-            stopped,
-        ));
+        )?;
         Ok(Self {
             store,
             probes,
@@ -111,8 +108,7 @@ impl Pem {
             processes,
             proc_stats,
             status,
-            shutdown: Some(shutdown),
-            task,
+            event_loop,
         })
     }
 
@@ -148,14 +144,29 @@ impl Pem {
     ///
     /// # Errors
     /// The error that stopped the event loop, if it stopped by itself.
-    pub async fn stop(mut self) -> Result<PemStatus, Error> {
-        self.probe_reader.abort();
-        self.proc_stats.stop();
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        match (&mut self.task).await {
-            Ok(result) => result.map(|()| self.status()),
+    pub async fn stop(self) -> Result<PemStatus, Error> {
+        let Self {
+            mut probe_reader,
+            mut proc_stats,
+            status,
+            event_loop,
+            ..
+        } = self;
+        // The joins block: the reader and the sampler within one short sleep, the event
+        // loop within its bounded final drain (event_loop::SHUTDOWN_DRAIN_LIMIT).
+        let stopped = tokio::task::spawn_blocking(move || {
+            probe_reader.stop();
+            proc_stats.stop();
+            event_loop.stop()
+        })
+        .await;
+        match stopped {
+            Ok(result) => result.map(|()| {
+                status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            }),
             Err(join) => Err(Error::RingBufferPoll {
                 source: std::io::Error::other(join.to_string()),
             }),
@@ -235,15 +246,7 @@ pub(crate) fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-struct Conns<'a>(&'a BpfHashMap<MapData, u64, ConnInfo>);
-
-impl KernelConns for Conns<'_> {
-    fn lookup(&self, key: u64) -> Option<ConnInfo> {
-        self.0.get(&key, 0).ok()
-    }
-}
-
-fn tracker_settings(config: &PemConfig) -> TrackerSettings {
+pub(crate) fn tracker_settings(config: &PemConfig) -> TrackerSettings {
     TrackerSettings {
         asid: config.asid,
         limits: ParserLimits {
@@ -254,124 +257,6 @@ fn tracker_settings(config: &PemConfig) -> TrackerSettings {
         },
         idle_timeout_ns: duration_ns(config.idle_timeout),
         max_connections: config.max_connections,
-    }
-}
-
-async fn run(
-    tracer: SocketTracer,
-    mut tracker: Tracker,
-    config: PemConfig,
-    store: Arc<TableStore>,
-    status: Arc<Mutex<PemStatus>>,
-    mut stopped: oneshot::Receiver<()>,
-) -> Result<(), Error> {
-    let SocketTracer {
-        ebpf,
-        events,
-        mut conns,
-        mut muted,
-        ringbuf_drops,
-    } = tracer;
-    // SAFETY: the RingBuf owns its map fd; it stays open and unchanged until the
-    // AsyncFd (which owns the RingBuf) is dropped.
-    let mut ring: AsyncFd<RingBuf<MapData>> = unsafe {
-        AsyncFd::register_with_interest(events, Interest::READABLE)
-    }
-    .map_err(|e| Error::RingBufferPoll {
-        source: e.into_parts().1,
-    })?;
-    let mut poll = interval(config.poll_interval);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut flush = interval(config.flush_interval);
-    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sample = interval(config.conn_stats_interval);
-    sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut local = PemStatus::default();
-
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|source| Error::RingBufferPoll { source })?;
-                let handled = drain(guard.get_inner_mut(), &mut tracker, &conns, &mut local);
-                if handled < EVENTS_PER_TURN {
-                    guard.clear_ready();
-                }
-                apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
-            }
-            _ = poll.tick() => {
-                while drain(ring.get_mut(), &mut tracker, &conns, &mut local) == EVENTS_PER_TURN {
-                    tokio::task::yield_now().await;
-                }
-                apply_kernel_updates(&mut tracker, &mut conns, &mut muted);
-            }
-            _ = flush.tick() => {
-                tracker.set_boot_to_epoch_ns(clock::boot_to_epoch_ns());
-                tracker.drain_records();
-                tracker.flush(&store);
-                tracker.release_idle(clock::monotonic_ns());
-                publish(&mut local, &tracker, &ringbuf_drops, &status);
-            }
-            _ = sample.tick() => {
-                tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
-            }
-        }
-    }
-    // Everything the kernel queued before the stop becomes rows, however far behind.
-    while drain(ring.get_mut(), &mut tracker, &conns, &mut local) == EVENTS_PER_TURN {}
-    tracker.drain_records();
-    tracker.sample_conn_stats(&Conns(&conns), clock::epoch_ns());
-    tracker.flush(&store);
-    publish(&mut local, &tracker, &ringbuf_drops, &status);
-    drop(ebpf);
-    Ok(())
-}
-
-/// Refreshes the counters readers see.
-fn publish(
-    local: &mut PemStatus,
-    tracker: &Tracker,
-    ringbuf_drops: &PerCpuArray<MapData, u64>,
-    status: &Mutex<PemStatus>,
-) {
-    local.tracker = tracker.counters();
-    local.kernel_drops = ringbuf_drops
-        .get(&0, 0)
-        .map_or(local.kernel_drops, |per_cpu| per_cpu.iter().sum());
-    *status.lock().unwrap_or_else(PoisonError::into_inner) = local.clone();
-}
-
-/// Handles up to [`EVENTS_PER_TURN`] ring buffer records; returns how many there were.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    tracker: &mut Tracker,
-    conns: &BpfHashMap<MapData, u64, ConnInfo>,
-    status: &mut PemStatus,
-) -> usize {
-    let mut handled = 0;
-    while handled < EVENTS_PER_TURN {
-        let Some(item) = ring.next() else { break };
-        handled += 1;
-        match events::decode(&item) {
-            Ok(event) => tracker.handle(event, &Conns(conns)),
-            Err(_) => status.decode_errors += 1,
-        }
-    }
-    status.events_received += handled as u64;
-    handled
-}
-
-fn apply_kernel_updates(
-    tracker: &mut Tracker,
-    conns: &mut BpfHashMap<MapData, u64, ConnInfo>,
-    muted: &mut BpfHashMap<MapData, u64, u64>,
-) {
-    for (key, generation) in tracker.take_mutes() {
-        // Failure only means the kernel keeps copying this connection's bytes.
-        let _ = muted.insert(key, generation, 0);
-    }
-    for key in tracker.take_forgets() {
-        let _ = conns.remove(&key);
     }
 }
 

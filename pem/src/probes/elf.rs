@@ -1,18 +1,23 @@
 //! What a probe needs to know from a binary: the Go version that built it, and where a
 //! function's return instructions are (Go functions get a uprobe on each instead of a
 //! uretprobe, which Go's movable stacks do not survive).
+//!
+//! Binaries are read through `object`'s [`ReadCache`]: only the headers, the symbol table
+//! and the sections asked for are read, never the whole file (Go binaries run to
+//! hundreds of MB). Callers run this on blocking threads, never on the async workers.
 
 use std::path::Path;
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use object::read::ReadCache;
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::state::ProbeFailure;
 
 /// The Go version a binary was built with (`go1.19.8`), from its `.go.buildinfo`.
 pub(crate) fn go_version(binary: &Path) -> Option<String> {
-    let data = std::fs::read(binary).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    let data = ReadCache::new(std::fs::File::open(binary).ok()?);
+    let file = object::File::parse(&data).ok()?;
     let section = file.section_by_name(".go.buildinfo")?;
     let bytes = section.data().ok()?;
     // Go 1.18+: a 32-byte header (flags bit 2: inline strings), then the version as a
@@ -41,8 +46,8 @@ pub(crate) fn return_offsets(binary: &Path, symbol: &str) -> Result<Vec<u64>, Pr
             format!("cannot read {}: {e}", binary.display()),
         )
     };
-    let data = std::fs::read(binary).map_err(|e| unreadable(&e))?;
-    let file = object::File::parse(&*data).map_err(|e| unreadable(&e))?;
+    let data = ReadCache::new(std::fs::File::open(binary).map_err(|e| unreadable(&e))?);
+    let file = object::File::parse(&data).map_err(|e| unreadable(&e))?;
     let function = file
         .symbols()
         .find(|s| s.name() == Ok(symbol) && s.size() > 0)

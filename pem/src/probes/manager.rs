@@ -87,13 +87,30 @@ struct Loaded {
     /// them, the probe follows the pods in place.
     levels: Vec<u8>,
     binaries: Vec<String>,
-    epoch: u32,
-    plan: Plan,
+    plan: Arc<Plan>,
     attachments: Attachments,
+}
+
+/// What the reader needs of one loaded probe to turn its events into rows.
+struct Recorder {
+    table: String,
+    epoch: u32,
+    plan: Arc<Plan>,
     rows: RowBuilder,
     /// Calls awaiting their return, by thread (or goroutine, for Go).
     pending: HashMap<u64, Vec<PendingCall>>,
     pending_count: usize,
+    events: u64,
+    user_drops: u64,
+}
+
+/// The event path's state, behind a lock of its own: events never wait behind a load
+/// (ELF reads, symbol lookups, attaching), a removal or a status listing, which hold
+/// [`Inner`]. Lock order: `inner`, then `live`.
+struct Live {
+    by_slot: HashMap<u32, Recorder>,
+    upids: ProcessCache,
+    boot_to_epoch_ns: i64,
 }
 
 struct Inner {
@@ -103,10 +120,7 @@ struct Inner {
     kernel_error: Option<ProbeFailure>,
     slots: Slots,
     probes: BTreeMap<String, Probe>,
-    by_slot: HashMap<u32, String>,
     next_epoch: u32,
-    upids: ProcessCache,
-    boot_to_epoch_ns: i64,
     /// DataRetention age limits, by table (ns).
     max_ages: BTreeMap<String, i64>,
 }
@@ -114,10 +128,9 @@ struct Inner {
 /// The node's dynamic probes. Cheap to share: clone the `Arc`.
 pub struct ProbeManager {
     inner: Mutex<Inner>,
+    live: Mutex<Live>,
     store: Arc<TableStore>,
     settings: ProbeSettings,
-    /// Signalled when the ring buffer is ready for the reader.
-    ready: tokio::sync::Notify,
 }
 
 impl ProbeManager {
@@ -137,20 +150,25 @@ impl ProbeManager {
                 kernel_error: None,
                 slots: Slots::default(),
                 probes: BTreeMap::new(),
-                by_slot: HashMap::new(),
                 next_epoch: 1,
+                max_ages: BTreeMap::new(),
+            }),
+            live: Mutex::new(Live {
+                by_slot: HashMap::new(),
                 upids,
                 boot_to_epoch_ns: crate::clock::boot_to_epoch_ns(),
-                max_ages: BTreeMap::new(),
             }),
             store,
             settings,
-            ready: tokio::sync::Notify::new(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The node's tables.
@@ -174,7 +192,7 @@ impl ProbeManager {
     /// Loads a probe, or replaces it when the generation changed; returns its state.
     pub fn apply(&self, spec: ProbeSpec) -> ProbeState {
         let mut inner = self.lock();
-        if let Some(state) = follow_pods(&mut inner, &spec) {
+        if let Some(state) = follow_pods(&mut inner, &self.live(), &spec) {
             return state;
         }
         self.unload(&mut inner, &spec.id, "replaced by a new generation");
@@ -189,7 +207,7 @@ impl ProbeManager {
             terminated_at: None,
         };
         self.install(&mut inner, &mut probe);
-        let state = probe.state(inner.kernel.as_ref());
+        let state = probe.state(inner.kernel.as_ref(), &self.live());
         inner.probes.insert(id, probe);
         state
     }
@@ -197,8 +215,8 @@ impl ProbeManager {
     /// Tries to load `probe`, leaving it Running, Pending or Failed.
     fn install(&self, inner: &mut Inner, probe: &mut Probe) {
         match self.load(inner, probe) {
-            Ok(Some(loaded)) => {
-                inner.by_slot.insert(loaded.slot, probe.spec.id.clone());
+            Ok(Some((loaded, recorder))) => {
+                self.live().by_slot.insert(loaded.slot, recorder);
                 probe.loaded = Some(loaded);
                 probe.phase = Phase::Running;
             }
@@ -225,7 +243,7 @@ impl ProbeManager {
         let mut inner = self.lock();
         self.unload(&mut inner, id, "deleted");
         match inner.probes.get(id) {
-            Some(probe) => probe.state(inner.kernel.as_ref()),
+            Some(probe) => probe.state(inner.kernel.as_ref(), &self.live()),
             None => {
                 let mut state = ProbeState {
                     id: id.to_owned(),
@@ -245,10 +263,11 @@ impl ProbeManager {
     #[must_use]
     pub fn list(&self) -> Vec<ProbeState> {
         let inner = self.lock();
+        let live = self.live();
         inner
             .probes
             .values()
-            .map(|p| p.state(inner.kernel.as_ref()))
+            .map(|p| p.state(inner.kernel.as_ref(), &live))
             .collect()
     }
 
@@ -279,7 +298,11 @@ impl ProbeManager {
             .collect()
     }
 
-    fn load(&self, inner: &mut Inner, probe: &mut Probe) -> Result<Option<Loaded>, ProbeFailure> {
+    fn load(
+        &self,
+        inner: &mut Inner,
+        probe: &mut Probe,
+    ) -> Result<Option<(Loaded, Recorder)>, ProbeFailure> {
         let spec: TracepointSpec = serde_json::from_str(&probe.spec.spec_json).map_err(|e| {
             ProbeFailure::invalid(format!("the Tracepoint spec does not parse: {e}"))
         })?;
@@ -349,17 +372,25 @@ impl ProbeManager {
                     inner.slots.give_back(slot);
                     return Err(ProbeFailure::new("TableConflict", e.to_string()));
                 }
-                Ok(Some(Loaded {
+                let plan = Arc::new(plan);
+                let recorder = Recorder {
+                    table: spec.table.clone(),
+                    epoch,
+                    plan: Arc::clone(&plan),
+                    rows: RowBuilder::new(&plan.schema),
+                    pending: HashMap::new(),
+                    pending_count: 0,
+                    events: 0,
+                    user_drops: 0,
+                };
+                let loaded = Loaded {
                     slot,
                     levels: target.levels.clone(),
                     binaries: target_binaries(&plan, &target),
-                    epoch,
-                    rows: RowBuilder::new(&plan.schema),
                     plan,
                     attachments,
-                    pending: HashMap::new(),
-                    pending_count: 0,
-                }))
+                };
+                Ok(Some((loaded, recorder)))
             }
             Err(e) => {
                 inner.slots.give_back(slot);
@@ -385,7 +416,6 @@ impl ProbeManager {
             Ok((kernel, events)) => {
                 inner.kernel = Some(kernel);
                 inner.events = Some(events);
-                self.ready.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -476,7 +506,10 @@ impl ProbeManager {
                 kernel.detach(loaded.slot, &mut loaded.attachments);
             }
             inner.slots.give_back(loaded.slot);
-            inner.by_slot.remove(&loaded.slot);
+            if let Some(recorder) = self.live().by_slot.remove(&loaded.slot) {
+                probe.events = recorder.events;
+                probe.user_drops = recorder.user_drops;
+            }
             self.store.drop_table(&probe.table);
             tracing::info!(probe = %probe.spec.name, table = %probe.table, "probe removed: {why}");
         }
@@ -490,10 +523,11 @@ impl ProbeManager {
         inner.probes.insert(id.to_owned(), probe);
     }
 
-    /// Decodes one ring buffer record into its probe's rows.
+    /// Decodes one ring buffer record into its probe's rows. Takes only the event
+    /// path's lock.
     pub(crate) fn on_event(&self, record: &[u8]) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut live = self.live();
+        let live = &mut *live;
         let header_len = std::mem::size_of::<ProbeEvent>();
         if record.len() < header_len {
             return;
@@ -503,27 +537,21 @@ impl ProbeManager {
         let event: ProbeEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
         let data = &record[header_len..];
         let slot = event.config / 2;
-        let Some(id) = inner.by_slot.get(&slot) else {
+        let Some(recorder) = live.by_slot.get_mut(&slot) else {
             return;
         };
-        let Some(probe) = inner.probes.get_mut(id) else {
-            return;
-        };
-        let Some(loaded) = probe.loaded.as_mut() else {
-            return;
-        };
-        if event.generation != loaded.epoch {
+        if event.generation != recorder.epoch {
             return; // queued by a probe that has since been replaced
         }
         let side = event.config % 2;
-        let paired = matches!(loaded.plan.hook, Hook::Uprobe { returns: true, .. });
+        let plan = Arc::clone(&recorder.plan);
+        let paired = matches!(plan.hook, Hook::Uprobe { returns: true, .. });
         if side == 0 {
-            let cells = entry_cells(&loaded.plan, &event, data);
+            let cells = entry_cells(&plan, &event, data);
             if paired {
-                let key = pair_key(&loaded.plan, &event, 0);
+                let key = pair_key(&plan, &event, 0);
                 push_pending(
-                    loaded,
-                    &mut probe.user_drops,
+                    recorder,
                     key,
                     PendingCall {
                         ktime_ns: event.ktime_ns,
@@ -532,61 +560,63 @@ impl ProbeManager {
                 );
                 return;
             }
-            let upid = inner.upids.upid(event.tgid);
+            let upid = live.upids.upid(event.tgid);
             write_row(
-                loaded,
+                recorder,
                 &event,
                 event.ktime_ns,
                 None,
                 &cells,
                 &[],
                 upid,
-                inner.boot_to_epoch_ns,
+                live.boot_to_epoch_ns,
             );
-            probe.events += 1;
+            recorder.events += 1;
             return;
         }
-        let key = pair_key(&loaded.plan, &event, 1);
-        let Some(call) = loaded.pending.get_mut(&key).and_then(Vec::pop) else {
-            probe.user_drops += 1;
+        let key = pair_key(&plan, &event, 1);
+        let Some(call) = recorder.pending.get_mut(&key).and_then(Vec::pop) else {
+            recorder.user_drops += 1;
             return;
         };
-        loaded.pending_count = loaded.pending_count.saturating_sub(1);
-        if loaded.pending.get(&key).is_some_and(Vec::is_empty) {
-            loaded.pending.remove(&key);
+        recorder.pending_count = recorder.pending_count.saturating_sub(1);
+        if recorder.pending.get(&key).is_some_and(Vec::is_empty) {
+            recorder.pending.remove(&key);
         }
-        let ret = decode_values(&loaded.plan.ret, &event, data);
-        let upid = inner.upids.upid(event.tgid);
+        let ret = decode_values(&plan.ret, &event, data);
+        let upid = live.upids.upid(event.tgid);
         let latency = event.ktime_ns.saturating_sub(call.ktime_ns);
         write_row(
-            loaded,
+            recorder,
             &event,
             call.ktime_ns,
             Some(latency),
             &call.cells,
             &ret,
             upid,
-            inner.boot_to_epoch_ns,
+            live.boot_to_epoch_ns,
         );
-        probe.events += 1;
+        recorder.events += 1;
     }
 
     /// Moves the rows built so far into the tables, removes probes whose TTL ran out,
     /// retries pending probes and forgets long-terminated ones.
     pub(crate) fn tick(&self) {
         let now = crate::clock::epoch_ns();
-        let (expired, pending): (Vec<String>, Vec<String>) = {
-            let mut inner = self.lock();
-            for probe in inner.probes.values_mut() {
-                if let Some(loaded) = probe.loaded.as_mut()
-                    && loaded.rows.rows() > 0
-                    && let Some(table) = self.store.table(&probe.table)
-                    && let Err(e) = table.append(loaded.rows.finish())
+        {
+            let mut live = self.live();
+            for recorder in live.by_slot.values_mut() {
+                if recorder.rows.rows() > 0
+                    && let Some(table) = self.store.table(&recorder.table)
+                    && let Err(e) = table.append(recorder.rows.finish())
                 {
-                    tracing::warn!(table = %probe.table, error = %e, "appending probe rows");
+                    tracing::warn!(table = %recorder.table, error = %e, "appending probe rows");
                 }
             }
-            inner.boot_to_epoch_ns = crate::clock::boot_to_epoch_ns();
+            live.boot_to_epoch_ns = crate::clock::boot_to_epoch_ns();
+        }
+        let (expired, pending): (Vec<String>, Vec<String>) = {
+            let mut inner = self.lock();
             for (table, age) in &inner.max_ages {
                 if let Some(t) = self.store.table(table) {
                     t.expire_before(now.saturating_sub(*age));
@@ -623,21 +653,16 @@ impl ProbeManager {
         }
     }
 
-    /// Waits until the probe programs are loaded, then hands over their ring buffer.
-    pub(crate) async fn take_events(&self) -> aya::maps::RingBuf<aya::maps::MapData> {
-        loop {
-            let notified = self.ready.notified();
-            if let Some(events) = self.lock().events.take() {
-                return events;
-            }
-            notified.await;
-        }
+    /// The probe programs' ring buffer, once the first probe has loaded them (the
+    /// reader takes it once).
+    pub(crate) fn take_events(&self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.lock().events.take()
     }
 }
 
 /// The state of the probe `spec` names when it is loaded with the same generation,
 /// after following a change of its pods in place; `None` when it must be (re)loaded.
-fn follow_pods(inner: &mut Inner, spec: &ProbeSpec) -> Option<ProbeState> {
+fn follow_pods(inner: &mut Inner, live: &Live, spec: &ProbeSpec) -> Option<ProbeState> {
     let inner = &mut *inner;
     let existing = inner.probes.get_mut(&spec.id)?;
     if existing.spec.generation != spec.generation || existing.terminated_at.is_some() {
@@ -662,7 +687,7 @@ fn follow_pods(inner: &mut Inner, spec: &ProbeSpec) -> Option<ProbeState> {
             .ok()?;
         existing.spec = spec.clone();
     }
-    Some(existing.state(inner.kernel.as_ref()))
+    Some(existing.state(inner.kernel.as_ref(), live))
 }
 
 /// The binaries a uprobe attaches to for `target` (none for a kernel tracepoint).
@@ -674,7 +699,7 @@ fn target_binaries(plan: &Plan, target: &targets::Target) -> Vec<String> {
 }
 
 impl Probe {
-    fn state(&self, kernel: Option<&ProbeKernel>) -> ProbeState {
+    fn state(&self, kernel: Option<&ProbeKernel>, live: &Live) -> ProbeState {
         let mut state = ProbeState {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
@@ -684,8 +709,11 @@ impl Probe {
             ..ProbeState::default()
         };
         if let Some(loaded) = &self.loaded {
+            let recorder = live.by_slot.get(&loaded.slot);
+            state.events = recorder.map_or(0, |r| r.events);
             state.attachments = loaded.attachments.count();
-            state.dropped = self.user_drops + kernel.map_or(0, |k| k.dropped(loaded.slot));
+            state.dropped =
+                recorder.map_or(0, |r| r.user_drops) + kernel.map_or(0, |k| k.dropped(loaded.slot));
         } else {
             state.dropped = self.user_drops;
         }
@@ -713,18 +741,18 @@ fn pair_key(plan: &Plan, event: &ProbeEvent, side: u32) -> u64 {
     }
 }
 
-fn push_pending(loaded: &mut Loaded, drops: &mut u64, key: u64, call: PendingCall) {
-    if loaded.pending_count >= MAX_PENDING_CALLS {
+fn push_pending(recorder: &mut Recorder, key: u64, call: PendingCall) {
+    if recorder.pending_count >= MAX_PENDING_CALLS {
         // Threads that never return (or exited): forget the whole backlog of one.
-        if let Some(stale) = loaded.pending.keys().next().copied()
-            && let Some(calls) = loaded.pending.remove(&stale)
+        if let Some(stale) = recorder.pending.keys().next().copied()
+            && let Some(calls) = recorder.pending.remove(&stale)
         {
-            loaded.pending_count -= calls.len();
-            *drops += calls.len() as u64;
+            recorder.pending_count -= calls.len();
+            recorder.user_drops += calls.len() as u64;
         }
     }
-    loaded.pending.entry(key).or_default().push(call);
-    loaded.pending_count += 1;
+    recorder.pending.entry(key).or_default().push(call);
+    recorder.pending_count += 1;
 }
 
 /// The entry's values, in capture order, decoded to cells.
@@ -815,7 +843,7 @@ fn escape_bytes(bytes: &[u8]) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn write_row(
-    loaded: &mut Loaded,
+    recorder: &mut Recorder,
     event: &ProbeEvent,
     start_ktime: u64,
     latency: Option<u64>,
@@ -824,12 +852,12 @@ fn write_row(
     upid: u128,
     boot_to_epoch_ns: i64,
 ) {
-    let rows = &mut loaded.rows;
+    let rows = &mut recorder.rows;
     rows.append_time(
         boot_to_epoch_ns.saturating_add(i64::try_from(start_ktime).unwrap_or(i64::MAX)),
     );
     rows.append_u128(upid);
-    for source in &loaded.plan.columns {
+    for source in &recorder.plan.columns {
         let cell = match source {
             ValueSource::Entry(n, _) => entry.get(*n).cloned().unwrap_or(Cell::Int(0)),
             ValueSource::Return(n, decode) => match ret.get(*n) {

@@ -20,8 +20,4 @@ mod targets;
 pub use manager::{ProbeManager, ProbeSettings};
 pub use service::ProbeControl;
 
-/// Starts the task that reads probe events and keeps the probes' tables current.
-#[must_use]
-pub fn spawn_reader(manager: &std::sync::Arc<ProbeManager>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(reader::run(std::sync::Arc::clone(manager)))
-}
+pub use reader::ReaderThread;

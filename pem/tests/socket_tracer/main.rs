@@ -9,3 +9,4 @@ mod common;
 mod conn_stats;
 mod http;
 mod support;
+mod threads;
