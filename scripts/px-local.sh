@@ -8,7 +8,7 @@ scripts/setup.sh
 # tests' (`cargo build --workspace`, `cargo test --workspace`) compile each dependency
 # with the same features whichever runs first; --bin px still compiles only what px needs.
 if [ ! -x target/release/px ]; then
-  echo "px-local: first build of px (release); about N minutes on 2 cores, progress below" >&2
+  echo "px-local: first build of px (release): about 45 minutes on 2 cores, progress below" >&2
 fi
 cargo build --release --workspace --bin px
 exec target/release/px local "$@"

@@ -17,6 +17,7 @@ mod config;
 mod conn_stats;
 pub mod container;
 mod error;
+mod event_loop;
 mod events;
 mod loader;
 mod pem;
@@ -25,6 +26,10 @@ pub mod probes;
 mod proc_stats;
 mod process;
 mod protocols;
+/// A synthetic workload through the user-space path, for instruction counts (see
+/// `src/bin/tracker_replay.rs`); not part of the API.
+#[doc(hidden)]
+pub mod replay;
 mod table_service;
 mod tracker;
 

@@ -1,6 +1,8 @@
 //! Process identity: Pixie's UPID (ASID, PID, start time), read from /proc.
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::HashMapExt as _;
 use std::fs;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -152,7 +154,7 @@ fn read_proc_text(pid: u32, file: &str) -> String {
 /// UPIDs of the processes seen, so a UPID costs one set of /proc reads per process.
 pub(crate) struct ProcessCache {
     asid: u32,
-    upids: HashMap<u32, u128>,
+    upids: foldhash::HashMap<u32, u128>,
     table: Arc<ProcessTable>,
 }
 
@@ -160,7 +162,7 @@ impl ProcessCache {
     pub(crate) fn new(asid: u32, table: Arc<ProcessTable>) -> Self {
         Self {
             asid,
-            upids: HashMap::new(),
+            upids: foldhash::HashMap::new(),
             table,
         }
     }

@@ -7,7 +7,9 @@
 
 mod connection;
 
-use std::collections::HashMap;
+// foldhash: the maps on the per-event path are keyed by integers the kernel hands out;
+// SipHash's flood resistance buys nothing there and costs a share of every event.
+use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arrow_array::RecordBatch;

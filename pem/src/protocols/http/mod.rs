@@ -346,31 +346,31 @@ fn push_redacted(out: &mut String, name: &str, value: &[u8]) {
 /// of being collected first: no allocation for headers that carry no credential.
 fn write_headers_json(out: &mut String, msg: &HttpMessage, redact_credentials: bool) {
     out.push('{');
-    for (i, (name, value)) in msg.headers.iter().enumerate() {
-        let earlier = &msg.headers[..i];
-        if earlier.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+    let headers = &msg.headers;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if (0..i).any(|j| headers.get(j).0.eq_ignore_ascii_case(name)) {
             continue; // already written, joined with this one
         }
         if i > 0 {
             out.push(',');
         }
-        push_json_string(out, name.as_bytes());
+        push_json_string(out, name);
         out.push(':');
         out.push('"');
         let redact = redact_credentials
             && CREDENTIAL_HEADERS
                 .iter()
-                .any(|c| c.eq_ignore_ascii_case(name));
+                .any(|c| c.as_bytes().eq_ignore_ascii_case(name));
         let push = |out: &mut String, value: &[u8]| {
             if redact {
-                push_redacted(out, name, value);
+                push_redacted(out, &String::from_utf8_lossy(name), value);
             } else {
                 push_json_escaped(out, value);
             }
         };
         push(out, value);
-        for (_, more) in msg.headers[i + 1..]
-            .iter()
+        for (_, more) in (i + 1..headers.len())
+            .map(|j| headers.get(j))
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             out.push_str(", ");
@@ -390,6 +390,13 @@ fn push_json_string(out: &mut String, bytes: &[u8]) {
 
 /// Appends `bytes` (invalid UTF-8 replaced by U+FFFD) escaped for a JSON string.
 fn push_json_escaped(out: &mut String, bytes: &[u8]) {
+    // Nearly every header name and value is printable ASCII with nothing to escape:
+    // one check eight bytes at a time, one copy.
+    if plain_ascii(bytes) {
+        // SAFETY: every byte is ASCII (checked just above), so `out` stays valid UTF-8.
+        unsafe { out.as_mut_vec() }.extend_from_slice(bytes);
+        return;
+    }
     // Header values are nearly always valid UTF-8: validate in one fast pass first.
     if let Ok(text) = std::str::from_utf8(bytes) {
         return push_json_escaped_str(out, text);
@@ -403,24 +410,72 @@ fn push_json_escaped(out: &mut String, bytes: &[u8]) {
 }
 
 /// Appends `text` escaped for a JSON string, copying runs that need no escape at once.
+/// Runs once per header on the per-row path: eight bytes are checked at a time, since
+/// header values rarely hold anything to escape.
 fn push_json_escaped_str(out: &mut String, text: &str) {
-    let mut rest = text;
-    while let Some(at) = rest
-        .bytes()
-        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
-    {
-        out.push_str(&rest[..at]);
-        match rest.as_bytes()[at] {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            control => out.push_str(&format!("\\u{control:04x}")),
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(word)
+            && !any_needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
         }
-        rest = &rest[at + 1..];
+        let escape = match bytes[i] {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 => "",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        // An escaped byte is ASCII, so `i` is a char boundary.
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{:04x}", bytes[i]));
+        } else {
+            out.push_str(escape);
+        }
+        i += 1;
+        start = i;
     }
-    out.push_str(rest);
+    out.push_str(&text[start..]);
+}
+
+/// Whether every byte is printable ASCII other than `"` and `\\`.
+fn plain_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
+        if word & HIGH != 0 || any_needs_escape(word) {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Whether any of the eight bytes in `word` is a control character, `"` or `\`
+/// (exact as a yes/no: the classic "has a zero byte" and "has a byte less than n" tests).
+fn any_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    below_space
+        | has_zero(word ^ (ONES * u64::from(b'"')))
+        | has_zero(word ^ (ONES * u64::from(b'\\')))
+        != 0
 }
 
 /// Feeds request messages to the stitcher and their methods to the response parser.
@@ -645,6 +700,7 @@ fn fuzz_role(role: Role, limits: ParserLimits, mut ops: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::parser::Headers;
     use super::*;
 
     fn limits() -> ParserLimits {
@@ -974,15 +1030,35 @@ mod tests {
         assert_eq!(c.buffered_bytes(), 0);
     }
 
+    proptest::proptest! {
+        /// The fast paths (eight bytes at a time, plain ASCII) write what a JSON parser
+        /// reads back as the bytes given, invalid UTF-8 replaced.
+        #[test]
+        fn json_escaping_round_trips(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut out = String::new();
+            push_json_string(&mut out, &bytes);
+            let back: String = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(back, String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn json_escaping_round_trips_text(text in "[ -~\\t\\n\"\\\\é€]{0,40}") {
+            let mut out = String::new();
+            push_json_string(&mut out, text.as_bytes());
+            let back: String = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(back, text);
+        }
+    }
+
     #[test]
     fn headers_json_merges_and_escapes() {
         let msg = HttpMessage {
-            headers: vec![
-                ("Accept".into(), Box::from(&b"a/b"[..])),
-                ("X-Q".into(), Box::from(&b"say \"hi\"\\ \x01"[..])),
-                ("accept".into(), Box::from(&b"c/d"[..])),
-                ("X-Bin".into(), Box::from(&b"\xff"[..])),
-            ],
+            headers: Headers::from_pairs(&[
+                ("Accept", &b"a/b"[..]),
+                ("X-Q", &b"say \"hi\"\\ \x01"[..]),
+                ("accept", &b"c/d"[..]),
+                ("X-Bin", &b"\xff"[..]),
+            ]),
             ..HttpMessage::default()
         };
         assert_eq!(
@@ -995,26 +1071,14 @@ mod tests {
     #[test]
     fn credentials_are_recorded_as_present_and_redacted_unless_kept() {
         let msg = HttpMessage {
-            headers: vec![
-                (
-                    "Authorization".into(),
-                    Box::from(&b"Bearer s3cr3t-token"[..]),
-                ),
-                (
-                    "Cookie".into(),
-                    Box::from(&b"session=abc123; theme=dark"[..]),
-                ),
-                (
-                    "set-cookie".into(),
-                    Box::from(&b"id=xyz; Path=/; HttpOnly"[..]),
-                ),
-                (
-                    "Proxy-Authorization".into(),
-                    Box::from(&b"Basic dXNlcjpwYXNz"[..]),
-                ),
-                ("X-Api-Key".into(), Box::from(&b"k-42"[..])),
-                ("Accept".into(), Box::from(&b"*/*"[..])),
-            ],
+            headers: Headers::from_pairs(&[
+                ("Authorization", &b"Bearer s3cr3t-token"[..]),
+                ("Cookie", &b"session=abc123; theme=dark"[..]),
+                ("set-cookie", &b"id=xyz; Path=/; HttpOnly"[..]),
+                ("Proxy-Authorization", &b"Basic dXNlcjpwYXNz"[..]),
+                ("X-Api-Key", &b"k-42"[..]),
+                ("Accept", &b"*/*"[..]),
+            ]),
             ..HttpMessage::default()
         };
         let mut redacted = String::new();
@@ -1040,7 +1104,7 @@ mod tests {
     #[test]
     fn content_type_classification() {
         let with = |ct: &str| HttpMessage {
-            headers: vec![("Content-Type".into(), Box::from(ct.as_bytes()))],
+            headers: Headers::from_pairs(&[("Content-Type", ct.as_bytes())]),
             ..HttpMessage::default()
         };
         let none = HttpMessage::default();
