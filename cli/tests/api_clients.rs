@@ -715,17 +715,26 @@ fn a_slow_query_does_not_hold_up_the_capture() {
         ],
     );
     let (_server, port) = peer_server();
-    let load = |count: &str| {
+    let client = |args: &[&str]| {
         Command::new("python3")
             .arg(repo().join("pem/tests/peer/http_peer.py"))
-            .args(["client", "load", "--port", &port, "--count", count])
+            .args(["client"])
+            .args(args)
+            .args(["--port", &port])
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
     };
-    // Rows for the query to chew on, then traffic for as long as it runs.
-    assert!(load("1500").wait().unwrap().success());
-    let traffic = Guarded(load("100000000"));
+    // Rows for the query to chew on, then small requests for as long as it runs: about
+    // 1 MB/s of events, so the 1 MiB ring buffer fills within a second or two if
+    // nothing drains it while the query runs.
+    assert!(
+        client(&["load", "--count", "1500"])
+            .wait()
+            .unwrap()
+            .success()
+    );
+    let traffic = Guarded(client(&["tagged", "--tag", "slow", "--count", "100000000"]));
     std::thread::sleep(Duration::from_millis(500));
 
     let epoch_ns = || {
