@@ -111,14 +111,7 @@ impl Headers {
     /// (name, value) of each header, in arrival order; names as bytes (httparse checked
     /// they are tokens), so that nothing is validated again on the per-row path.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut start = 0usize;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let name = self.bytes.get(start..name_end).unwrap_or_default();
-            let value = self.bytes.get(name_end..value_end).unwrap_or_default();
-            start = value_end;
-            (name, value)
-        })
+        (0..self.len()).map(|i| self.get(i))
     }
 
     /// Header `i` (name, value); empty past the end.
