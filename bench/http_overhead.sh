@@ -18,7 +18,9 @@
 # MEMORY_LIMIT (px local --memory-limit, default 2Gi), THINK_MS (default 0: each
 # connection sends its next request as soon as the last is answered, the highest load
 # the machine sustains; N: each connection waits N ms between requests, a steady load
-# that leaves the machine headroom, as production servers run).
+# that leaves the machine headroom, as production servers run). PX_BIN_DIR: run the
+# `px` and `tracker-replay` found there instead of building them (to compare two builds,
+# run the script once with each, one after the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +38,12 @@ for tool in wrk nginx valgrind bpftool; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light valgrind bpftool >/dev/null
   }
 done
-cargo build --release --quiet --workspace --bin px --bin tracker-replay
-bin=${CARGO_TARGET_DIR:-target}/release
+if [ -n "${PX_BIN_DIR:-}" ]; then
+  bin=$PX_BIN_DIR
+else
+  cargo build --release --quiet --workspace --bin px --bin tracker-replay
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 
 # Instructions for N and 2N requests: the difference is the cost of N requests (2N
 # rows) without start-up.

@@ -50,4 +50,28 @@ struct task_struct___px {
 	struct files_struct___px *files;
 } PX_CORE;
 
+/* The registers a task entered the kernel with, where a syscall's arguments are. They
+ * are saved at entry and left alone by the syscalls traced here, so the exit program
+ * reads them instead of an entry program saving them in a map. bpf_task_pt_regs returns
+ * a pointer whose kernel type the verifier knows, so these are plain loads (relocated by
+ * CO-RE), not helper calls. */
+#if defined(__TARGET_ARCH_arm64)
+struct pt_regs___px {
+	__u64 regs[31];
+	__u64 orig_x0; /* x0 holds the return value by the exit */
+} PX_CORE;
+#define PX_SYSCALL_ARG0(r) ((r)->orig_x0)
+#define PX_SYSCALL_ARG1(r) ((r)->regs[1])
+#define PX_SYSCALL_ARG2(r) ((r)->regs[2])
+#else
+struct pt_regs___px {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+} PX_CORE;
+#define PX_SYSCALL_ARG0(r) ((r)->di)
+#define PX_SYSCALL_ARG1(r) ((r)->si)
+#define PX_SYSCALL_ARG2(r) ((r)->dx)
+#endif
+
 #endif

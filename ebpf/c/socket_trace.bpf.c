@@ -5,7 +5,7 @@
  *
  * Only file descriptors that became connections through connect() or accept() are
  * traced: every other read or write costs one failed hash lookup and nothing more.
- * Minimum kernel version: 5.8 (ring buffer).
+ * Minimum kernel version: 5.15 (bpf_task_pt_regs; ring buffer since 5.8).
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -48,23 +48,14 @@ enum io_buffer_kind {
 	IO_MSGHDR = 3, /* recvmsg/sendmsg: a msghdr holding an iovec array */
 };
 
-
-struct io_args {
-	__u64 buf;    /* buffer, iovec array or msghdr, per kind */
-	__u64 iovcnt; /* IO_IOVEC only */
-	__s32 fd;
-	__u16 kind;
-	__u16 direction;
-};
-
 struct iovec_user {
 	__u64 base;
 	__u64 len;
 };
 
-/* One data event as it is assembled before it goes into the ring buffer. The payload
- * has twice the room a chunk needs so that (offset < MAX) + (length <= MAX) is provably
- * in bounds without exact arithmetic. */
+/* An iovec syscall's data event as it is assembled before it goes into the ring buffer.
+ * The payload has twice the room a chunk needs so that (offset < MAX) + (length <= MAX)
+ * is provably in bounds without exact arithmetic. */
 struct data_scratch {
 	struct px_data_event event;
 	__u8 payload[2 * PX_MAX_CHUNK];
@@ -99,21 +90,8 @@ struct {
 	__type(value, __u64);
 } muted SEC(".maps");
 
-/* Syscall arguments saved at entry, keyed by thread (pid_tgid), read at exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __s32);
-} active_connect SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct io_args);
-} active_io SEC(".maps");
-
+/* Data events of iovec syscalls are assembled here before they go into the ring buffer
+ * (see copy_iovecs); single-buffer syscalls are read straight into their record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -244,32 +222,24 @@ static __always_inline void open_conn(__u32 tgid, __s32 fd, __u32 role)
 	bpf_ringbuf_submit(ev, submit_flags());
 }
 
-/* ---- connect ---- */
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int sys_enter_connect(struct sys_enter_ctx *ctx)
+/* The registers of the syscall the current task is in (see kernel_types.h). */
+static __always_inline struct pt_regs___px *syscall_regs(void)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!traced_tgid(id))
-		return 0;
-	__s32 fd = (__s32)ctx->args[0];
-	bpf_map_update_elem(&active_connect, &id, &fd, BPF_ANY);
-	return 0;
+	return (struct pt_regs___px *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
+
+/* ---- connect ---- */
 
 SEC("tracepoint/syscalls/sys_exit_connect")
 int sys_exit_connect(struct sys_exit_ctx *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__s32 *fd = bpf_map_lookup_elem(&active_connect, &id);
-	if (!fd)
-		return 0;
-	__s32 saved = *fd;
-	bpf_map_delete_elem(&active_connect, &id);
 	/* A non-blocking connect returns EINPROGRESS with its local port already bound. */
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
-	open_conn(id >> 32, saved, PX_ROLE_CLIENT);
+	__u32 tgid = traced_tgid(bpf_get_current_pid_tgid());
+	if (!tgid)
+		return 0;
+	open_conn(tgid, (__s32)PX_SYSCALL_ARG0(syscall_regs()), PX_ROLE_CLIENT);
 	return 0;
 }
 
@@ -323,27 +293,6 @@ int sys_enter_close(struct sys_enter_ctx *ctx)
 
 /* ---- data: read/write and friends ---- */
 
-static __always_inline int enter_io(struct sys_enter_ctx *ctx, __u16 kind, __u16 direction)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = traced_tgid(id);
-	if (!tgid)
-		return 0;
-	__s32 fd = (__s32)ctx->args[0];
-	__u64 key = conn_key(tgid, fd);
-	if (!bpf_map_lookup_elem(&conns, &key))
-		return 0;
-	struct io_args args = {
-		.buf = ctx->args[1],
-		.iovcnt = ctx->args[2],
-		.fd = fd,
-		.kind = kind,
-		.direction = direction,
-	};
-	bpf_map_update_elem(&active_io, &id, &args, BPF_ANY);
-	return 0;
-}
-
 /* Copies up to `limit` of the `total` bytes an iovec array moved; returns bytes copied. */
 static __always_inline __u32 copy_iovecs(__u8 *payload, __u64 iov, __u64 iovcnt, __u64 total,
 					  __u32 limit)
@@ -376,83 +325,133 @@ static __always_inline __u32 copy_iovecs(__u8 *payload, __u64 iov, __u64 iovcnt,
 	return off;
 }
 
-static __always_inline int exit_io(struct sys_exit_ctx *ctx)
+/* What a data record says besides its payload. */
+struct data_meta {
+	__u64 generation;
+	__u64 position;
+	__u64 buf; /* the caller's buffer, iovec array or msghdr (second argument) */
+	__u32 tgid;
+	__s32 fd;
+	__u32 size;
+	__u32 direction;
+};
+
+static __always_inline void fill_data(struct px_data_event *ev, const struct data_meta *m,
+				      __u32 captured)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct io_args *saved = bpf_map_lookup_elem(&active_io, &id);
-	if (!saved)
-		return 0;
-	struct io_args args = *saved;
-	bpf_map_delete_elem(&active_io, &id);
+	fill_header(&ev->hdr, PX_EVENT_DATA, m->tgid, m->fd, m->generation);
+	ev->position = m->position;
+	ev->size = m->size;
+	ev->captured = captured;
+	ev->direction = m->direction;
+	ev->_pad = 0;
+}
+
+/* A single-buffer syscall's record, reserved in the ring buffer with `room` bytes for the
+ * payload (a constant at each call site, so the verifier knows the record's size) and
+ * filled straight from the caller's buffer: no scratch copy. The PEM reads `captured`
+ * bytes; the rest of the room is left as it was. */
+static __always_inline void emit_plain(const struct data_meta *m, __u64 captured,
+				       const __u32 room)
+{
+	struct px_data_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + room, 0);
+	if (!ev) {
+		count_drop();
+		return;
+	}
+	barrier_var(captured);
+	if (captured > room)
+		captured = room;
+	if (bpf_probe_read_user(ev + 1, captured, (void *)m->buf) != 0)
+		captured = 0;
+	fill_data(ev, m, captured);
+	bpf_ringbuf_submit(ev, submit_flags());
+}
+
+/* An iovec syscall's record: the iovecs are gathered in the per-CPU scratch (whose double
+ * room lets the verifier bound each copy), then copied into the ring buffer. */
+static __always_inline void emit_iovecs(const struct data_meta *m, __u16 kind, __u64 iovcnt,
+					__u64 total, __u32 limit)
+{
+	__u32 zero = 0;
+	struct data_scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return;
+	__u64 iov = m->buf;
+	if (kind == IO_MSGHDR) {
+		/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
+		bpf_probe_read_user(&iov, sizeof(iov), (void *)(m->buf + 16));
+		bpf_probe_read_user(&iovcnt, sizeof(iovcnt), (void *)(m->buf + 24));
+	}
+	__u64 captured = copy_iovecs(buf->payload, iov, iovcnt, total, limit);
+	barrier_var(captured);
+	if (captured > PX_MAX_CHUNK)
+		captured = PX_MAX_CHUNK;
+	fill_data(&buf->event, m, captured);
+	if (bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured,
+			       submit_flags()) != 0)
+		count_drop();
+}
+
+/* Every data syscall is traced at its exit alone: by then the return value says how
+ * many bytes moved, and the arguments are still in the task's saved registers. */
+static __always_inline int exit_io(struct sys_exit_ctx *ctx, __u16 kind, __u16 direction)
+{
 	__s64 ret = ctx->ret;
 	if (ret <= 0)
 		return 0;
-
-	__u32 tgid = id >> 32;
-	__u64 key = conn_key(tgid, args.fd);
+	__u32 tgid = traced_tgid(bpf_get_current_pid_tgid());
+	if (!tgid)
+		return 0;
+	struct pt_regs___px *regs = syscall_regs();
+	__s32 fd = (__s32)PX_SYSCALL_ARG0(regs);
+	__u64 key = conn_key(tgid, fd);
 	struct px_conn_info *info = bpf_map_lookup_elem(&conns, &key);
 	if (!info)
 		return 0;
-	__u64 position;
-	if (args.direction == PX_DIR_EGRESS)
-		position = __sync_fetch_and_add(&info->bytes_sent, ret);
+	struct data_meta m = {
+		.buf = PX_SYSCALL_ARG1(regs),
+		.tgid = tgid,
+		.fd = fd,
+		.size = ret > 0xffffffff ? 0xffffffff : (__u32)ret,
+		.direction = direction,
+	};
+	if (direction == PX_DIR_EGRESS)
+		m.position = __sync_fetch_and_add(&info->bytes_sent, ret);
 	else
-		position = __sync_fetch_and_add(&info->bytes_recv, ret);
-	__u64 generation = info->generation;
+		m.position = __sync_fetch_and_add(&info->bytes_recv, ret);
+	m.generation = info->generation;
 
 	__u64 *muted_gen = bpf_map_lookup_elem(&muted, &key);
-	if (muted_gen && *muted_gen == generation)
+	if (muted_gen && *muted_gen == m.generation)
 		return 0;
 
 	struct px_config *cfg = get_config();
-	__u32 zero = 0;
-	struct data_scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
-	if (!cfg || !buf)
+	if (!cfg)
 		return 0;
 	__u32 limit = cfg->chunk_limit;
 	if (limit > PX_MAX_CHUNK)
 		limit = PX_MAX_CHUNK;
-
-	__u64 captured = 0;
-	if (args.kind == IO_PLAIN) {
-		captured = (__u64)ret < limit ? (__u64)ret : limit;
-		barrier_var(captured);
-		if (captured > PX_MAX_CHUNK)
-			captured = PX_MAX_CHUNK;
-		if (bpf_probe_read_user(buf->payload, captured, (void *)args.buf) != 0)
-			captured = 0;
-	} else {
-		__u64 iov = args.buf;
-		__u64 iovcnt = args.iovcnt;
-		if (args.kind == IO_MSGHDR) {
-			/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
-			bpf_probe_read_user(&iov, sizeof(iov), (void *)(args.buf + 16));
-			bpf_probe_read_user(&iovcnt, sizeof(iovcnt), (void *)(args.buf + 24));
-		}
-		captured = copy_iovecs(buf->payload, iov, iovcnt, ret, limit);
+	if (kind != IO_PLAIN) {
+		emit_iovecs(&m, kind, kind == IO_IOVEC ? PX_SYSCALL_ARG2(regs) : 0, ret, limit);
+		return 0;
 	}
-
-	struct px_data_event *ev = &buf->event;
-	fill_header(&ev->hdr, PX_EVENT_DATA, tgid, args.fd, generation);
-	ev->position = position;
-	ev->size = ret > 0xffffffff ? 0xffffffff : (__u32)ret;
-	ev->direction = args.direction;
-	ev->_pad = 0;
-	barrier_var(captured);
-	if (captured > PX_MAX_CHUNK)
-		captured = PX_MAX_CHUNK;
-	ev->captured = captured;
-	if (bpf_ringbuf_output(&events, buf, sizeof(struct px_data_event) + captured,
-			       submit_flags()) != 0)
-		count_drop();
+	/* Size classes keep a small request's record small in the ring buffer. */
+	__u64 captured = (__u64)ret < limit ? (__u64)ret : limit;
+	if (captured <= 256)
+		emit_plain(&m, captured, 256);
+	else if (captured <= 1024)
+		emit_plain(&m, captured, 1024);
+	else if (captured <= 4096)
+		emit_plain(&m, captured, 4096);
+	else
+		emit_plain(&m, captured, PX_MAX_CHUNK);
 	return 0;
 }
 
 #define IO_PROBES(name, kind, dir)                                                         \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                        \
-	int sys_enter_##name(struct sys_enter_ctx *ctx) { return enter_io(ctx, kind, dir); } \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
-	int sys_exit_##name(struct sys_exit_ctx *ctx) { return exit_io(ctx); }
+	int sys_exit_##name(struct sys_exit_ctx *ctx) { return exit_io(ctx, kind, dir); }
 
 IO_PROBES(read, IO_PLAIN, PX_DIR_INGRESS)
 IO_PROBES(recvfrom, IO_PLAIN, PX_DIR_INGRESS)

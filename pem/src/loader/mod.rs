@@ -31,7 +31,8 @@ impl SocketTracer {
     /// Checks privileges, loads the object and attaches every syscall tracepoint.
     ///
     /// # Minimum kernel version
-    /// 5.12 (ring buffer, atomic fetch-and-add in BPF), with BTF for the CO-RE socket reads.
+    /// 5.15 (ring buffer, atomic fetch-and-add in BPF, `bpf_task_pt_regs` for the syscall
+    /// arguments at exit), with BTF for the CO-RE socket reads.
     pub(crate) fn load(config: &PemConfig) -> Result<Self, Error> {
         let scope = config
             .cgroup

@@ -10,26 +10,17 @@ use crate::error::Error;
 
 /// (program name in the object, tracepoint category, tracepoint name).
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
     ("sys_exit_read", "syscalls", "sys_exit_read"),
-    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
     ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
     ("sys_exit_readv", "syscalls", "sys_exit_readv"),
-    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
     ("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-    ("sys_enter_write", "syscalls", "sys_enter_write"),
     ("sys_exit_write", "syscalls", "sys_exit_write"),
-    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
     ("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
-    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
     ("sys_exit_writev", "syscalls", "sys_exit_writev"),
-    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
     ("sys_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
