@@ -421,6 +421,12 @@ impl MessageParser {
                 input = input.get(used..).unwrap_or_default();
                 continue;
             }
+            if self.buf.is_empty()
+                && let Some(used) = self.head_in_place(input, sink)
+            {
+                input = input.get(used..).unwrap_or_default();
+                continue;
+            }
             let room = self.buf_limit().saturating_sub(self.buf.len());
             if room == 0 {
                 // Unreachable when processing keeps its bounds; never loop forever if not.
@@ -612,33 +618,65 @@ impl MessageParser {
         }
     }
 
+    /// A header block that arrives whole, at the start of a message, is parsed where it
+    /// lies instead of being copied into `buf` first (the common case: a request or a
+    /// response head in one read). Returns the bytes used, or `None` to take the
+    /// buffered path, which handles everything else (leading newlines, garbage, a head
+    /// split across reads).
+    fn head_in_place<S: MessageSink>(&mut self, input: &[u8], sink: &mut S) -> Option<usize> {
+        let State::Head { strict, .. } = self.state else {
+            return None;
+        };
+        if check_start_line(self.kind, strict, input) != LineCheck::Valid {
+            return None;
+        }
+        let end = find_head_end(input, 0).ok()?;
+        if end > self.limits.max_header_bytes {
+            return None;
+        }
+        let parsed = self.parse_head_bytes(input.get(..end)?)?;
+        let len = parsed.len;
+        self.start_message(parsed, self.now, sink);
+        Some(len)
+    }
+
     /// Parses `buf[..end]`, a complete header block, and starts its body.
     fn parse_head<S: MessageSink>(&mut self, end: usize, sink: &mut S) -> bool {
-        let head = &self.buf[..end];
-        let parsed = match self.kind {
+        let Some(parsed) = self.parse_head_bytes(&self.buf[..end]) else {
+            return self.skip_garbage(sink);
+        };
+        let ts = self.start_ts;
+        self.drain_front(parsed.len);
+        self.start_message(parsed, ts, sink);
+        true
+    }
+
+    /// Parses a complete header block of the kind this parser reads.
+    fn parse_head_bytes(&self, head: &[u8]) -> Option<ParsedHead> {
+        match self.kind {
             MessageKind::Request => parse_request(head),
             MessageKind::Response => parse_response(
                 head,
                 self.methods.front().copied().unwrap_or(MethodClass::Other),
             ),
-        };
-        let Some(ParsedHead {
+        }
+    }
+
+    /// Starts the message of a parsed head whose first byte arrived at `ts`.
+    fn start_message<S: MessageSink>(&mut self, parsed: ParsedHead, ts: u64, sink: &mut S) {
+        let ParsedHead {
             mut msg,
-            len,
             body,
             upgrade,
-        }) = parsed
-        else {
-            return self.skip_garbage(sink);
-        };
+            ..
+        } = parsed;
         if self.kind == MessageKind::Response && !msg.is_interim() {
             self.methods.pop_front();
             if self.methods.is_empty() {
                 self.methods = VecDeque::new();
             }
         }
-        msg.ts_ns = self.start_ts;
-        self.drain_front(len);
+        msg.ts_ns = ts;
         self.msg = Some(msg);
         match body {
             BodyKind::None => self.finish_message(sink),
@@ -652,7 +690,6 @@ impl MessageParser {
         if upgrade {
             self.upgrade();
         }
-        true
     }
 
     /// Drops at least one byte and everything before the next plausible message start.
