@@ -120,6 +120,14 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
             }),
     );
     eprintln!("{}", describe_storage(&store, args.pem.memory_limit));
+    if cfg!(debug_assertions) {
+        // The first run builds in debug mode because that takes minutes, not most of an hour.
+        eprintln!(
+            "note: this is a debug build, fine for looking around but several times slower \
+             per request; `scripts/px-local.sh --release` builds the optimised px (about 45 \
+             minutes the first time)."
+        );
+    }
     let key_note = match &key_file {
         Some(file) => format!(
             "API key in {}, readable by {}",
