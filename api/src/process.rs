@@ -32,10 +32,28 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{program}: {error:#}");
+            eprintln!("{program}: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, as `{:#}` prints them, except that a cause whose
+/// words its error already says (a `thiserror` message that embeds `{source}`, as aya's
+/// and ours do) is not said again.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Completes at the first SIGINT or SIGTERM.
@@ -66,4 +84,27 @@ pub async fn listen(
         .await
         .with_context(|| format!("cannot listen on {addr}; choose another address with {flag}"))?;
     Ok(tokio_stream::wrappers::TcpListenerStream::new(listener))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading failed: {source}")]
+    struct Embeds {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_message_is_said_once() {
+        let inner = std::io::Error::other("map type unsupported");
+        let error = anyhow::Error::new(Embeds { source: inner }).context("px local");
+        assert_eq!(
+            one_line(&error),
+            "px local: loading failed: map type unsupported"
+        );
+        let plain = anyhow::anyhow!("no such file").context("reading the key");
+        assert_eq!(one_line(&plain), "reading the key: no such file");
+    }
 }
