@@ -347,8 +347,19 @@ fn push_redacted(out: &mut String, name: &str, value: &[u8]) {
 fn write_headers_json(out: &mut String, msg: &HttpMessage, redact_credentials: bool) {
     out.push('{');
     let headers = &msg.headers;
+    // Repeated names are rare: one byte per name, case folded, compared first leaves the
+    // name comparisons to the few pairs that may match (the parser keeps at most
+    // MAX_HEADERS; a header past that would be compared by name with every other).
+    let mut prints = [0u8; parser::MAX_HEADERS];
+    for (print, (name, _)) in prints.iter_mut().zip(headers.iter()) {
+        *print = name_print(name);
+    }
+    let same_name = |i: usize, j: usize| match (prints.get(i), prints.get(j)) {
+        (Some(a), Some(b)) if a != b => false,
+        _ => headers.get(i).0.eq_ignore_ascii_case(headers.get(j).0),
+    };
     for (i, (name, value)) in headers.iter().enumerate() {
-        if (0..i).any(|j| headers.get(j).0.eq_ignore_ascii_case(name)) {
+        if (0..i).any(|j| same_name(i, j)) {
             continue; // already written, joined with this one
         }
         if i > 0 {
@@ -369,16 +380,22 @@ fn write_headers_json(out: &mut String, msg: &HttpMessage, redact_credentials: b
             }
         };
         push(out, value);
-        for (_, more) in (i + 1..headers.len())
-            .map(|j| headers.get(j))
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
+        for j in (i + 1..headers.len()).filter(|&j| same_name(i, j)) {
             out.push_str(", ");
-            push(out, more);
+            push(out, headers.get(j).1);
         }
         out.push('"');
     }
     out.push('}');
+}
+
+/// A byte standing for a header name, equal for names equal but for ASCII case.
+fn name_print(name: &[u8]) -> u8 {
+    // `| 0x20` folds ASCII letters to lower case (and maps a few other bytes together,
+    // which only makes more pairs compared by name).
+    let fold = |b: Option<&u8>| b.map_or(0, |b| b | 0x20);
+    let len = name.len().to_le_bytes()[0]; // its low byte: a fingerprint, not a length
+    len.wrapping_mul(31) ^ fold(name.first()) ^ fold(name.last()).rotate_left(4)
 }
 
 /// Appends `bytes` as a JSON string literal.

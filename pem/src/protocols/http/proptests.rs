@@ -437,3 +437,58 @@ proptest! {
         super::fuzz_one_input(&data);
     }
 }
+
+/// What the header JSON must say, written the slow, obvious way: each name at its first
+/// appearance, with the values of every header of that name (ASCII case ignored).
+fn headers_json_reference(headers: &[(String, Vec<u8>)]) -> String {
+    let mut fields: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, value) in headers {
+        let value = String::from_utf8(value.clone()).unwrap_or_default();
+        match fields
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, values)) => values.push(value),
+            None => fields.push((name.clone(), vec![value])),
+        }
+    }
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|(name, values)| format!("\"{name}\":\"{}\"", values.join(", ")))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+proptest! {
+    #[test]
+    fn repeated_header_names_are_merged_whatever_their_case(
+        // Few names, in random case, so repeats and fingerprint collisions are common.
+        headers in prop::collection::vec(
+            (
+                prop::sample::select(vec!["a", "b", "ab", "ba", "accept", "Accept-Encoding", "x-y", "X@y"]),
+                any::<u8>(),
+                "[a-z0-9]{0,6}",
+            ),
+            0..24,
+        ),
+    ) {
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .into_iter()
+            .map(|(name, case, value)| {
+                let name: String = name
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if case >> (i % 8) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                    .collect();
+                (name, value.into_bytes())
+            })
+            .collect();
+        let pairs: Vec<(&str, &[u8])> =
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let msg = HttpMessage {
+            headers: super::parser::Headers::from_pairs(&pairs),
+            ..HttpMessage::default()
+        };
+        prop_assert_eq!(super::headers_json(&msg), headers_json_reference(&headers));
+    }
+}
