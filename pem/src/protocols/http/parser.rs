@@ -68,33 +68,71 @@ pub(crate) struct HttpMessage {
     pub(crate) body_size: u64,
 }
 
-/// A message's headers, names and values copied once into one buffer: two allocations
-/// per message however many headers it has (a `String` and a box per header cost 2n+1
-/// on the per-message path).
+/// A message's headers: the stretch of the header block their names and values lie in,
+/// copied once however many headers there are, and where each name and value is in it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Headers {
-    /// Every name and value, back to back, in arrival order.
+    /// The header block as received, from the first name to the end of the last value.
     bytes: Box<[u8]>,
-    /// Per header, where its name ends and where its value ends in `bytes`; each name
-    /// starts where the previous value ended.
-    ends: Box<[(u32, u32)]>,
+    /// Per header, in arrival order, where its name and its value are in `bytes`.
+    spans: Box<[HeaderSpan]>,
+}
+
+/// Where one header's name and value are in [`Headers::bytes`] (start, end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeaderSpan {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 impl Headers {
-    /// Copies httparse's borrowed headers.
-    fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
+    /// Keeps httparse's headers, which borrow from `head`, the block they were parsed from.
+    fn from_httparse(head: &[u8], headers: &[httparse::Header<'_>]) -> Self {
+        Self::spans_of(head, headers).unwrap_or_else(|| Self::copied(headers))
+    }
+
+    /// One copy of the part of `head` that the headers lie in, and where each lies; None
+    /// when there are no headers or one does not lie in `head`.
+    fn spans_of(head: &[u8], headers: &[httparse::Header<'_>]) -> Option<Self> {
+        let base = head.as_ptr().addr();
+        let from = headers.first()?.name.as_ptr().addr().checked_sub(base)?;
+        let place = |part: &[u8]| -> Option<(u32, u32)> {
+            let start = part.as_ptr().addr().checked_sub(base)?.checked_sub(from)?;
+            Some((offset(start), offset(start + part.len())))
+        };
+        // Sized up front: collecting through `Option` would grow the vector step by step.
+        let mut spans = Vec::with_capacity(headers.len());
+        for h in headers {
+            spans.push(HeaderSpan {
+                name: place(h.name.as_bytes())?,
+                value: place(h.value)?,
+            });
+        }
+        let to = from.checked_add(spans.last()?.value.1 as usize)?;
+        Some(Self {
+            bytes: head.get(from..to)?.into(),
+            spans: spans.into_boxed_slice(),
+        })
+    }
+
+    /// Names and values copied back to back (headers that are not all in one block).
+    fn copied(headers: &[httparse::Header<'_>]) -> Self {
         let total = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
         let mut bytes = Vec::with_capacity(total);
-        let mut ends = Vec::with_capacity(headers.len());
+        let mut spans = Vec::with_capacity(headers.len());
         for h in headers {
+            let start = offset(bytes.len());
             bytes.extend_from_slice(h.name.as_bytes());
             let name_end = offset(bytes.len());
             bytes.extend_from_slice(h.value);
-            ends.push((name_end, offset(bytes.len())));
+            spans.push(HeaderSpan {
+                name: (start, name_end),
+                value: (name_end, offset(bytes.len())),
+            });
         }
         Self {
             bytes: bytes.into_boxed_slice(),
-            ends: ends.into_boxed_slice(),
+            spans: spans.into_boxed_slice(),
         }
     }
 
@@ -105,7 +143,7 @@ impl Headers {
             .iter()
             .map(|(name, value)| httparse::Header { name, value })
             .collect();
-        Self::from_httparse(&headers)
+        Self::copied(&headers)
     }
 
     /// (name, value) of each header, in arrival order; names as bytes (httparse checked
@@ -116,26 +154,24 @@ impl Headers {
 
     /// Header `i` (name, value); empty past the end.
     pub(crate) fn get(&self, i: usize) -> (&[u8], &[u8]) {
-        let start = match i.checked_sub(1) {
-            Some(before) => self.ends.get(before).map_or(0, |e| e.1 as usize),
-            None => 0,
-        };
-        let Some(&(name_end, value_end)) = self.ends.get(i) else {
+        let Some(span) = self.spans.get(i) else {
             return (&[], &[]);
         };
-        let (name_end, value_end) = (name_end as usize, value_end as usize);
-        (
-            self.bytes.get(start..name_end).unwrap_or_default(),
-            self.bytes.get(name_end..value_end).unwrap_or_default(),
-        )
+        let part = |(start, end): (u32, u32)| {
+            self.bytes
+                .get(start as usize..end as usize)
+                .unwrap_or_default()
+        };
+        (part(span.name), part(span.value))
     }
 
     /// How many headers there are.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
-    /// Bytes of names and values together.
+    /// Bytes kept for names and values (with the separators between them when they are
+    /// kept as received).
     #[cfg(test)]
     fn text_len(&self) -> usize {
         self.bytes.len()
@@ -143,7 +179,7 @@ impl Headers {
 
     /// Heap bytes held.
     fn heap_bytes(&self) -> usize {
-        self.bytes.len() + self.ends.len() * mem::size_of::<(u32, u32)>()
+        self.bytes.len() + self.spans.len() * mem::size_of::<HeaderSpan>()
     }
 }
 
@@ -188,7 +224,7 @@ impl HttpMessage {
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn heap_bound(limits: &ParserLimits) -> usize {
         // Start line and header strings are substrings of the header block.
-        limits.max_header_bytes + MAX_HEADERS * mem::size_of::<(u32, u32)>() + limits.max_body_bytes
+        limits.max_header_bytes + MAX_HEADERS * mem::size_of::<HeaderSpan>() + limits.max_body_bytes
     }
 }
 
@@ -929,7 +965,7 @@ fn parse_request(head: &[u8]) -> Option<ParsedHead> {
         minor_version: req.version?,
         method: req.method?.to_owned(),
         path: req.path?.to_owned(),
-        headers: Headers::from_httparse(req.headers),
+        headers: Headers::from_httparse(head, req.headers),
         ..HttpMessage::default()
     };
     let body = request_body(&msg)?;
@@ -954,7 +990,7 @@ fn parse_response(head: &[u8], method: MethodClass) -> Option<ParsedHead> {
         minor_version: resp.version?,
         status: resp.code?,
         reason: resp.reason.unwrap_or_default().to_owned(),
-        headers: Headers::from_httparse(resp.headers),
+        headers: Headers::from_httparse(head, resp.headers),
         ..HttpMessage::default()
     };
     let (body, upgrade) = response_body(&msg, method)?;
@@ -1194,6 +1230,28 @@ mod tests {
 
     fn header<'a>(m: &'a HttpMessage, name: &'a str) -> Option<&'a [u8]> {
         m.header_values(name).next()
+    }
+
+    #[test]
+    fn headers_are_kept_as_one_stretch_of_the_block() {
+        let (msgs, _) = one_shot(
+            MessageKind::Request,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nAccept: */*\r\n\r\n",
+        );
+        let headers = &msgs[0].headers;
+        let pairs: Vec<(&[u8], &[u8])> = headers.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b"Host"[..], &b"a"[..]),
+                (&b"X-Empty"[..], &b""[..]),
+                (&b"Accept"[..], &b"*/*"[..])
+            ]
+        );
+        assert_eq!(
+            headers.text_len(),
+            "Host: a\r\nX-Empty:\r\nAccept: */*".len()
+        );
     }
 
     #[test]
