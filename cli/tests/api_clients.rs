@@ -709,7 +709,7 @@ fn a_slow_query_does_not_hold_up_the_capture() {
         &addr,
         &[
             "--ring-buffer",
-            "1Mi",
+            "512Ki",
             "--stats-file",
             stats.to_str().unwrap(),
         ],
@@ -725,16 +725,35 @@ fn a_slow_query_does_not_hold_up_the_capture() {
             .spawn()
             .unwrap()
     };
-    // Rows for the query to chew on, then small requests for as long as it runs: about
-    // 1 MB/s of events, so the 1 MiB ring buffer fills within a second or two if
-    // nothing drains it while the query runs.
+    // Rows for the query to chew on (6,000: the self-join compares 36 million pairs), then
+    // small requests for as long as it runs. Both are paced at rates the debug PEM keeps
+    // up with while the other tests share the cores (at full speed, with large headers,
+    // it sometimes did not, query or no query): during the query at most about 1,000
+    // requests, some 600 KB of events, a second, so the 512 KiB ring buffer fills within
+    // a second if nothing drains it while the query runs.
     assert!(
-        client(&["load", "--count", "1500"])
-            .wait()
-            .unwrap()
-            .success()
+        client(&[
+            "tagged",
+            "--tag",
+            "warmup",
+            "--count",
+            "3000",
+            "--pause-ms",
+            "0.2"
+        ])
+        .wait()
+        .unwrap()
+        .success()
     );
-    let traffic = Guarded(client(&["tagged", "--tag", "slow", "--count", "100000000"]));
+    let traffic = Guarded(client(&[
+        "tagged",
+        "--tag",
+        "slow",
+        "--count",
+        "100000000",
+        "--pause-ms",
+        "1",
+    ]));
     std::thread::sleep(Duration::from_millis(500));
 
     let epoch_ns = || {

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -172,10 +173,15 @@ def client(args):
         conn.close()
         out["ok"] = ok
     elif args.scenario == "tagged":
-        # GET /tag/TAG/0 .. /tag/TAG/4, round robin, on one keep-alive connection.
+        # GET /tag/TAG/0 .. /tag/TAG/4, round robin, on one keep-alive connection, with
+        # --pause-ms between requests.
         conn = http.client.HTTPConnection(host, port)
-        out["ok"] = sum(
-            request(conn, "GET", f"/tag/{args.tag}/{i % 5}")[0] == 200 for i in range(args.count))
+        ok = 0
+        for i in range(args.count):
+            ok += request(conn, "GET", f"/tag/{args.tag}/{i % 5}")[0] == 200
+            if args.pause_ms:
+                time.sleep(args.pause_ms / 1000)
+        out["ok"] = ok
         conn.close()
     elif args.scenario == "exact":
         # Known byte counts, for conn_stats.
@@ -218,6 +224,7 @@ def main():
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--count", type=int, default=100)
     c.add_argument("--tag", default="t")
+    c.add_argument("--pause-ms", type=float, default=0)
     args = parser.parse_args()
     if args.mode == "server":
         serve(args.bind)
