@@ -53,9 +53,9 @@ struct iovec_user {
 	__u64 len;
 };
 
-/* An iovec syscall's data event as it is assembled before it goes into the ring buffer.
- * The payload has twice the room a chunk needs so that (offset < MAX) + (length <= MAX)
- * is provably in bounds without exact arithmetic. */
+/* One data event as it is assembled before it goes into the ring buffer. The payload
+ * has twice the room a chunk needs so that (offset < MAX) + (length <= MAX) is provably
+ * in bounds without exact arithmetic. */
 struct data_scratch {
 	struct px_data_event event;
 	__u8 payload[2 * PX_MAX_CHUNK];
@@ -90,8 +90,6 @@ struct {
 	__type(value, __u64);
 } muted SEC(".maps");
 
-/* Data events of iovec syscalls are assembled here before they go into the ring buffer
- * (see copy_iovecs); single-buffer syscalls are read straight into their record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -347,43 +345,35 @@ static __always_inline void fill_data(struct px_data_event *ev, const struct dat
 	ev->_pad = 0;
 }
 
-/* A single-buffer syscall's record, reserved in the ring buffer with `room` bytes for the
- * payload (a constant at each call site, so the verifier knows the record's size) and
- * filled straight from the caller's buffer: no scratch copy. The PEM reads `captured`
- * bytes; the rest of the room is left as it was. */
-static __always_inline void emit_plain(const struct data_meta *m, __u64 captured,
-				       const __u32 room)
-{
-	struct px_data_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + room, 0);
-	if (!ev) {
-		count_drop();
-		return;
-	}
-	barrier_var(captured);
-	if (captured > room)
-		captured = room;
-	if (bpf_probe_read_user(ev + 1, captured, (void *)m->buf) != 0)
-		captured = 0;
-	fill_data(ev, m, captured);
-	bpf_ringbuf_submit(ev, submit_flags());
-}
-
-/* An iovec syscall's record: the iovecs are gathered in the per-CPU scratch (whose double
- * room lets the verifier bound each copy), then copied into the ring buffer. */
-static __always_inline void emit_iovecs(const struct data_meta *m, __u16 kind, __u64 iovcnt,
-					__u64 total, __u32 limit)
+/* A data record, assembled in the per-CPU scratch and copied into the ring buffer at its
+ * exact size. Reading user memory straight into a reserved record would save that copy
+ * (tens of nanoseconds), but a reservation's size must be a constant: size classes made
+ * a small request's record up to three times larger, so the ring buffer held a third as
+ * many and filled (and dropped) that much sooner. */
+static __always_inline void emit_data(const struct data_meta *m, __u16 kind, __u64 iovcnt,
+				      __u64 total, __u32 limit)
 {
 	__u32 zero = 0;
 	struct data_scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
 	if (!buf)
 		return;
-	__u64 iov = m->buf;
-	if (kind == IO_MSGHDR) {
-		/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
-		bpf_probe_read_user(&iov, sizeof(iov), (void *)(m->buf + 16));
-		bpf_probe_read_user(&iovcnt, sizeof(iovcnt), (void *)(m->buf + 24));
+	__u64 captured = 0;
+	if (kind == IO_PLAIN) {
+		captured = total < limit ? total : limit;
+		barrier_var(captured);
+		if (captured > PX_MAX_CHUNK)
+			captured = PX_MAX_CHUNK;
+		if (bpf_probe_read_user(buf->payload, captured, (void *)m->buf) != 0)
+			captured = 0;
+	} else {
+		__u64 iov = m->buf;
+		if (kind == IO_MSGHDR) {
+			/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24 */
+			bpf_probe_read_user(&iov, sizeof(iov), (void *)(m->buf + 16));
+			bpf_probe_read_user(&iovcnt, sizeof(iovcnt), (void *)(m->buf + 24));
+		}
+		captured = copy_iovecs(buf->payload, iov, iovcnt, total, limit);
 	}
-	__u64 captured = copy_iovecs(buf->payload, iov, iovcnt, total, limit);
 	barrier_var(captured);
 	if (captured > PX_MAX_CHUNK)
 		captured = PX_MAX_CHUNK;
@@ -432,20 +422,7 @@ static __always_inline int exit_io(struct sys_exit_ctx *ctx, __u16 kind, __u16 d
 	__u32 limit = cfg->chunk_limit;
 	if (limit > PX_MAX_CHUNK)
 		limit = PX_MAX_CHUNK;
-	if (kind != IO_PLAIN) {
-		emit_iovecs(&m, kind, kind == IO_IOVEC ? PX_SYSCALL_ARG2(regs) : 0, ret, limit);
-		return 0;
-	}
-	/* Size classes keep a small request's record small in the ring buffer. */
-	__u64 captured = (__u64)ret < limit ? (__u64)ret : limit;
-	if (captured <= 256)
-		emit_plain(&m, captured, 256);
-	else if (captured <= 1024)
-		emit_plain(&m, captured, 1024);
-	else if (captured <= 4096)
-		emit_plain(&m, captured, 4096);
-	else
-		emit_plain(&m, captured, PX_MAX_CHUNK);
+	emit_data(&m, kind, kind == IO_IOVEC ? PX_SYSCALL_ARG2(regs) : 0, ret, limit);
 	return 0;
 }
 
