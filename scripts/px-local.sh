@@ -3,9 +3,9 @@
 # load the eBPF programs. Arguments go to `px local` (try --help), except a first
 # `--release`, which builds and runs the optimised px instead.
 #
-# The default is the debug build: about 7 minutes from a fresh clone on 2 cores, and the
+# The default is the debug build: about 4 minutes from a fresh clone on 2 cores, and the
 # same build the tests use (scripts/test.sh), so whichever runs first, the other reuses
-# every dependency. The optimised build takes about 45 minutes the first time (the query
+# every dependency. The optimised build takes 20-45 minutes the first time (the query
 # engine compiled with optimisations); use it to measure overhead or for long runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ scripts/setup.sh
 bin=target/$profile/px
 if [ ! -x "$bin" ]; then
   case $profile in
-    debug) echo "px-local: first build of px: about 7 minutes on 2 cores, progress below" >&2 ;;
-    release) echo "px-local: first optimised build of px: about 45 minutes on 2 cores, progress below" >&2 ;;
+    debug) echo "px-local: first build of px: about 4 minutes on 2 cores, progress below" >&2 ;;
+    release) echo "px-local: first optimised build of px: 20-45 minutes on 2 cores, progress below" >&2 ;;
   esac
 fi
 if [ "$profile" = release ]; then

@@ -124,7 +124,7 @@ pub(crate) async fn run(args: LocalArgs) -> anyhow::Result<()> {
         // The first run builds in debug mode because that takes minutes, not most of an hour.
         eprintln!(
             "note: this is a debug build, fine for looking around but several times slower \
-             per request; `scripts/px-local.sh --release` builds the optimised px (about 45 \
+             per request; `scripts/px-local.sh --release` builds the optimised px (20-45 \
              minutes the first time)."
         );
     }
